@@ -1,0 +1,685 @@
+"""
+gepa.py: compact GEPA (Agrawal et al. 2025, arXiv 2507.19457), reflective prompt evolution.
+
+A reflection LM reads how a prompt did on a few training examples, with feedback, and writes a
+better prompt. The child is kept only if it beats its parent on that same minibatch; a kept child is
+then scored on every validation example. Parents are drawn from the Pareto front of those
+per-example scores, so a prompt that is best on even one example survives instead of one average
+winner. One file, standard library only: copy it into any project.
+
+Usage:
+
+    import gepa
+
+    def evaluate(prompt, batch):          # you supply this: one metric call per example
+        results = []
+        for ex in batch:
+            reply = my_model(prompt + "\\n\\n" + ex["input"])
+            ok = reply.strip() == ex["answer"]
+            results.append((1.0 if ok else 0.0, reply, "correct" if ok else f"expected {ex['answer']}"))
+        return results                   # [(score in [0, 1], output text, feedback text), ...]
+
+    lm = gepa.OpenAILM("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-7B-Instruct")  # or any str -> str
+    state = gepa.optimize("Answer the question.", trainset, valset, evaluate, lm, max_metric_calls=400)
+    print(state.candidates[state.best])
+    open("gepa_state.json", "w").write(state.to_json())
+    # later, up to 200 more metric calls on top of the saved run:
+    state = gepa.optimize("", trainset, valset, evaluate, lm, 200,
+                          state=gepa.State.from_json(open("gepa_state.json").read()))
+
+    python gepa.py --demo      # a toy task with a scripted reflection LM: no model, no network
+
+The contract, in short:
+- Examples are dicts (anything JSON-able works). The reflector is shown example["input"] (or
+  "question", "problem", "prompt"; else the whole example as JSON), so keep gold answers out of
+  those fields and put what the reflector should learn into the feedback. example["id"], when
+  present, identifies the example; otherwise a hash of its JSON does.
+- max_metric_calls is the budget of THIS call. State.metric_calls is cumulative, so a call with a
+  previous state may spend up to max_metric_calls more. An iteration only starts when the budget
+  left covers its worst case (2 * minibatch + len(valset)), so the budget is never exceeded.
+- An exception from evaluate (or on_candidate) is your bug and propagates. An exception from lm is
+  caught: warned, counted in State.reflection_failures, and the loop goes on. A call stops after
+  MAX_REFLECTION_FAILURES reflections in a row gave nothing usable, so a dead reflector cannot burn
+  the whole budget.
+- Resuming: the RNG of iteration k is derived from (seed, k) and State.iterations counts k, so a run
+  saved and resumed with the same seed (and the budget topped up to the same total) equals an
+  uninterrupted run.
+- If the valset changed since the state was scored, the candidates are re-scored on the new one
+  first (best mean first), with at most half of this call's budget; those that do not fit are
+  dropped (the best one always fits, or ValueError). See rescore().
+"""
+
+import argparse
+import hashlib
+import http.client
+import json
+import random
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+
+SOLVED = 1.0                 # score >= SOLVED counts as solved (binary rewards); an all-solved
+                             # minibatch teaches nothing and is skipped
+MAX_FIELD_CHARS = 3000       # cap on each input/output/feedback shown to the reflector (small local models)
+MAX_REFLECTION_FAILURES = 5  # a call stops after this many reflections in a row gave nothing usable
+                             # (counted per call: a later call tries again)
+
+
+# ---------------------------------------------------------------------------------------------
+# The state of a run: everything needed to save, inspect and resume it
+
+
+@dataclass
+class State:
+    candidates: list = field(default_factory=list)   # prompt texts; 0 is the seed
+    parents: list = field(default_factory=list)      # [] for the seed, [p] reflection, [a, b] merge
+    val_scores: list = field(default_factory=list)   # val_scores[i][t]: candidate i on valset example t
+    valset_ids: list = field(default_factory=list)   # which valset the scores belong to (example_id)
+    metric_calls: int = 0                            # cumulative over all optimize() calls
+    iterations: int = 0                              # loop passes so far; also seeds each pass's RNG
+    reflection_failures: int = 0                     # the reflection LM raised
+    unusable_reflections: int = 0                    # it answered, but gave no new prompt
+    merges_due: int = 0                              # merge attempts earned by accepted children
+    tried_merges: list = field(default_factory=list) # hashes of merged texts already evaluated
+
+    @property
+    def best(self):
+        """Index of the candidate with the highest mean valset score (ties: earliest); None if empty."""
+        if not self.candidates:
+            return None
+        return max(range(len(self.candidates)), key=lambda i: mean(self.val_scores[i]))
+
+    def to_json(self):
+        data = asdict(self)
+        data["best"] = self.best  # for readers of the file; recomputed on load
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"GEPA state is not valid JSON ({e}); "
+                             "was it written by State.to_json()?") from None
+        if not isinstance(data, dict):
+            raise ValueError("GEPA state must be a JSON object written by State.to_json()")
+        data.pop("best", None)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"GEPA state has unknown keys {sorted(unknown)}; "
+                             "was it written by State.to_json()?")
+        state = cls(**data)
+        n = len(state.candidates)
+        if len(state.parents) != n or len(state.val_scores) != n or \
+                any(len(row) != len(state.valset_ids) for row in state.val_scores):
+            raise ValueError("GEPA state is inconsistent: candidates, parents and val_scores rows must "
+                             "have one entry per candidate, and each row one score per valset id")
+        return state
+
+
+def mean(xs):
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def example_id(example):
+    """A stable identity for an example: its 'id' when it has one, else a hash of its JSON."""
+    if isinstance(example, dict) and "id" in example:
+        return f"id:{example['id']}"
+    blob = json.dumps(example, sort_keys=True, default=str, ensure_ascii=False)
+    return "sha1:" + hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def example_text(example):
+    """What the reflector sees of an example: its input field, not its gold answer."""
+    if isinstance(example, dict):
+        for key in ("input", "question", "problem", "prompt"):
+            if key in example:
+                return str(example[key])
+        return json.dumps(example, ensure_ascii=False, default=str)
+    return str(example)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Pareto front over per-instance scores, and parent selection from it
+
+
+def column_best(scores):
+    return [max(col) for col in zip(*scores)] if scores else []
+
+
+def dominates(a, b):
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def pareto_front(scores):
+    """Candidates (rows) that are best, ties included, on at least one instance (column) and are
+    not dominated by another row. Rows with identical scores do not dominate each other."""
+    best = column_best(scores)
+    tops = [i for i, row in enumerate(scores) if any(s == b for s, b in zip(row, best))]
+    return [i for i in tops if not any(dominates(scores[j], scores[i]) for j in tops if j != i)]
+
+
+def select_parent(scores, rng):
+    """Draw a front candidate with probability proportional to the number of instances it is best on."""
+    front = pareto_front(scores)
+    if not front:
+        raise ValueError("select_parent needs at least one candidate scored on at least one instance")
+    best = column_best(scores)
+    wins = [sum(s == b for s, b in zip(scores[i], best)) for i in front]
+    return rng.choices(front, weights=wins)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reflection: show the LM the current prompt and what happened with it, parse a new prompt back
+
+
+def truncate(text, cap=MAX_FIELD_CHARS):
+    """Keep the head and the tail (where final answers live) of a long text."""
+    if len(text) <= cap:
+        return text
+    half = cap // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
+def reflection_request(prompt, records):
+    shown = prompt.strip() or "(empty: the assistant was given no instruction)"
+    lines = [
+        "You are improving the instruction that an assistant reads before each task.",
+        "",
+        "The current instruction:",
+        "```",
+        shown,
+        "```",
+        "",
+        f"Below are {len(records)} tasks the assistant attempted with this instruction: the task, "
+        "the assistant's reply and feedback on that reply.",
+    ]
+    for k, r in enumerate(records, 1):
+        lines += ["", f"## Task {k}", "Task:", truncate(str(r["input"])),
+                  "", "Reply:", truncate(str(r["output"])),
+                  "", "Feedback:", truncate(str(r["feedback"]))]
+        if "score" in r:
+            lines.append(f"Score: {r['score']}")
+    lines += [
+        "",
+        "Work out why the failing replies went wrong and what the good ones did right. Then write a "
+        "new instruction for tasks of this kind: what they ask, the knowledge and steps that lead to "
+        "a correct reply, the mistakes to avoid, and the exact form the final answer must take. Keep "
+        "what already works. Give general guidance, not the answers to these particular tasks.",
+        "",
+        "Reply with the new instruction alone, inside one ``` block.",
+    ]
+    return "\n".join(lines)
+
+
+FENCED = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
+
+
+def parse_instruction(answer):
+    """The text of the last ``` block in answer, language tag dropped; None if there is none."""
+    blocks = FENCED.findall(answer)
+    if not blocks:
+        return None
+    head, body = blocks[-1]
+    head = head.strip()
+    if head and not re.fullmatch(r"[\w.+-]+", head):
+        body = head + "\n" + body  # words on the fence line are content, not a language tag
+    return body.strip() or None
+
+
+def reflect(prompt, records, lm):
+    """Ask lm for a better prompt. records: dicts with 'input', 'output', 'feedback' (and optionally
+    'score'); long fields are truncated. Returns the new prompt, or None when the answer holds no
+    ``` block, an empty one, or the current prompt unchanged. An exception from lm propagates."""
+    answer = lm(reflection_request(prompt, records))
+    child = parse_instruction(answer) if isinstance(answer, str) else None
+    if not child or child == prompt.strip():
+        return None
+    return child
+
+
+# ---------------------------------------------------------------------------------------------
+# Merge: two front candidates that share an ancestor, combined paragraph by paragraph
+
+
+def ancestors(parents, i):
+    seen, todo = set(), list(parents[i])
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.add(p)
+            todo += parents[p]
+    return seen
+
+
+def paragraphs(text):
+    return [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+
+
+def merge_text(ancestor, a, b):
+    """Three-way merge at paragraph level: keep what both kept, add what either added, drop what
+    either removed from the common ancestor. None when the result is just a or b again."""
+    base, pa, pb = paragraphs(ancestor), paragraphs(a), paragraphs(b)
+    merged = [p for p in pa if p in pb or p not in base]
+    merged += [p for p in pb if p not in base and p not in pa]
+    if merged == pa or merged == pb or not merged:
+        return None
+    return "\n\n".join(merged)
+
+
+def text_hash(text):
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def find_merge(state, rng):
+    """A random pair of front candidates, neither an ancestor of the other, with a common ancestor
+    whose merge is new. Returns (i, j, merged text) or None."""
+    front = pareto_front(state.val_scores)
+    pairs = [(i, j) for i in front for j in front if i < j]
+    rng.shuffle(pairs)
+    for i, j in pairs:
+        ai, aj = ancestors(state.parents, i), ancestors(state.parents, j)
+        common = ai & aj
+        if i in aj or j in ai or not common:
+            continue
+        # parents precede children, so the newest common ancestor is a nearest one
+        text = merge_text(state.candidates[max(common)], state.candidates[i], state.candidates[j])
+        if text is None or text in state.candidates or text_hash(text) in state.tried_merges:
+            continue
+        return i, j, text
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# For P²O: which templates to use, and how to draw one per rollout
+
+
+def greedy_cover(scores, k=None):
+    """Candidates that together solve (score >= SOLVED) every instance any candidate solves: pick
+    the one covering most not-yet-covered instances, ties to the higher mean, then the lower index;
+    stop when all are covered or k are picked. [] when no candidate solves anything."""
+    solved = [{t for t, s in enumerate(row) if s >= SOLVED} for row in scores]
+    todo = set().union(*solved)
+    chosen = []
+    while todo and (k is None or len(chosen) < k):
+        c = max((c for c in range(len(scores)) if c not in chosen),
+                key=lambda c: (len(solved[c] & todo), mean(scores[c]), -c))
+        chosen.append(c)
+        todo -= solved[c]
+    return chosen
+
+
+def template_weights(scores, subset):
+    """Per instance (column of scores), a list of weights aligned with subset (candidate indices):
+    rows[t][j] is the weight of candidate subset[j] for instance t. A weight is the candidate's mean
+    score over all instances, restricted to the candidates in subset that solved t (score >= SOLVED);
+    when none did, all of subset by mean; when all weights are zero, uniform. For an example outside
+    the valset use [mean(scores[c]) for c in subset]. Draw with subset[draw_template(rows[t], rng)]."""
+    if not subset:
+        raise ValueError("template_weights needs a non-empty subset of candidate indices")
+    means = [mean(scores[c]) for c in subset]
+    rows = []
+    for t in range(len(scores[subset[0]])):
+        solvers = [scores[c][t] >= SOLVED for c in subset]
+        row = [m if ok else 0.0 for m, ok in zip(means, solvers)] if any(solvers) else list(means)
+        rows.append(row if any(w > 0 for w in row) else [1.0] * len(subset))
+    return rows
+
+
+def draw_template(weights_row, rng):
+    """A position in weights_row (so an index into subset), drawn in proportion to the weights."""
+    if not weights_row:
+        raise ValueError("draw_template needs at least one weight")
+    if not any(w > 0 for w in weights_row):
+        return rng.randrange(len(weights_row))
+    return rng.choices(range(len(weights_row)), weights=weights_row)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_evaluate(evaluate, prompt, batch, state):
+    """Call the caller's evaluate, count one metric call per example, check what came back."""
+    results = list(evaluate(prompt, batch))
+    state.metric_calls += len(batch)
+    if len(results) != len(batch):
+        raise ValueError(f"evaluate returned {len(results)} results for {len(batch)} examples; "
+                         "it must return one (score, output, feedback) per example")
+    clean = []
+    for k, r in enumerate(results):
+        try:
+            score, output, feedback = r
+            score = float(score)
+        except (TypeError, ValueError):
+            raise ValueError(f"evaluate's result {k} is {r!r}; expected (score, output, feedback)") from None
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"evaluate's result {k} has score {score}; scores must lie in [0, 1]")
+        clean.append((score, str(output), str(feedback)))
+    return clean
+
+
+def scores_of(evaluate, prompt, batch, state):
+    return [s for s, _, _ in run_evaluate(evaluate, prompt, batch, state)]
+
+
+def add_candidate(state, prompt, parents, scores, on_candidate):
+    state.candidates.append(prompt)
+    state.parents.append(list(parents))
+    state.val_scores.append(list(scores))
+    if on_candidate is not None:
+        on_candidate(state, len(state.candidates) - 1)
+
+
+def rescore(state, valset, evaluate, max_metric_calls):
+    """Score the state's candidates on a new valset, best old mean first, spending at most half of
+    max_metric_calls (so the search keeps room to evolve) but always at least the best candidate.
+    Candidates that do not fit are dropped; parent links to them pass on to their kept ancestors."""
+    n = len(valset)
+    if n > max_metric_calls:
+        raise ValueError(f"max_metric_calls={max_metric_calls} cannot re-score even one candidate "
+                         f"on the new valset of {n} examples; raise the budget or shrink the valset")
+    keep_n = min(len(state.candidates), max(1, max_metric_calls // 2 // n))
+    order = sorted(range(len(state.candidates)), key=lambda i: -mean(state.val_scores[i]))  # stable
+    keep = sorted(order[:keep_n])
+    new_index = {old: new for new, old in enumerate(keep)}
+
+    def kept_parents(p):
+        return [new_index[p]] if p in new_index else [q for pp in state.parents[p] for q in kept_parents(pp)]
+
+    parents = [sorted({q for p in state.parents[i] for q in kept_parents(p)}) for i in keep]
+    candidates = [state.candidates[i] for i in keep]
+    state.val_scores = [scores_of(evaluate, c, valset, state) for c in candidates]
+    state.candidates, state.parents = candidates, parents
+    state.valset_ids = [example_id(ex) for ex in valset]
+
+
+def reflective_step(state, trainset, valset, evaluate, lm, minibatch, rng, on_candidate):
+    """One GEPA mutation. Returns 'skipped', 'failed', 'rejected' or 'accepted'."""
+    parent = select_parent(state.val_scores, rng)
+    prompt = state.candidates[parent]
+    batch = [trainset[i] for i in rng.sample(range(len(trainset)), minibatch)]
+    before = run_evaluate(evaluate, prompt, batch, state)
+    if all(s >= SOLVED for s, _, _ in before):
+        return "skipped"  # nothing to learn from a perfect minibatch
+    records = [{"input": example_text(ex), "output": out, "feedback": fb, "score": s}
+               for ex, (s, out, fb) in zip(batch, before)]
+    try:
+        child = reflect(prompt, records, lm)
+    except Exception as e:  # a flaky reflector must not stop the caller's training
+        state.reflection_failures += 1
+        warnings.warn(f"gepa: the reflection LM failed at iteration {state.iterations} "
+                      f"({type(e).__name__}: {e}); keeping the current candidates", RuntimeWarning)
+        return "failed"
+    if child is None or child in state.candidates:
+        state.unusable_reflections += 1
+        warnings.warn(f"gepa: the reflection LM gave no new prompt at iteration {state.iterations} "
+                      "(no ``` block, an empty one, or a prompt already tried)", RuntimeWarning)
+        return "failed"
+    after = run_evaluate(evaluate, child, batch, state)
+    if sum(s for s, _, _ in after) <= sum(s for s, _, _ in before):
+        return "rejected"  # strictly better on the minibatch, or not worth a full valset pass
+    add_candidate(state, child, [parent], scores_of(evaluate, child, valset, state), on_candidate)
+    return "accepted"
+
+
+def merge_step(state, valset, evaluate, plan, size, rng, on_candidate):
+    """Try a merged candidate on a few valset examples where its two parents differ; keep it if it
+    matches the better parent there (as GEPA does), then score it on the rest of the valset."""
+    i, j, text = plan
+    state.tried_merges.append(text_hash(text))
+    differ = [t for t in range(len(valset)) if state.val_scores[i][t] != state.val_scores[j][t]]
+    same = [t for t in range(len(valset)) if state.val_scores[i][t] == state.val_scores[j][t]]
+    picks = rng.sample(differ, min(size, len(differ)))
+    picks += rng.sample(same, min(size - len(picks), len(same)))
+    got = dict(zip(picks, scores_of(evaluate, text, [valset[t] for t in picks], state)))
+    if sum(got.values()) < max(sum(state.val_scores[c][t] for t in picks) for c in (i, j)):
+        return "rejected"
+    rest = [t for t in range(len(valset)) if t not in got]
+    if rest:  # the subsample is part of the valset: reuse it, do not pay for it twice
+        got.update(zip(rest, scores_of(evaluate, text, [valset[t] for t in rest], state)))
+    add_candidate(state, text, [i, j], [got[t] for t in range(len(valset))], on_candidate)
+    return "accepted"
+
+
+def check_inputs(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size, state):
+    if not isinstance(seed_prompt, str):
+        raise TypeError(f"seed_prompt must be a str, not {type(seed_prompt).__name__}")
+    if not trainset or not valset:
+        raise ValueError(f"trainset and valset must be non-empty "
+                         f"(got {len(trainset)} and {len(valset)} examples)")
+    if not callable(evaluate) or not callable(lm):
+        raise TypeError("evaluate and lm must be callables: evaluate(prompt, batch) and lm(text)")
+    if not isinstance(max_metric_calls, int) or max_metric_calls < 0:
+        raise ValueError(f"max_metric_calls must be an int >= 0, got {max_metric_calls!r}")
+    if not isinstance(minibatch_size, int) or minibatch_size < 1:
+        raise ValueError(f"minibatch_size must be an int >= 1, got {minibatch_size!r}")
+    if state is not None and not isinstance(state, State):
+        raise TypeError("state must be a gepa.State (load a saved one with State.from_json)")
+
+
+def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size=3, seed=0,
+             state=None, merge=False, on_candidate=None):
+    """Run GEPA and return its State (the given state, updated in place, or a new one).
+
+    seed_prompt: the starting prompt (ignored when state already holds candidates).
+    trainset, valset: lists of examples; minibatches for reflection come from trainset, the Pareto
+        front is over valset.
+    evaluate(prompt, batch) -> [(score, output, feedback)]: one metric call per example.
+    lm(text) -> text: the reflection LM.
+    max_metric_calls: budget of THIS call; never exceeded (see the module docstring).
+    seed: with state.iterations, seeds each iteration's RNG, so resuming reproduces a straight run.
+    state: a State to continue; re-scored first when valset differs from the one it was scored on.
+    merge: also try GEPA's merge of two front candidates with a common ancestor (one attempt per
+        reflective child accepted).
+    on_candidate(state, idx): called after each new candidate (the seed included) is scored on valset.
+    """
+    trainset, valset = list(trainset), list(valset)
+    check_inputs(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size, state)
+    state = State() if state is None else state
+    limit = state.metric_calls + max_metric_calls
+    ids = [example_id(ex) for ex in valset]
+    if not state.candidates:
+        if len(valset) > max_metric_calls:
+            raise ValueError(f"max_metric_calls={max_metric_calls} cannot score the seed on the "
+                             f"{len(valset)} valset examples; raise the budget or shrink the valset")
+        state.valset_ids = ids
+        add_candidate(state, seed_prompt, [], scores_of(evaluate, seed_prompt, valset, state), on_candidate)
+    elif state.valset_ids != ids:
+        rescore(state, valset, evaluate, max_metric_calls)
+
+    minibatch = min(minibatch_size, len(trainset))
+    worst_case = 2 * minibatch + len(valset)  # parent and child on the minibatch, then the child on valset
+    failures = 0
+    while limit - state.metric_calls >= worst_case and failures < MAX_REFLECTION_FAILURES:
+        rng = random.Random(f"gepa:{seed}:{state.iterations}")
+        state.iterations += 1
+        plan = find_merge(state, rng) if merge and state.merges_due > 0 else None
+        if plan is not None:
+            state.merges_due -= 1
+            merge_step(state, valset, evaluate, plan, min(minibatch_size, len(valset)), rng, on_candidate)
+            continue
+        outcome = reflective_step(state, trainset, valset, evaluate, lm, minibatch, rng, on_candidate)
+        failures = failures + 1 if outcome == "failed" else 0
+        if outcome == "accepted" and merge:
+            state.merges_due += 1
+    if failures >= MAX_REFLECTION_FAILURES:
+        warnings.warn(f"gepa: stopped after {failures} reflections in a row gave nothing usable; "
+                      "check the reflection LM", RuntimeWarning)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# A reflection LM for any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, APIs)
+
+
+class OpenAILM:
+    """lm(text) -> text over POST {base_url}/chat/completions, urllib only.
+
+    base_url looks like http://127.0.0.1:8000/v1. Connection errors, timeouts, HTTP 429 and 5xx are
+    retried `retries` times, waiting backoff, 2 * backoff, 4 * backoff... seconds; then RuntimeError
+    naming the URL. Any other HTTP error raises RuntimeError at once with the server's message."""
+
+    def __init__(self, base_url, model, api_key=None, timeout=60, max_tokens=2048, temperature=0.7,
+                 retries=3, backoff=2.0):
+        if not isinstance(base_url, str) or not re.match(r"https?://", base_url):
+            raise ValueError("base_url must start with http:// or https:// "
+                             f"(like http://127.0.0.1:8000/v1), got {base_url!r}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.retries, self.backoff = retries, backoff
+
+    def __call__(self, text):
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": text}],
+                           "max_tokens": self.max_tokens, "temperature": self.temperature}).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    raw = response.read()
+            except urllib.error.HTTPError as e:
+                message = server_message(e)
+                if e.code == 429 or e.code >= 500:  # busy or broken for now: worth another try
+                    last = f"HTTP {e.code}: {message}"
+                    continue
+                raise RuntimeError(f"{self.url} answered HTTP {e.code}: {message} "
+                                   f"(check the model name {self.model!r} and the API key)") from None
+            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, DNS
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+                continue
+            return self.read_reply(raw)
+        raise RuntimeError(f"reflection LM at {self.url} failed {self.retries + 1} times (last: {last}); "
+                           f"check that the server is running and reachable, that base_url ends in /v1, "
+                           f"and that it serves model {self.model!r}")
+
+    def read_reply(self, raw):
+        try:
+            content = json.loads(raw)["choices"][0]["message"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise RuntimeError(f"{self.url} sent a reply that is not an OpenAI chat completion: "
+                               f"{raw[:300]!r}") from None
+        return content or ""
+
+
+def server_message(error):
+    """The error text an OpenAI-style server put in its HTTP error body."""
+    try:
+        raw = error.read().decode("utf-8", "replace")
+    except Exception:
+        return str(error.reason)
+    try:
+        data = json.loads(raw)
+        detail = data.get("error", data)
+        return str(detail.get("message", detail) if isinstance(detail, dict) else detail)
+    except (ValueError, AttributeError):
+        return raw.strip()[:500] or str(error.reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo: a toy task where a pretend assistant only gets a transformation right if the prompt
+# states its rule, and a scripted reflector that adds one missing rule taken from the feedback
+
+
+DEMO_RULES = {
+    "reverse": "To reverse a word, write its letters from last to first.",
+    "shout": "To shout a word, write it in capital letters.",
+    "double": "To double a word, write it twice with no space between.",
+    "count": "To count a word, give the number of its letters.",
+}
+
+
+def demo_answer(kind, word):
+    return {"reverse": word[::-1], "shout": word.upper(), "double": word * 2, "count": str(len(word))}[kind]
+
+
+def demo_examples():
+    words = ["stone", "river", "cloud", "ember"]
+    return [{"id": f"{kind}-{w}", "input": f"{kind}: {w}", "kind": kind, "word": w}
+            for kind in DEMO_RULES for w in words]
+
+
+def demo_evaluate(prompt, batch):
+    results = []
+    for ex in batch:
+        want = demo_answer(ex["kind"], ex["word"])
+        got = want if DEMO_RULES[ex["kind"]] in prompt else ex["word"]
+        feedback = "correct" if got == want else f"expected {want!r}. Hint: {DEMO_RULES[ex['kind']]}"
+        results.append((1.0 if got == want else 0.0, got, feedback))
+    return results
+
+
+def demo_lm(request):
+    """Like a small real reflector: keeps the opening line and the newest rule it was shown, adds
+    the first missing rule from the feedback, and now and then answers without a ``` block."""
+    current = re.search(r"```\n(.*?)\n```", request, re.DOTALL).group(1)
+    kept = paragraphs(current)[:1] + paragraphs(current)[1:][-1:]
+    hints = [h for h in re.findall(r"Hint: (.*)", request) if h not in current]
+    if not hints or sum(request.encode()) % 5 == 0:
+        return "I am not sure what to change."
+    return "Here is a better instruction:\n```text\n" + "\n\n".join(kept + hints[:1]) + "\n```"
+
+
+def demo(budget, seed, merge):
+    examples = demo_examples()
+    random.Random(seed).shuffle(examples)
+    trainset, valset = examples[:8], examples[8:]
+    seen = [0]
+
+    def evaluate(prompt, batch):
+        seen[0] += len(batch)
+        return demo_evaluate(prompt, batch)
+
+    def show(state, idx):
+        row = state.val_scores[idx]
+        print(f"candidate {idx}  parents {state.parents[idx]}  valset mean {mean(row):.2f}  "
+              f"front {pareto_front(state.val_scores)}  metric calls {state.metric_calls}")
+
+    print(f"toy task: {len(trainset)} train / {len(valset)} val examples, budget {budget} metric calls, "
+          f"merge {'on' if merge else 'off'}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the scripted LM's garbage replies are counted below
+        state = optimize("Transform the word as asked.", trainset, valset, evaluate, demo_lm, budget,
+                         seed=seed, merge=merge, on_candidate=show)
+    print(f"\nbest candidate {state.best} (valset mean {mean(state.val_scores[state.best]):.2f}):")
+    print(state.candidates[state.best])
+    print(f"\niterations {state.iterations}, unusable reflections {state.unusable_reflections}, "
+          f"reflection errors {state.reflection_failures}, greedy cover {greedy_cover(state.val_scores)}")
+    print(f"metric calls: state counted {state.metric_calls}, evaluate saw {seen[0]}, budget {budget}")
+    assert state.metric_calls == seen[0] <= budget, "metric-call accounting is off"
+    return state
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Compact GEPA: reflective prompt evolution over a Pareto front of per-example "
+                    "scores. Use it as a library (import gepa; gepa.optimize(...), see the docstring "
+                    "at the top of this file) or run the toy demo.")
+    parser.add_argument("--demo", action="store_true",
+                        help="run the loop on a toy task with a scripted reflection LM "
+                             "(no model, no network)")
+    parser.add_argument("--budget", type=int, default=150, help="demo: metric-call budget (default 150)")
+    parser.add_argument("--seed", type=int, default=0, help="demo: random seed (default 0)")
+    parser.add_argument("--no-merge", action="store_true", help="demo: reflective mutation only, no merges")
+    args = parser.parse_args(argv)
+    if not args.demo:
+        parser.error("nothing to do: pass --demo, or import gepa and call gepa.optimize (see --help)")
+    try:
+        demo(args.budget, args.seed, not args.no_merge)
+    except ValueError as e:
+        parser.error(f"--budget: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

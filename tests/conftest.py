@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny random Qwen2 model and a character-level chat tokenizer, built offline and
+saved with save_pretrained, so tests load them through the same path users take (--model DIR)."""
+import json
+import string
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    chars = list(string.printable) + list("π²·×÷√∞≤≥")
+    vocab = {t: i for i, t in enumerate(specials + [c for c in dict.fromkeys(chars)])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|im_end|>",
+                                  bos_token=None, unk_token="<unk>", additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_model(path: Path, seed: int = 0, pad_is_eos: bool = False):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    tok = build_tokenizer()
+    if pad_is_eos:
+        tok.pad_token = tok.eos_token
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      bos_token_id=None)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_pad_eos(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_eos") / "model", pad_is_eos=True)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    rows = [{"id": f"t{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(12)]
+    p = tmp_path / "train.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p

@@ -1,0 +1,422 @@
+"""Tests for verify.py: labelled equivalence cases, extraction, feedback, hostile input, threads,
+and verify.py copied alone into an empty folder. bench/verify_bench.py reads CASES from this file
+(with ast, so the bench does not need pytest), so keep CASES a plain literal."""
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import verify  # noqa: E402
+
+# (class, pred, gold, equal) - pred is the model's bare answer, gold the reference answer.
+CASES = [
+    # integers with thousands separators and thin spaces
+    ("integer", "1000", "1,000", True),
+    ("integer", "1,000,000", "1000000", True),
+    ("integer", "1\\,000", "1000", True),
+    ("integer", "1{,}000", "1000", True),
+    ("integer", "12 345", "12345", True),
+    ("integer", "-7", "-7", True),
+    ("integer", "007", "7", True),
+    ("integer", "1001", "1,000", False),
+    ("integer", "12", "21", False),
+    ("integer", "-5", "5", False),
+    # decimals and fractions
+    ("fraction", "0.5", "\\frac{1}{2}", True),
+    ("fraction", "\\frac{1}{2}", "0.5", True),
+    ("fraction", "\\dfrac{3}{4}", "0.75", True),
+    ("fraction", "\\tfrac34", "3/4", True),
+    ("fraction", "\\frac12", "1/2", True),
+    ("fraction", "6/8", "\\frac{3}{4}", True),
+    ("fraction", "-\\frac{2}{3}", "\\frac{-2}{3}", True),
+    ("fraction", "2\\frac{1}{2}", "\\frac{5}{2}", True),
+    ("fraction", "2 1/2", "2.5", True),
+    ("fraction", "-1\\frac{1}{4}", "-1.25", True),
+    ("fraction", "0.50", "0.5", True),
+    ("fraction", "2.0", "2", True),
+    ("fraction", "\\frac{2}{3}", "\\frac{3}{2}", False),
+    ("fraction", "0.75", "\\frac{3}{5}", False),
+    ("fraction", "2\\frac{1}{2}", "2", False),
+    # scientific notation
+    ("scientific", "1.5\\times10^{3}", "1500", True),
+    ("scientific", "1e3", "1000", True),
+    ("scientific", "2.5e-3", "0.0025", True),
+    ("scientific", "3 \\times 10^{-2}", "0.03", True),
+    ("scientific", "10^{6}", "1000000", True),
+    ("scientific", "1.5\\times10^{4}", "1500", False),
+    # percent, degrees, units, dollars
+    ("units", "50\\%", "50", True),
+    ("units", "50%", "0.5", True),
+    ("units", "30^\\circ", "30", True),
+    ("units", "30^{\\circ}", "30", True),
+    ("units", "45°", "45", True),
+    ("units", "5\\text{ cm}", "5", True),
+    ("units", "12 \\mbox{ inches}", "12", True),
+    ("units", "\\$18.90", "18.9", True),
+    ("units", "18 dollars", "18", True),
+    ("units", "10\\text{ cm}^2", "10", True),
+    ("units", "40\\%", "50", False),
+    ("units", "31^\\circ", "30", False),
+    # x = 3 against 3
+    ("assignment", "x=3", "3", True),
+    ("assignment", "3", "x = 3", True),
+    ("assignment", "k=\\frac{1}{2}", "0.5", True),
+    ("assignment", "x=4", "3", False),
+    # roots and rationalised forms
+    ("roots", "2\\sqrt2", "\\sqrt8", True),
+    ("roots", "\\sqrt{8}", "2\\sqrt{2}", True),
+    ("roots", "\\frac{1}{\\sqrt2}", "\\frac{\\sqrt2}{2}", True),
+    ("roots", "\\frac{2}{\\sqrt{3}}", "\\frac{2\\sqrt{3}}{3}", True),
+    ("roots", "\\sqrt[3]{27}", "3", True),
+    ("roots", "\\sqrt[3]{-8}", "-2", True),
+    ("roots", "\\frac{1}{\\sqrt{2}+1}", "\\sqrt2-1", True),
+    ("roots", "3\\sqrt{2}", "2\\sqrt{3}", False),
+    ("roots", "\\sqrt{2}", "2", False),
+    # pi and e, kept symbolic
+    ("pi_e", "2\\pi", "\\pi \\cdot 2", True),
+    ("pi_e", "\\frac{\\pi}{2}", "\\frac12\\pi", True),
+    ("pi_e", "\\pi r^2", "r^2\\pi", True),
+    ("pi_e", "e^{2}", "e^2", True),
+    ("pi_e", "e^{i\\pi}", "-1", True),
+    ("pi_e", "3.14", "\\pi", False),
+    ("pi_e", "3.1416", "\\pi", False),
+    ("pi_e", "\\pi", "3", False),
+    ("pi_e", "2e", "e", False),
+    # tuples and points: order matters
+    ("tuple", "(1,2)", "(1, 2)", True),
+    ("tuple", "(\\frac12, 3)", "(0.5, 3)", True),
+    ("tuple", "(2,1)", "(1,2)", False),
+    ("tuple", "(1,2,3)", "(1,2)", False),
+    ("tuple", "(-1, 4)", "(-1,4)", True),
+    ("tuple", "\\left( 3, \\sqrt{2} \\right)", "(3,\\sqrt2)", True),
+    # intervals: ends matter
+    ("interval", "[1,2)", "[1, 2)", True),
+    ("interval", "[1,2)", "[1,2]", False),
+    ("interval", "(0,1)", "[0,1]", False),
+    ("interval", "(-\\infty, 3]", "(-\\infty,3]", True),
+    ("interval", "(-\\infty, 3)", "(-\\infty,3]", False),
+    ("interval", "[0,1)\\cup(2,3]", "(2,3]\\cup[0,1)", True),
+    ("interval", "[0,1)\\cup(2,3]", "[0,1]\\cup(2,3]", False),
+    ("interval", "\\left[ \\frac12, 4 \\right)", "[0.5,4)", True),
+    # sets and unordered lists of solutions
+    ("set", "\\{1,2,3\\}", "\\{3,2,1\\}", True),
+    ("set", "\\{1,2\\}", "\\{1,2,3\\}", False),
+    ("set", "1, 2, 3", "3, 1, 2", True),
+    ("set", "-2, 2", "2,-2", True),
+    ("set", "x=1, x=2", "1, 2", True),
+    ("set", "1 \\text{ and } 2", "1, 2", True),
+    ("set", "1, 2", "1, 3", False),
+    ("set", "\\{-1, \\frac{1}{2}\\}", "\\{0.5, -1\\}", True),
+    # plus-minus is two values
+    ("plusminus", "\\pm 2", "2, -2", True),
+    ("plusminus", "\\pm2", "\\pm 2", True),
+    ("plusminus", "1\\pm\\sqrt2", "1+\\sqrt2, 1-\\sqrt2", True),
+    ("plusminus", "2", "\\pm 2", False),
+    ("plusminus", "\\pm 2", "2", False),
+    # matrices
+    ("matrix", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", True),
+    ("matrix", "\\begin{bmatrix}\\frac12&0\\\\0&1\\end{bmatrix}", "\\begin{pmatrix}0.5&0\\\\0&1\\end{pmatrix}", True),
+    ("matrix", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}", False),
+    ("matrix", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1&2\\end{pmatrix}", False),
+    ("matrix", "\\begin{pmatrix}x+1\\\\2x\\end{pmatrix}", "\\begin{pmatrix}1+x\\\\x+x\\end{pmatrix}", True),
+    # equations and inequalities
+    ("equation", "y=2x+1", "y = 1 + 2x", True),
+    ("equation", "y=2x+1", "2x+1=y", True),
+    ("equation", "2x - y + 1 = 0", "y = 2x + 1", True),
+    ("equation", "y=2x+1", "y=2x-1", False),
+    ("equation", "x^2+y^2=4", "y^2+x^2=4", True),
+    ("equation", "x^2+y^2=4", "x^2+y^2=2", False),
+    ("equation", "x > 3", "3 < x", True),
+    ("equation", "x \\geq 3", "x \\ge 3", True),
+    ("equation", "x > 3", "x < 3", False),
+    ("equation", "x \\le 3", "x < 3", False),
+    # symbolic expressions
+    ("expression", "(x+1)^2", "x^2+2x+1", True),
+    ("expression", "x^2+2x+1", "(x+1)^2", True),
+    ("expression", "\\frac{x^2-1}{x-1}", "x+1", True),
+    ("expression", "2(a+b)", "2a+2b", True),
+    ("expression", "\\sin^2 x + \\cos^2 x", "1", True),
+    ("expression", "\\frac{x}{2}", "0.5x", True),
+    ("expression", "\\log_2 8", "3", True),
+    ("expression", "|-3|", "3", True),
+    ("expression", "\\binom{5}{2}", "10", True),
+    ("expression", "3+2i", "2i+3", True),
+    ("expression", "(x+1)^2", "x^2+1", False),
+    ("expression", "x^2-y^2", "(x-y)^2", False),
+    ("expression", "\\frac{a}{b}", "\\frac{b}{a}", False),
+    ("expression", "2^{10}", "1024", True),
+    ("expression", "5!", "120", True),
+    ("expression", "x_1 + x_2", "x_2 + x_1", True),
+    # infinity
+    ("infinity", "\\infty", "\\infty", True),
+    ("infinity", "+\\infty", "\\infty", True),
+    ("infinity", "-\\infty", "\\infty", False),
+    ("infinity", "\\infty", "1000000", False),
+    # multiple choice
+    ("choice", "\\text{(B)}", "B", True),
+    ("choice", "(B)", "B", True),
+    ("choice", "B", "(B)", True),
+    ("choice", "\\textbf{(C)}", "C", True),
+    ("choice", "b", "B", True),
+    ("choice", "(B) 12", "B", True),
+    ("choice", "C", "B", False),
+    ("choice", "12", "B", False),
+    # nested boxes
+    ("boxed", "\\boxed{\\boxed{3}}", "3", True),
+    ("boxed", "\\boxed{\\frac{1}{2}}", "0.5", True),
+    ("boxed", "3", "\\boxed{3}", True),
+    ("boxed", "\\boxed{4}", "\\boxed{3}", False),
+    # rounding: about 6 significant digits, no looser
+    ("tolerance", "0.333333", "\\frac{1}{3}", True),
+    ("tolerance", "0.3333333", "1/3", True),
+    ("tolerance", "0.33333", "1/3", False),
+    ("tolerance", "0.333", "\\frac13", False),
+    ("tolerance", "1.41421", "\\sqrt2", True),
+    ("tolerance", "1.414", "\\sqrt{2}", False),
+    ("tolerance", "3.14159", "\\pi", True),
+    ("tolerance", "123456.7", "123456", False),
+    ("tolerance", "1.000001", "1", True),
+    ("tolerance", "2.718282", "e", True),
+    # tiny magnitudes: relative, not absolute, closeness
+    ("tiny", "\\frac{1}{2004!}", "\\frac{1}{2006!}", False),
+    ("tiny", "\\frac{1}{2004!}", "\\frac{1}{2004!}", True),
+    ("tiny", "10^{-10}", "10^{-11}", False),
+    ("tiny", "0.0000001", "0", False),
+    ("tiny", "1e-20", "2e-20", False),
+    # words
+    ("text", "Yes", "yes", True),
+    ("text", "no", "yes", False),
+    ("text", "\\text{Monday}", "Monday", True),
+    ("text", "even", "odd", False),
+]
+
+
+@pytest.mark.parametrize("kind,pred,gold,equal", CASES, ids=["%s:%s|%s" % c[:3] for c in CASES])
+def test_labelled_case(kind, pred, gold, equal):
+    assert verify.is_equiv(pred, gold) is equal
+
+
+def test_case_count_and_classes():
+    assert len(CASES) >= 120
+    kinds = {c[0] for c in CASES}
+    assert {"integer", "fraction", "scientific", "units", "assignment", "roots", "pi_e", "tuple",
+            "interval", "set", "plusminus", "matrix", "equation", "expression", "infinity",
+            "choice", "boxed", "tolerance", "tiny"} <= kinds
+
+
+@pytest.mark.parametrize("kind,pred,gold,equal", [c for c in CASES if c[0] not in ("choice",)][::3])
+def test_symmetric(kind, pred, gold, equal):
+    # equality is symmetric, except where the gold decides the reading (choices, decimals vs exact)
+    if kind == "tolerance" or (kind == "assignment" and not equal):
+        pytest.skip("gold-directed case")
+    assert verify.is_equiv(gold, pred) is equal
+
+# ----------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize("text,answer", [
+    ("so the result is \\boxed{\\frac{3}{4}}.", "\\frac{3}{4}"),
+    ("first \\boxed{1}, then \\boxed{2}", "2"),
+    ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
+    ("nested \\boxed{\\frac{1}{\\sqrt{2}}} end", "\\frac{1}{\\sqrt{2}}"),
+    ("\\fbox{7}", "7"),
+    ("good \\boxed{5} then cut off \\boxed{6", "5"),
+    ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
+    ("total\n#### 1,234", "1234"),
+    ("Therefore, the final answer is $42$. I hope it is correct.", "42"),
+    ("The answer is 3.5.", "3.5"),
+    ("**Answer:** 17", "17"),
+    ("I got 3 apples and then 4 more, 7 in total", "7"),
+    ("The solution is \\boxed 5", "5"),
+])
+def test_extract_answer(text, answer):
+    assert verify.extract_answer(text) == answer
+
+
+def test_extract_answer_none():
+    assert verify.extract_answer("I do not know.") is None
+    assert verify.extract_answer("") is None
+    assert verify.extract_answer(None) is None
+
+
+@pytest.mark.parametrize("raw,canonical", [
+    ("\\dfrac{1}{2}", "1/2"), ("0.50", "0.5"), ("1,000", "1000"), ("\\$18.90", "18.9"),
+    ("x = 3", "x=3"), ("1.5\\times10^{3}", "1500"), ("\\boxed{\\boxed{7}}", "7"), ("50\\%", "50"),
+    ("2\\frac{1}{2}", "5/2"), ("-\\frac{6}{8}", "-3/4"), ("\\left( 1, 2 \\right)", "(1,2)"), ("\\pi r^2", "\\pi r^2"),
+])
+def test_normalize(raw, canonical):
+    assert verify.normalize(raw) == canonical
+
+
+def test_normalize_rejects_non_string():
+    with pytest.raises(TypeError, match="str"):
+        verify.normalize(3)
+
+# ----------------------------------------------------------------------------- score and feedback
+
+
+@pytest.mark.parametrize("completion,gold,reward,feedback", [
+    ("so \\boxed{12}", "12", 1.0, "correct"),
+    ("so \\boxed{12}", "\\boxed{12}", 1.0, "correct"),
+    ("work...\n#### 72", "72", 1.0, "correct"),
+    ("I give up", "12", 0.0, "no final answer found: end with \\boxed{ANSWER}"),
+    ("so \\boxed{13}", "12", 0.0, "answer 13 differs from the expected value 12 (wrong value)"),
+    ("The answer is 0.333.", "1/3", 0.0, "answer 0.333 is an approximation; give the exact form 1/3"),
+    ("\\boxed{(2,1)}", "(1,2)", 0.0, "answer (2,1) has the right entries in the wrong order; expected (1,2)"),
+    ("\\boxed{[1,2]}", "[1,2)", 0.0, "answer [1,2] has the wrong interval ends (open vs closed); expected [1,2)"),
+    ("\\boxed{2}", "\\pm 2", 0.0, "answer 2 has a different number of values than the expected \\pm 2"),
+    ("\\boxed{C}", "B", 0.0, "answer C is the wrong choice; expected B"),
+    ("\\boxed{12}", "B", 0.0, "answer 12 is not a choice letter; expected the letter B"),
+])
+def test_score_feedback(completion, gold, reward, feedback):
+    assert verify.score(completion, gold) == (reward, feedback)
+
+
+def test_score_feedback_is_one_line():
+    reward, feedback = verify.score("\\boxed{x\n+\n1}", "x+2")
+    assert reward == 0.0 and "\n" not in feedback and "x+1" in feedback and "x+2" in feedback
+
+
+def test_score_rejects_non_string_gold():
+    with pytest.raises(TypeError, match="gold"):
+        verify.score("\\boxed{1}", None)
+
+
+def test_is_equiv_rejects_bad_timeout():
+    with pytest.raises(ValueError, match="timeout"):
+        verify.is_equiv("1", "1", timeout=0)
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def test_code_injection_is_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    attacks = [
+        "__import__('os').system('touch %s')" % marker,
+        "eval(\"open('%s','w')\")" % marker,
+        "Symbol('x').__class__.__init__.__globals__",
+        "\\input{/etc/passwd}",
+        "lambda: open('%s', 'w')" % marker,
+    ]
+    for attack in attacks:
+        assert verify.is_equiv(attack, "1") is False
+        reward, feedback = verify.score("\\boxed{%s}" % attack, "1")
+        assert reward == 0.0 and feedback
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("pred", ["9^{9^{9^9}}", "10^{10^{10}}", "100000!", "x^{10^{100}}",
+                                  "2^{3^{4^{5}}}", "1e99999", "\\binom{10^{9}}{5}"])
+def test_huge_values_are_refused_fast(pred):
+    start = time.monotonic()
+    reward, feedback = verify.score("\\boxed{%s}" % pred, "1")
+    assert reward == 0.0 and feedback != "correct"
+    assert time.monotonic() - start < 2.5
+
+
+def test_deep_nesting_is_refused_fast():
+    deep = "{" * 5000 + "1" + "}" * 5000
+    start = time.monotonic()
+    assert verify.score("\\boxed{%s}" % deep, "1")[0] == 0.0
+    assert verify.is_equiv(deep, "1") is False
+    assert verify.is_equiv("(" * 300 + "1" + ")" * 300, "1") is False
+    assert time.monotonic() - start < 3
+
+
+def test_200kb_input_is_refused_fast():
+    huge = "1+" * 100_000
+    start = time.monotonic()
+    reward, feedback = verify.score(huge, "1")
+    assert reward == 0.0 and "200000 characters" in feedback
+    assert verify.is_equiv(huge, "1") is False
+    assert verify.extract_answer("\\boxed{" * 30_000) is None
+    assert time.monotonic() - start < 3
+
+
+def test_timeout_kills_and_restarts_worker():
+    assert verify.is_equiv("(x+1)^2", "x^2+2x+1")  # worker up
+    start = time.monotonic()
+    # a deadline no worker can meet: the call must come back False, on time
+    # (work of several ms: four points of two variables, unlike the pair above, not cached)
+    assert verify.is_equiv("\\frac{x^3-y^3}{x-y}", "x^2+xy+y^2", timeout=1e-4) is False
+    assert time.monotonic() - start < 1.0
+    assert verify._WORKER.proc is None  # killed, not left running on the stale request
+    assert verify.score("\\boxed{(x+1)^2}", "x^2+2x+1") == (1.0, "correct")  # fresh worker
+
+
+def test_slow_real_work_meets_the_deadline():
+    # 150 expressions in opposite orders: unordered matching is quadratic (~10 s of sympy work)
+    pred = ",".join("x+%d" % k for k in range(150))
+    gold = ",".join("x+%d" % k for k in reversed(range(150)))
+    assert verify.is_equiv("x", "x+0")  # worker up, so only the comparison is timed
+    start = time.monotonic()
+    assert verify.score("\\boxed{%s}" % pred, gold, timeout=0.5) == (
+        0.0, "answer %s could not be checked against %s in time; give a simpler closed form"
+        % (verify._show(pred), verify._show(gold)))
+    assert time.monotonic() - start < 1.5
+
+
+def test_calls_from_threads():
+    pairs = [("(x+1)^2", "x^2+2x+1", True), ("\\frac{1}{\\sqrt2}", "\\frac{\\sqrt2}{2}", True),
+             ("[1,2)", "[1,2]", False), ("0.5", "\\frac12", True), ("3\\sqrt2", "2\\sqrt3", False)]
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            pred, gold, _ = pairs[k % len(pairs)]
+            results[k] = verify.is_equiv(pred, gold)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert results == {k: pairs[k % len(pairs)][2] for k in range(10)}
+
+
+def test_fast_path_does_not_start_worker():
+    verify.shutdown_worker()
+    assert verify.is_equiv("1,000", "1000") and verify.is_equiv("0.5", "\\frac{1}{2}")
+    assert verify._WORKER.proc is None
+
+# ----------------------------------------------------------------------------- copied alone
+
+
+def test_copied_alone_into_empty_folder(tmp_path):
+    shutil.copy(os.path.join(ROOT, "verify.py"), tmp_path / "verify.py")
+    script = (
+        "import sys, threading\n"
+        "import verify\n"
+        "assert 'torch' not in sys.modules\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(verify.is_equiv('2\\\\sqrt2', '\\\\sqrt8')))\n"
+        "t.start(); t.join()\n"
+        "print(out[0], verify.score('so \\\\boxed{\\\\frac{1}{2}}', '0.5'))\n"
+    )
+    # run from a main module that is not importable (stdin): the worker must not need it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-"], input=script, cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "True (1.0, 'correct')"
+    cli = subprocess.run([sys.executable, "verify.py", "so \\boxed{0.333}", "\\frac13"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "different" in cli.stdout and "approximation" in cli.stdout and "0.333" in cli.stdout
+    assert set(os.listdir(tmp_path)) <= {"verify.py", "__pycache__"}  # it wrote nothing else
+
+
+def test_import_has_no_side_effects():
+    code = "import verify, sys; print(verify._WORKER.proc is None, 'sympy' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.stdout.strip() == "True False", run.stderr
