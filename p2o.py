@@ -486,7 +486,10 @@ def backbone_and_head(model):
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperature: float):
-    logits = head(hidden).float() / temperature
+    logits = head(hidden)
+    if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
+        logits = logits.float()
+    logits = logits / temperature
     logp_all = logits.log_softmax(-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -522,8 +525,9 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
             pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(*args))
-    logp = torch.zeros(mask.shape, device=device, dtype=torch.float32)
-    ent = torch.zeros(mask.shape, device=device, dtype=torch.float32)
+    dtype = pieces[0][0].dtype if pieces else torch.float32
+    logp = torch.zeros(mask.shape, device=device, dtype=dtype)
+    ent = torch.zeros(mask.shape, device=device, dtype=dtype)
     if pieces:
         logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
         ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))

@@ -58,7 +58,7 @@ START_TIMEOUT = 60.0            # seconds a fresh worker may take to import symp
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:\*\*)?\s*(?:is\s*:?|:)\s*(?:\*\*)?\s*([^\n]+)", re.IGNORECASE)
+    r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)\s*(?:\*\*\s*)?([^\n]+)", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
 
@@ -99,6 +99,7 @@ def _last_boxed(text):
 
 def _clean_phrase(phrase):
     """Trim the tail of 'the answer is ...' down to the answer itself."""
+    phrase = phrase[:MAX_ANSWER_CHARS]  # also keeps the searches below linear-time
     math_part = re.search(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase)
     if math_part:
         return (math_part.group(1) or math_part.group(2)).strip()
@@ -1076,6 +1077,8 @@ def _judge(pred, gold, timeout):
     if _PLAIN_RE.fullmatch(p0) and _PLAIN_RE.fullmatch(g0) and len(p0) + len(g0) < 200:
         return _compare_fractions((Fraction(p0), "." in p0), (Fraction(g0), "." in g0))
     p, g = _clean(pred), _clean(gold)
+    if not p:
+        return False, "no answer"  # only decoration, e.g. '$$' or '\\text{}'
     if len(p) > MAX_ANSWER_CHARS:
         return False, "too long"
     if p == g or (len(g) > 1 and g.isalpha() and p.lower() == g.lower()):  # Yes = yes

@@ -58,6 +58,12 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction, default=None,
                     help="4-bit base weights on both sides (default: p2o's default, on for CUDA only)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for both sides (OMP_NUM_THREADS); default: torch's default. On a machine "
+                         "shared with other jobs, fewer threads than cores avoids OpenMP stalls")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run the two sides alternately this many times; the fastest run of each side counts "
+                         "(guards against other processes on a shared machine)")
     ap.add_argument("--json", required=False, help="write results here (e.g. bench/results/step_vs_trl_cpu.json)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary run folders and logs")
     ap.add_argument("--_trl-child", dest="trl_child", help=argparse.SUPPRESS)
@@ -66,6 +72,8 @@ def parse_args(argv=None):
         return args
     if not args.model:
         ap.error("--model is required")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     if args.steps < 2:
         ap.error("--steps must be at least 2 (step 1 is warm-up and not counted)")
     completions = args.group_size * args.prompts_per_step
@@ -81,6 +89,13 @@ def parse_args(argv=None):
     if args.load_in_4bit is None:
         args.load_in_4bit = args.device == "cuda"
     return args
+
+
+def child_env(args):
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    return env
 
 
 def run_measured(cmd, log_path, rss_path, env=None):
@@ -104,8 +119,8 @@ def median_after_warmup(times):
 
 # --- p2o side ---
 
-def run_p2o(args, work):
-    out = os.path.join(work, "p2o_out")
+def run_p2o(args, work, tag=""):
+    out = os.path.join(work, f"p2o_out{tag}")
     t = args.max_new_tokens
     cmd = [sys.executable, os.path.join(ROOT, "p2o.py"), "--model", args.model, "--data", args.data,
            "--out", out, "--steps", str(args.steps), "--group-size", str(args.group_size),
@@ -116,7 +131,8 @@ def run_p2o(args, work):
            "--save-every", str(10 * args.steps), "--no-p2o",
            "--load-in-4bit" if args.load_in_4bit else "--no-load-in-4bit"]
     print(f"[bench] p2o.py: {args.steps} steps ...", flush=True)
-    rss_mb, wall = run_measured(cmd, os.path.join(work, "p2o.log"), os.path.join(work, "p2o_rss.json"))
+    rss_mb, wall = run_measured(cmd, os.path.join(work, f"p2o{tag}.log"), os.path.join(work, f"p2o_rss{tag}.json"),
+                                env=child_env(args))
     rows = []
     with open(os.path.join(out, "metrics.jsonl")) as f:
         for line in f:
@@ -149,14 +165,14 @@ def p2o_setting(config, names, default):
 
 # --- TRL side ---
 
-def run_trl(args, work, p2o_config):
+def run_trl(args, work, p2o_config, tag=""):
     settings = {
         "model": args.model, "data": args.data, "steps": args.steps, "group_size": args.group_size,
         "prompts_per_step": args.prompts_per_step, "max_new_tokens": args.max_new_tokens,
         "micro_batch_size": args.micro_batch_size, "lora_r": args.lora_r, "beta": args.beta,
         "loss_type": args.loss_type, "device": args.device, "seed": args.seed,
-        "load_in_4bit": args.load_in_4bit, "out": os.path.join(work, "trl_out"),
-        "result": os.path.join(work, "trl_result.json"),
+        "load_in_4bit": args.load_in_4bit, "out": os.path.join(work, f"trl_out{tag}"),
+        "result": os.path.join(work, f"trl_result{tag}.json"),
         # copied from p2o's config so both sides optimise the same way
         "instruction": p2o_setting(p2o_config, ["instruction", "system_prompt", "prompt_instruction"],
                                    DEFAULT_INSTRUCTION),
@@ -172,12 +188,13 @@ def run_trl(args, work, p2o_config):
         "warmup_steps": p2o_setting(p2o_config, ["warmup_steps"], 0),
         "weight_decay": p2o_setting(p2o_config, ["weight_decay"], 0.0),
     }
-    settings_path = os.path.join(work, "trl_settings.json")
+    settings_path = os.path.join(work, f"trl_settings{tag}.json")
     with open(settings_path, "w") as f:
         json.dump(settings, f, indent=1)
     print(f"[bench] TRL GRPOTrainer: {args.steps} steps ...", flush=True)
     cmd = [sys.executable, os.path.abspath(__file__), "--_trl-child", settings_path]
-    rss_mb, wall = run_measured(cmd, os.path.join(work, "trl.log"), os.path.join(work, "trl_rss.json"))
+    rss_mb, wall = run_measured(cmd, os.path.join(work, f"trl{tag}.log"), os.path.join(work, f"trl_rss{tag}.json"),
+                                env=child_env(args))
     with open(settings["result"]) as f:
         result = json.load(f)
     result["peak_rss_mb"] = rss_mb
@@ -284,6 +301,7 @@ def trl_child(settings_path):
         "mean_lengths": [h.get("completions/mean_length") for h in logs],
         "rewards": [h.get("reward") for h in logs],
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "torch_threads": torch.get_num_threads(),
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__,
                      "peft": peft.__version__, "torch": torch.__version__},
     }
@@ -338,7 +356,7 @@ def report(args, p2o, trl_res):
         "device": device_name(args.device),
         "settings": {k: getattr(args, k) for k in ("model", "data", "steps", "group_size", "prompts_per_step",
                                                    "max_new_tokens", "micro_batch_size", "lora_r", "beta",
-                                                   "loss_type", "device", "seed", "load_in_4bit")}
+                                                   "loss_type", "device", "seed", "load_in_4bit", "threads")}
                     | {"min_new_tokens": args.max_new_tokens, "temperature": 1.0, "gradient_checkpointing": True,
                        "shared_from_p2o_config": {k: trl_res["settings"][k] for k in (
                            "instruction", "lr", "lora_alpha", "lora_dropout", "epsilon", "epsilon_high",
@@ -356,9 +374,23 @@ def main():
         return
     work = tempfile.mkdtemp(prefix="p2o_bench_")
     try:
-        p2o = run_p2o(args, work)
-        trl_res = run_trl(args, work, p2o["config"])
+        load_before = os.getloadavg()
+        runs = []
+        for i in range(args.repeats):
+            p2o = run_p2o(args, work, tag=f"_{i}")
+            runs.append((p2o, run_trl(args, work, p2o["config"], tag=f"_{i}")))
+        # the fastest run of each side: other processes only ever make a run slower
+        p2o = min((r[0] for r in runs), key=lambda r: median_after_warmup(r["step_times"]))
+        trl_res = min((r[1] for r in runs), key=lambda r: median_after_warmup(r["step_times"]))
         result = report(args, p2o, trl_res)
+        result["repeats"] = args.repeats
+        result["all_runs_median_step_s"] = {
+            "p2o": [median_after_warmup(r[0]["step_times"]) for r in runs],
+            "trl": [median_after_warmup(r[1]["step_times"]) for r in runs]}
+        result["loadavg_before_after"] = [load_before, os.getloadavg()]
+        if load_before[0] > 0.5 and args.device == "cpu":
+            print(f"note: load average was {load_before[0]:.2f} before the run; other processes share "
+                  f"the CPU, so times may be inflated (use --repeats)")
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
             with open(args.json, "w") as f:

@@ -26,6 +26,12 @@ from fractions import Fraction
 PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 
 
+def fail(message):
+    """Bad input: one clear line and exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def evaluate(node):
     if isinstance(node, int):
         return Fraction(node)
@@ -232,7 +238,7 @@ def parse_levels(text):
     except ValueError:
         levels = []
     if not levels or any(level not in LEVELS for level in levels):
-        sys.exit(f"error: --levels {text!r}: use a range like 1-5 or a list like 1,3 (levels are 1..5)")
+        fail(f"--levels {text!r}: use a range like 1-5 or a list like 1,3 (levels are 1..5)")
     return levels
 
 
@@ -245,10 +251,10 @@ def read_questions(path):
                 if line.strip():
                     try:
                         questions.add(json.loads(line)["question"])
-                    except (ValueError, KeyError):
-                        sys.exit(f"error: {path}:{lineno}: expected a JSON object with a question field")
+                    except (ValueError, KeyError, TypeError):
+                        fail(f"{path}:{lineno}: expected a JSON object with a question field")
     except OSError as e:
-        sys.exit(f"error: --exclude {path}: {e.strerror}")
+        fail(f"--exclude {path}: {e.strerror}")
     return questions
 
 
@@ -264,7 +270,7 @@ def generate(n, levels, seed, exclude=(), id_prefix="arith"):
             if question not in seen:
                 break
         else:
-            raise RuntimeError(f"level {level} ran out of distinct problems; ask for fewer rows")
+            fail(f"level {level} ran out of distinct problems after {i} rows; ask for fewer rows (--n)")
         seen.add(question)
         rows.append({"id": f"{id_prefix}-L{level}-{i:05d}", "question": question,
                      "answer": answer, "level": level})
@@ -282,14 +288,17 @@ def main():
     ap.add_argument("--id-prefix", default="arith")
     args = ap.parse_args()
     if args.n < 1:
-        sys.exit("error: --n must be at least 1")
+        fail("--n must be at least 1")
     exclude = set()
     for path in args.exclude:
         exclude |= read_questions(path)
     rows = generate(args.n, parse_levels(args.levels), args.seed, exclude, args.id_prefix)
-    with open(args.out, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    try:
+        with open(args.out, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        fail(f"--out {args.out}: {e.strerror}")
     counts = {lvl: sum(r["level"] == lvl for r in rows) for lvl in sorted({r["level"] for r in rows})}
     print(f"wrote {len(rows)} rows to {args.out} (per level: {counts})")
 

@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny random Qwen2 model and a character-level chat tokenizer, built offline and
 saved with save_pretrained, so tests load them through the same path users take (--model DIR)."""
 import json
-import string
 import sys
 from pathlib import Path
 
@@ -15,16 +14,17 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 
 
 def build_tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """Byte-level BPE with no merges: one token per byte (any text round-trips), plus chat tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>", "<unk>"]
-    chars = list(string.printable) + list("π²·×÷√∞≤≥")
-    vocab = {t: i for i, t in enumerate(specials + [c for c in dict.fromkeys(chars)])}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tk.decoder = decoders.Fuse()
+    specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {t: i for i, t in enumerate(specials + sorted(alphabet))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", eos_token="<|im_end|>",
-                                  bos_token=None, unk_token="<unk>", additional_special_tokens=["<|im_start|>"])
+                                  additional_special_tokens=["<|im_start|>"])
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
