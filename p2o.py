@@ -95,13 +95,14 @@ class Config:
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
-    logprob_chunk: int = opt(1024, "tokens per lm-head chunk when computing log-probs")
+    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at once)")
     # model
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
     lora_dropout: float = opt(0.0, "LoRA dropout (0 keeps old and new log-probs identical at mu=1)")
     load_in_4bit: bool | None = opt(None, "4-bit NF4 base weights (default: on with CUDA, off on CPU)")
-    gradient_checkpointing: bool = opt(True, "recompute activations in backward to save memory")
+    gradient_checkpointing: bool | None = opt(None, "recompute activations in backward to save memory "
+                                              "(default: on with CUDA; off on CPU, where memory is plentiful and time is not)")
     device: str = opt("auto", "auto | cpu | cuda")
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
@@ -109,7 +110,8 @@ class Config:
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered)")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
-    gepa_budget: int = opt(150, "GEPA metric calls (one greedy generation each) per run")
+    gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
+                           "set is at most a quarter of it")
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
@@ -160,9 +162,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
 
 
 DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=["data/arith_test.jsonl"],
-            device="cpu", steps=40, group_size=6, prompts_per_step=4, max_new_tokens=96, lr=5e-5,
-            warmup_steps=3, lora_r=16, micro_batch_size=12, eval_every=0, eval_limit=60, save_every=20,
-            gepa_every=10, gepa_min_hard=4, gepa_budget=30, reflector_max_new_tokens=192, sample_every=5)
+            device="cpu", steps=30, group_size=4, prompts_per_step=4, max_new_tokens=80, lr=1e-4,
+            warmup_steps=3, lora_r=16, micro_batch_size=16, eval_every=0,
+            eval_limit=50, save_every=10, gepa_every=8, gepa_min_hard=4, gepa_budget=32,
+            reflector_max_new_tokens=160, sample_every=5)
 
 
 def check_config(cfg: Config) -> None:
@@ -223,7 +226,8 @@ def load_problems(path: str) -> list[dict]:
         if not isinstance(row, dict):
             raise UserError(f"{path}: {where} {n} is not a JSON object")
         q = next((row[k] for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-        gold = next((row[k] for k in GOLD_KEYS if row.get(k) not in (None, "", [])), None)
+        gold_key = next((k for k in GOLD_KEYS if row.get(k) not in (None, "", [])), None)
+        gold = row[gold_key] if gold_key else None
         if q is None or gold is None:
             raise UserError(f"{path}: {where} {n} needs a question ({'/'.join(QUESTION_KEYS)}) and a gold "
                             f"answer ({'/'.join(GOLD_KEYS)}); it has keys {sorted(row)}")
@@ -231,7 +235,8 @@ def load_problems(path: str) -> list[dict]:
             gold = ", ".join(map(str, gold))
         gold = str(gold)
         # GSM8K "#### 72" and MATH solutions carry the answer inside a longer text
-        answer = verify.extract_answer(gold) if ("####" in gold or "\\boxed" in gold or len(gold) > 40) else gold
+        worked = gold_key == "solution" or "####" in gold or "\\boxed" in gold
+        answer = verify.extract_answer(gold) if worked else gold
         if not answer:
             raise UserError(f"{path}: {where} {n}: no final answer found in the gold field {gold[:60]!r}")
         problems.append({"id": str(row.get("id", row.get("unique_id", f"{p.stem}:{n}"))),
@@ -395,7 +400,8 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.generation_config.pad_token_id = tok.pad_token_id
-    if cfg.gradient_checkpointing:
+    checkpointing = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = True
     if adapter:
@@ -742,10 +748,11 @@ def make_reflector(cfg: Config, model, tok):
 
 def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     """Evolve templates for the hard buffer with GEPA; the state carries over between runs.
-    Then pick the template set (greedy cover) and per-problem draw weights."""
+    Then pick the template set (greedy cover) and per-problem draw weights. A failing reflector
+    or a search that finds nothing leaves the previous templates in place."""
     t0 = time.time()
-    hard = list(p2o["hard"].values())
-    val, train_set = split_hard(hard)
+    # every GEPA iteration may score its child on the whole valset: keep it to a quarter of the budget
+    val, train_set = split_hard(list(p2o["hard"].values()), cap=max(1, min(300, cfg.gepa_budget // 4)))
     release = lambda: None
     if lm is None:
         lm, release = make_reflector(cfg, model, tok)
@@ -756,17 +763,23 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
         try:
             state = gepa.optimize("", train_set, val, make_evaluator(model, tok, cfg), lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state)
+        except ValueError as e:  # e.g. the budget cannot re-score any candidate on the new valset
+            warnings.warn(f"GEPA run skipped: {e}; raise --gepa-budget")
         finally:
             release()
     for w in caught:
         tqdm.write(f"p2o: warning: GEPA: {w.message}")
+    p2o["runs"] += 1
+    p2o["seconds"] += time.time() - t0
+    if state is None or not state.val_scores:
+        return p2o
     p2o["failures"] += state.reflection_failures - failures_before
     p2o["gepa"] = state.to_json()
-    p2o["runs"] += 1
     # the empty template is the original prompt: problems the policy now solves with it leave the buffer
-    for ex, s in zip(val, state.val_scores[0]):
-        if s >= 1.0:
-            p2o["hard"].pop(ex["id"], None)
+    if "" in state.candidates:
+        for ex, s in zip(val, state.val_scores[state.candidates.index("")]):
+            if s >= 1.0:
+                p2o["hard"].pop(ex["id"], None)
     # template set: fewest candidates covering every problem some candidate solves (none: no guidance)
     cover = gepa.greedy_cover(state.val_scores)
     p2o["templates"] = [state.candidates[i] for i in cover]
@@ -774,7 +787,6 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     p2o["weights"] = {ex["id"]: list(map(float, w)) for ex, w in zip(val, rows)}
     means = [sum(state.val_scores[i]) / max(1, len(state.val_scores[i])) for i in cover]
     p2o["default_weights"] = means if sum(means) > 0 else [1.0] * len(cover)
-    p2o["seconds"] += time.time() - t0
     p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                    "metric_calls": state.metric_calls}
     return p2o

@@ -26,7 +26,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_INSTRUCTION = "Solve the problem step by step and put the final answer in \\boxed{}."
 
 # Runs argv[2:] as its only child and writes that child's peak RSS to argv[1]. A separate wrapper
 # per run matters: RUSAGE_CHILDREN is a max over every child ever waited for, so measuring from
@@ -114,7 +113,8 @@ def run_measured(cmd, log_path, rss_path, env=None):
 
 
 def median_after_warmup(times):
-    return statistics.median(times[1:]) if len(times) > 1 else float("nan")
+    times = [t for t in times[1:] if t is not None]
+    return statistics.median(times) if times else float("nan")
 
 
 # --- p2o side ---
@@ -148,6 +148,7 @@ def run_p2o(args, work, tag=""):
     return {
         "step_times": [r["step_time"] for r in rows],
         "mean_lengths": [r.get("completions/mean_length") for r in rows],
+        "rollout_times": [r.get("time/rollout_s") for r in rows],
         "peak_rss_mb": rss_mb,
         "peak_cuda_mb": max(peaks) if args.device == "cuda" and peaks else None,
         "wall_s": wall,
@@ -155,12 +156,9 @@ def run_p2o(args, work, tag=""):
     }
 
 
-def p2o_setting(config, names, default):
-    """p2o's own value for a setting (read from its config.json), so TRL copies it exactly."""
-    for name in names:
-        if name in config and config[name] is not None:
-            return config[name]
-    return default
+# p2o.py settings the TRL side copies from p2o's config.json, so both optimise the same way
+SHARED_FROM_P2O = ["instruction", "lr", "lora_alpha", "lora_dropout", "epsilon", "epsilon_high",
+                   "scale_rewards", "max_grad_norm", "top_p", "warmup_steps", "weight_decay"]
 
 
 # --- TRL side ---
@@ -173,21 +171,14 @@ def run_trl(args, work, p2o_config, tag=""):
         "loss_type": args.loss_type, "device": args.device, "seed": args.seed,
         "load_in_4bit": args.load_in_4bit, "out": os.path.join(work, f"trl_out{tag}"),
         "result": os.path.join(work, f"trl_result{tag}.json"),
-        # copied from p2o's config so both sides optimise the same way
-        "instruction": p2o_setting(p2o_config, ["instruction", "system_prompt", "prompt_instruction"],
-                                   DEFAULT_INSTRUCTION),
-        "lr": p2o_setting(p2o_config, ["lr", "learning_rate"], 1e-5),
-        "lora_alpha": p2o_setting(p2o_config, ["lora_alpha"], 2 * args.lora_r),
-        "lora_dropout": p2o_setting(p2o_config, ["lora_dropout"], 0.0),
-        "epsilon": p2o_setting(p2o_config, ["epsilon"], 0.2),
-        # p2o: epsilon_high < 0 means "same as epsilon"; TRL spells that None
-        "epsilon_high": epsilon_high if (epsilon_high := p2o_setting(p2o_config, ["epsilon_high"], -1)) >= 0 else None,
-        "scale_rewards": p2o_setting(p2o_config, ["scale_rewards"], "group"),
-        "max_grad_norm": p2o_setting(p2o_config, ["max_grad_norm", "grad_clip", "clip_grad_norm"], 1.0),
-        "top_p": p2o_setting(p2o_config, ["top_p"], 1.0),
-        "warmup_steps": p2o_setting(p2o_config, ["warmup_steps"], 0),
-        "weight_decay": p2o_setting(p2o_config, ["weight_decay"], 0.0),
     }
+    missing = [k for k in SHARED_FROM_P2O if k not in p2o_config]
+    if missing:
+        sys.exit(f"error: p2o's config.json lacks {missing}; update SHARED_FROM_P2O in {__file__}")
+    settings |= {k: p2o_config[k] for k in SHARED_FROM_P2O}
+    # p2o: epsilon_high < 0 means "same as epsilon"; TRL spells that None
+    if settings["epsilon_high"] is not None and settings["epsilon_high"] < 0:
+        settings["epsilon_high"] = None
     settings_path = os.path.join(work, f"trl_settings{tag}.json")
     with open(settings_path, "w") as f:
         json.dump(settings, f, indent=1)
@@ -291,12 +282,23 @@ def trl_child(settings_path):
     timer = StepTimer()
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[timer])
+    # time the rollout phase (generation + reward + advantages) to split step time like p2o does
+    rollout_times, generate_and_score = [], trainer._generate_and_score_completions
+
+    def timed_generate_and_score(*a, **k):
+        t = timer.now()
+        out = generate_and_score(*a, **k)
+        rollout_times.append(timer.now() - t)
+        return out
+
+    trainer._generate_and_score_completions = timed_generate_and_score
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     result = {
         "step_times": timer.times,
+        "rollout_times": rollout_times,
         "trl_logged_step_time": [h.get("step_time") for h in logs],
         "mean_lengths": [h.get("completions/mean_length") for h in logs],
         "rewards": [h.get("reward") for h in logs],
@@ -334,6 +336,10 @@ def report(args, p2o, trl_res):
     print()
     print(f"{'':22}{'p2o.py':>12}{'TRL':>12}{'p2o/TRL':>10}")
     print(f"{'median step s (2..N)':22}{p2o_step:12.2f}{trl_step:12.2f}{ratio:10.2f}")
+    p2o_roll, trl_roll = median_after_warmup(p2o["rollout_times"]), median_after_warmup(trl_res["rollout_times"])
+    print(f"{'  of which rollout s':22}{p2o_roll:12.2f}{trl_roll:12.2f}{p2o_roll / trl_roll:10.2f}")
+    print(f"{'  of which update s':22}{p2o_step - p2o_roll:12.2f}{trl_step - trl_roll:12.2f}"
+          f"{(p2o_step - p2o_roll) / (trl_step - trl_roll):10.2f}")
     print(f"{mem_label:22}{p2o_mem or float('nan'):12.0f}{trl_mem or float('nan'):12.0f}"
           f"{mem_ratio or float('nan'):10.2f}")
     if args.device == "cuda":
@@ -349,6 +355,8 @@ def report(args, p2o, trl_res):
         "memory_measure": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "peak RSS of the child process",
         "p2o_peak_rss_mb": p2o["peak_rss_mb"], "trl_peak_rss_mb": trl_res["peak_rss_mb"],
         "p2o_step_times": p2o["step_times"], "trl_step_times": trl_res["step_times"],
+        "p2o_rollout_s": p2o_roll, "trl_rollout_s": trl_roll,
+        "p2o_rollout_times": p2o["rollout_times"], "trl_rollout_times": trl_res["rollout_times"],
         "trl_logged_step_time": trl_res.get("trl_logged_step_time"),
         "p2o_mean_lengths": p2o["mean_lengths"], "trl_mean_lengths": trl_res["mean_lengths"],
         "p2o_wall_s": p2o["wall_s"], "trl_wall_s": trl_res["wall_s"],
@@ -358,10 +366,7 @@ def report(args, p2o, trl_res):
                                                    "max_new_tokens", "micro_batch_size", "lora_r", "beta",
                                                    "loss_type", "device", "seed", "load_in_4bit", "threads")}
                     | {"min_new_tokens": args.max_new_tokens, "temperature": 1.0, "gradient_checkpointing": True,
-                       "shared_from_p2o_config": {k: trl_res["settings"][k] for k in (
-                           "instruction", "lr", "lora_alpha", "lora_dropout", "epsilon", "epsilon_high",
-                           "scale_rewards", "max_grad_norm", "top_p", "warmup_steps",
-                           "weight_decay")}},
+                       "shared_from_p2o_config": {k: trl_res["settings"][k] for k in SHARED_FROM_P2O}},
         "versions": trl_res["versions"] | {"python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

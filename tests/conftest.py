@@ -58,9 +58,12 @@ def tiny_model_pad_eos(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny_eos") / "model", pad_is_eos=True)
 
 
+def write_problems(path: Path, n: int) -> Path:
+    rows = [{"id": f"t{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
-    rows = [{"id": f"t{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(12)]
-    p = tmp_path / "train.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
+    return write_problems(tmp_path / "train.jsonl", 12)

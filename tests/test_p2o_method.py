@@ -11,6 +11,7 @@ import torch
 
 import gepa
 import p2o
+from conftest import write_problems
 
 MAGIC = "Work digit by digit and check the result."
 ARGS = ["--steps", "4", "--group-size", "4", "--prompts-per-step", "3", "--max-new-tokens", "10", "--device", "cpu",
@@ -60,10 +61,7 @@ def scripted(monkeypatch):
 @pytest.fixture
 def tiny_data(tmp_path):
     """Six problems, three per step: from step 3 on, every problem comes round again."""
-    rows = [{"id": f"t{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)} for i in range(6)]
-    p = tmp_path / "six.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
+    return write_problems(tmp_path / "six.jsonl", 6)
 
 
 def rows(out):
