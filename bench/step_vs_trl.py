@@ -4,9 +4,10 @@
         --json bench/results/step_vs_trl_cpu.json
 
 Both sides get the same model, data, group size G, prompts per step P, LoRA rank (all linear
-projections), beta, loss type, micro-batch size, temperature 1.0, gradient checkpointing and the
-same reward (verify.score). Both generate exactly T tokens per completion (min = max new tokens),
-so the work per step is identical: P*G completions, one optimizer step. Each side runs in its own
+projections), beta, loss type, micro-batch size, temperature 1.0, gradient checkpointing (p2o's
+default: on for CUDA, off on CPU) and the same reward (verify.score). Both generate exactly T
+tokens per completion (min = max new tokens), so the work per step is identical: P*G
+completions, one optimizer step. Each side runs in its own
 fresh process, so peak memory is that process's alone:
   CPU: the child's peak RSS (getrusage of a one-child wrapper process);
   GPU: torch.cuda.max_memory_allocated inside the child (p2o's metrics memory/peak_mb).
@@ -63,6 +64,8 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=1,
                     help="run the two sides alternately this many times; the fastest run of each side counts "
                          "(guards against other processes on a shared machine)")
+    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                    help="on both sides (default: p2o's default, on for CUDA only)")
     ap.add_argument("--json", required=False, help="write results here (e.g. bench/results/step_vs_trl_cpu.json)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary run folders and logs")
     ap.add_argument("--_trl-child", dest="trl_child", help=argparse.SUPPRESS)
@@ -87,6 +90,8 @@ def parse_args(argv=None):
         ap.error(f"--data {args.data}: file not found (generate it with data/make_arith.py)")
     if args.load_in_4bit is None:
         args.load_in_4bit = args.device == "cuda"
+    if args.gradient_checkpointing is None:
+        args.gradient_checkpointing = args.device == "cuda"
     return args
 
 
@@ -129,7 +134,8 @@ def run_p2o(args, work, tag=""):
            "--lora-r", str(args.lora_r), "--beta", str(args.beta), "--loss-type", args.loss_type,
            "--temperature", "1.0", "--device", args.device, "--seed", str(args.seed),
            "--save-every", str(10 * args.steps), "--no-p2o",
-           "--load-in-4bit" if args.load_in_4bit else "--no-load-in-4bit"]
+           "--load-in-4bit" if args.load_in_4bit else "--no-load-in-4bit",
+           "--gradient-checkpointing" if args.gradient_checkpointing else "--no-gradient-checkpointing"]
     print(f"[bench] p2o.py: {args.steps} steps ...", flush=True)
     rss_mb, wall = run_measured(cmd, os.path.join(work, f"p2o{tag}.log"), os.path.join(work, f"p2o_rss{tag}.json"),
                                 env=child_env(args))
@@ -169,7 +175,8 @@ def run_trl(args, work, p2o_config, tag=""):
         "prompts_per_step": args.prompts_per_step, "max_new_tokens": args.max_new_tokens,
         "micro_batch_size": args.micro_batch_size, "lora_r": args.lora_r, "beta": args.beta,
         "loss_type": args.loss_type, "device": args.device, "seed": args.seed,
-        "load_in_4bit": args.load_in_4bit, "out": os.path.join(work, f"trl_out{tag}"),
+        "load_in_4bit": args.load_in_4bit, "gradient_checkpointing": args.gradient_checkpointing,
+        "out": os.path.join(work, f"trl_out{tag}"),
         "result": os.path.join(work, f"trl_result{tag}.json"),
     }
     missing = [k for k in SHARED_FROM_P2O if k not in p2o_config]
@@ -253,7 +260,8 @@ def trl_child(settings_path):
         epsilon=s["epsilon"], epsilon_high=s["epsilon_high"], scale_rewards=s["scale_rewards"],
         num_iterations=1, max_grad_norm=s["max_grad_norm"], lr_scheduler_type="cosine",
         warmup_steps=s["warmup_steps"], weight_decay=s["weight_decay"],
-        gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}, bf16=cuda, use_cpu=not cuda, use_vllm=False,
+        gradient_checkpointing=s["gradient_checkpointing"], gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=cuda, use_cpu=not cuda, use_vllm=False,
         logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         dataloader_num_workers=0,
     )
@@ -364,8 +372,9 @@ def report(args, p2o, trl_res):
         "device": device_name(args.device),
         "settings": {k: getattr(args, k) for k in ("model", "data", "steps", "group_size", "prompts_per_step",
                                                    "max_new_tokens", "micro_batch_size", "lora_r", "beta",
-                                                   "loss_type", "device", "seed", "load_in_4bit", "threads")}
-                    | {"min_new_tokens": args.max_new_tokens, "temperature": 1.0, "gradient_checkpointing": True,
+                                                   "loss_type", "device", "seed", "load_in_4bit", "gradient_checkpointing",
+                                                   "threads")}
+                    | {"min_new_tokens": args.max_new_tokens, "temperature": 1.0,
                        "shared_from_p2o_config": {k: trl_res["settings"][k] for k in SHARED_FROM_P2O}},
         "versions": trl_res["versions"] | {"python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
