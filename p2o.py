@@ -162,10 +162,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
 
 
 DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=["data/arith_test.jsonl"],
-            device="cpu", steps=30, group_size=4, prompts_per_step=4, max_new_tokens=80, lr=1e-4,
+            device="cpu", steps=30, group_size=4, prompts_per_step=4, max_new_tokens=80, temperature=0.7, lr=1e-4,
             warmup_steps=3, lora_r=16, micro_batch_size=16, eval_every=0,
-            eval_limit=50, save_every=10, gepa_every=8, gepa_min_hard=4, gepa_budget=32,
-            reflector_max_new_tokens=160, sample_every=5)
+            eval_limit=50, save_every=10, gepa_every=10, gepa_min_hard=4, gepa_budget=32,
+            reflector_max_new_tokens=64, sample_every=5)
 
 
 def check_config(cfg: Config) -> None:
@@ -364,6 +364,8 @@ def pick_device(cfg: Config) -> torch.device:
 def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     """Base model (4-bit NF4 on CUDA by default) + a LoRA adapter on every linear projection.
     The adapter-free base doubles as the KL reference and the `self` reflector: no second copy."""
+    import logging
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its CPU backend's optional-kernel notice
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
@@ -731,11 +733,14 @@ def make_reflector(cfg: Config, model, tok):
         ctx = contextlib.nullcontext
 
     def lm(text: str) -> str:
+        # the reply is prefilled with an opening fence: small models seldom produce the fenced
+        # block GEPA parses on their own, but they do continue one
         with ctx():
             rcfg = dataclasses.replace(cfg, temperature=0.8, top_p=0.95, min_new_tokens=0, gen_batch_size=1)
-            _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text)], rcfg,
+            _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text) + "```\n"], rcfg,
                                      max_new_tokens=cfg.reflector_max_new_tokens)
-        return decode(r_tok, comp, mask)[0]
+        reply = decode(r_tok, comp, mask)[0].split("```")[0].strip()
+        return f"```\n{reply}\n```" if reply else ""
 
     def release():
         nonlocal r_model
@@ -970,6 +975,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
         set_rng_state(rng)
         _truncate_log(out / "metrics.jsonl", step)
+        _truncate_log(out / "samples.jsonl", step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
     elif cfg.eval:
         run_evals(model, tok, cfg, 0, log)
@@ -1003,7 +1009,8 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer every `gepa_every` steps
-        if cfg.p2o and (step + 1) % cfg.gepa_every == 0 and len(p2o["hard"]) >= cfg.gepa_min_hard:
+        if (cfg.p2o and (step + 1) % cfg.gepa_every == 0 and step + 1 < cfg.steps  # (not after the last step)
+                and len(p2o["hard"]) >= cfg.gepa_min_hard):
             bar.set_description("p2o: GEPA")
             run_gepa(p2o, model, tok, cfg, reflector_lm)
             bar.set_description("p2o")
@@ -1053,7 +1060,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop metric rows written after the checkpoint a resumed run restarts from."""
+    """Drop rows written after the checkpoint a resumed run restarts from."""
     if path.is_file():
         rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
         path.write_text("".join(r + "\n" for r in rows))

@@ -196,6 +196,10 @@ def test_three_step_run_writes_every_output(tiny_model, tiny_data, tmp_path):
     assert any("lora_A" in n for n, _ in adapted.named_parameters())
     assert (out / "checkpoint" / "state.pt").is_file() and (out / "checkpoint" / "adapter").is_dir()
     assert not (out / "checkpoint.tmp").exists()
+    # the trained adapter evaluates on its own
+    row = p2o.eval_only(p2o.parse_config(["--eval-only", "--model", str(tiny_model), "--adapter", str(out / "adapter"),
+                                          "--eval", str(tiny_data), "--device", "cpu", "--max-new-tokens", "12"])[0])
+    assert row["eval/train/n"] == 12 and 0 <= row["eval/train/accuracy"] <= 1
 
 
 def parity_reward(monkeypatch):
