@@ -7,9 +7,7 @@ then scored on every validation example. Parents are drawn from the Pareto front
 per-example scores, so a prompt that is best on even one example survives instead of one average
 winner. One file, standard library only: copy it into any project.
 
-Usage:
-
-    import gepa
+Usage, with this file on the path as `gepa`:
 
     def evaluate(prompt, batch):          # you supply this: one metric call per example
         results = []

@@ -695,14 +695,20 @@ def split_hard(hard: list[dict], cap: int = 300) -> tuple[list[dict], list[dict]
     return hard[-n_val:], hard[:-n_val] or hard[-n_val:]
 
 
+def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str = ""):
+    """Greedy answers to `problems` (with a template when given): (rewards, texts, feedback, lengths)."""
+    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in problems]
+    _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
+    texts = decode(tok, comp, mask)
+    rewards, feedback = reward_rollouts(texts, [p["answer"] for p in problems])
+    return rewards, texts, feedback, mask.sum(1).tolist()
+
+
 def make_evaluator(model, tok, cfg: Config):
     """GEPA's metric: the current policy answers greedily with `template + question`."""
     def evaluate(template: str, batch: list[dict]):
-        prompts = [chat_prompt(tok, user_message(ex["question"], cfg.instruction, template)) for ex in batch]
-        _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
-        texts = decode(tok, comp, mask)
-        rewards, fbs = reward_rollouts(texts, [ex["answer"] for ex in batch])
-        return list(zip(rewards, texts, fbs))
+        rewards, texts, feedback, _ = answer_greedily(model, tok, cfg, batch, template)
+        return list(zip(rewards, texts, feedback))
     return evaluate
 
 
@@ -871,16 +877,12 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
 # ----------------------------------------------------------------------------------------------
 # Evaluation and logging.
 
-@torch.no_grad()
 def evaluate_file(model, tok, cfg: Config, path: str) -> dict:
     """Greedy pass@1 on the first `eval_limit` problems of an evaluation file."""
-    problems = load_problems(path)[:cfg.eval_limit]
-    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction)) for p in problems]
-    _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
-    rewards, _ = reward_rollouts(decode(tok, comp, mask), [p["answer"] for p in problems])
+    rewards, _, _, lengths = answer_greedily(model, tok, cfg, load_problems(path)[:cfg.eval_limit])
     name = Path(path).stem
     return {f"eval/{name}/accuracy": sum(rewards) / len(rewards), f"eval/{name}/n": len(rewards),
-            f"eval/{name}/mean_length": mask.sum(1).float().mean().item()}
+            f"eval/{name}/mean_length": sum(lengths) / len(lengths)}
 
 
 def run_evals(model, tok, cfg: Config, step: int, log) -> dict:

@@ -1,8 +1,7 @@
 """verify.py - check a model's final math answer against a gold answer, safely, and say why.
 
-Use it from Python:
+Use it from Python (the names below come from `from verify import ...`):
 
-    from verify import extract_answer, normalize, is_equiv, score
     extract_answer("... so the total is \\boxed{\\frac{3}{4}}.")   # -> '\\frac{3}{4}'
     normalize("\\dfrac{3}{4}")                                     # -> '3/4'
     is_equiv("0.75", "\\frac34")                                   # -> True
