@@ -119,10 +119,22 @@ def extract_answer(text):
     said = _ANSWER_IS_RE.findall(text)
     if said and _clean_phrase(said[-1]):
         return _clean_phrase(said[-1])
+    bare = text.strip().strip("$").strip()
+    if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)'
+        return bare
     numbers = _NUMBER_RE.findall(text)
     if numbers:
         return numbers[-1].strip(",").replace(" ", "")
     return None
+
+
+_PROSE_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\s+[A-Za-z]{2,}\b")
+
+
+def _looks_bare(s):
+    """A short one-line answer with no prose in it (so not the last number of a sentence)."""
+    return (0 < len(s) <= 100 and "\n" not in s and not _PROSE_RE.search(s)
+            and (len(s) <= 3 or re.search(r"[\d\\]", s) is not None))
 
 # ----------------------------------------------------------------------------- cleaning
 

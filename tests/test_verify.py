@@ -434,3 +434,15 @@ def test_import_has_no_side_effects():
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert run.stdout.strip() == "True False", run.stderr
+
+
+def test_a_bare_answer_is_taken_whole_not_its_last_number():
+    """`python verify.py '\\frac{1}{2}' 0.5` and score() on a bare answer must not read just the '2'."""
+    assert verify.extract_answer("\\frac{1}{2}") == "\\frac{1}{2}"
+    assert verify.extract_answer("$2\\sqrt{2}$") == "2\\sqrt{2}"
+    assert verify.score("\\frac{1}{2}", "0.5")[0] == 1.0
+    assert verify.score("(1, 2)", "(1,2)")[0] == 1.0
+    # prose still falls back to its last number
+    assert verify.extract_answer("I think it is 12 or maybe 13") == "13"
+    reward, feedback = verify.score("I do not know", "4")
+    assert reward == 0.0 and "no final answer" in feedback
