@@ -448,8 +448,10 @@ def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, 
     for s in range(0, len(prompts), cfg.gen_batch_size):
         enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(device)
+        # sample from exactly the distribution the log-probs assume: no top-k or repetition
+        # penalty inherited from the model's generation_config (Qwen2.5-Instruct ships both)
         kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature,
-                                                       top_p=cfg.top_p, top_k=0)
+                                                       top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
         out = model.generate(**enc, max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
                              eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True, **kw)
         comp = out[:, enc["input_ids"].shape[1]:]

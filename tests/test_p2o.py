@@ -361,3 +361,18 @@ def test_help_documents_every_flag():
                  "--save-every", "--lr", "--lora-r", "--beta", "--epsilon", "--epsilon-high", "--loss-type",
                  "--scale-rewards", "--num-iterations", "--no-load-in-4bit", "--eval-only", "--adapter"):
         assert flag in text, flag
+
+
+def test_sampling_ignores_generation_config_filters(loaded):
+    """Rollouts must come from softmax(logits / T), the distribution the log-probs assume, even when
+    the model's generation_config carries top_k / repetition_penalty (Qwen2.5-Instruct ships both)."""
+    cfg, model, tok = loaded
+    gc = model.generation_config
+    old = (gc.top_k, gc.repetition_penalty)
+    gc.top_k, gc.repetition_penalty = 1, 50.0  # would make every sample the same greedy-like text
+    try:
+        torch.manual_seed(0)
+        _, comp, _ = p2o.generate(model, tok, ["What is 1+1?"] * 6, p2o.Config(max_new_tokens=8, temperature=1.0))
+    finally:
+        gc.top_k, gc.repetition_penalty = old
+    assert len({tuple(c.tolist()) for c in comp}) > 1
