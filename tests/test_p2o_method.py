@@ -252,3 +252,23 @@ def test_resume_restores_gepa_state_and_hard_buffer(scripted, tiny_model, tiny_d
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
     assert (tmp_path / "full" / "gepa_state.json").read_text() == (tmp_path / "part" / "gepa_state.json").read_text()
+
+
+def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypatch):
+    """--reflector PATH: a second model is loaded on demand, asked for instructions, then released."""
+    cfg = p2o.Config(model=str(tiny_model), reflector=str(tiny_model), reflector_max_new_tokens=6,
+                     gepa_budget=20, max_new_tokens=8, device="cpu")
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    asked = []
+    real_reflect = gepa.reflect
+
+    def spy(prompt, records, lm):
+        return real_reflect(prompt, records, lambda text: asked.append(text) or lm(text))
+    monkeypatch.setattr(gepa, "reflect", spy)
+    state = p2o.new_p2o_state()
+    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+                     for i in range(6)}
+    p2o.run_gepa(state, model, tok, cfg)
+    assert asked and "What is" in asked[0]  # the local model got the reflection request
+    saved = gepa.State.from_json(state["gepa"])
+    assert saved.iterations >= 1 and saved.metric_calls <= 20 and state["runs"] == 1
