@@ -775,19 +775,15 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     failures_before = state.reflection_failures if state else 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        try:  # (the scoring set is sized so that even re-scoring the best candidate fits the budget)
             state = gepa.optimize("", train_set, val, make_evaluator(model, tok, cfg), lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state)
-        except ValueError as e:  # e.g. the budget cannot re-score any candidate on the new valset
-            warnings.warn(f"GEPA run skipped: {e}; raise --gepa-budget")
         finally:
             release()
     for w in caught:
         tqdm.write(f"p2o: warning: GEPA: {w.message}")
     p2o["runs"] += 1
     p2o["seconds"] += time.time() - t0
-    if state is None or not state.val_scores:
-        return p2o
     p2o["failures"] += state.reflection_failures - failures_before
     p2o["gepa"] = state.to_json()
     # the empty template is the original prompt: problems the policy now solves with it leave the buffer

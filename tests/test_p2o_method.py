@@ -2,6 +2,7 @@
 prompt) on the tiny random model. The random model never solves anything, so the tests script the two
 places where skill would show: GEPA's metric (a template "solves" problems) and the rollout reward
 (guided rollouts succeed half the time). Everything in between is the real code."""
+import dataclasses
 import http.server
 import json
 import threading
@@ -272,3 +273,21 @@ def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypa
     assert asked and "What is" in asked[0]  # the local model got the reflection request
     saved = gepa.State.from_json(state["gepa"])
     assert saved.iterations >= 1 and saved.metric_calls <= 20 and state["runs"] == 1
+
+
+def test_gepa_scoring_set_always_fits_the_budget(scripted, tiny_model):
+    """After the hard set changed, the old candidates must be re-scored on the new scoring set; the
+    set is sized from --gepa-budget so that this fits even a tiny budget (gepa raises otherwise)."""
+    cfg = p2o.Config(model=str(tiny_model), gepa_budget=30, max_new_tokens=8, device="cpu")
+    state = p2o.new_p2o_state()
+    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+                     for i in range(6)}
+    p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
+    assert state["templates"] == [MAGIC]
+    state["hard"] = {f"n{i}": {"id": f"n{i}", "question": f"What is {i}+9?", "answer": str(i + 9), "failures": []}
+                     for i in range(6)}
+    for budget in (1, 2, 5):
+        p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=budget), lm=scripted_lm)
+    saved = gepa.State.from_json(state["gepa"])
+    assert state["runs"] == 4 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
+    assert state["templates"] == [MAGIC]  # the best candidate survived the re-scoring
