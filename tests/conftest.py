@@ -67,3 +67,21 @@ def write_problems(path: Path, n: int) -> Path:
 @pytest.fixture
 def tiny_data(tmp_path):
     return write_problems(tmp_path / "train.jsonl", 12)
+
+
+# wall-clock and memory readings: everything else in metrics.jsonl must repeat exactly
+VOLATILE = ("step_time", "time/", "rollout/", "memory/", "p2o/gepa_seconds")
+
+
+def assert_same_metrics(path_a: Path, path_b: Path) -> list[dict]:
+    """Two runs' metrics.jsonl agree row by row, key by key (up to float rounding)."""
+    def rows(path):
+        rs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in rs]
+    a, b = rows(path_a), rows(path_b)
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+    return b
