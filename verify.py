@@ -224,7 +224,22 @@ def _clean(answer):
         s = s.replace(" ", "")
     if "," in s and not s.startswith(("(", "[", "\\{", "\\langle")):  # (1,100) is a pair
         s = _THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), s)
+    if "=" in s:
+        s = _last_side_of_arithmetic(s)
     return s.strip().rstrip(".").strip()
+
+
+_ARITHMETIC_RE = re.compile(r"(?:[\d\s.+\-*/()\[\]{}^]|\\(?:times|cdot|div|frac|sqrt)(?![A-Za-z]))+")
+
+
+def _last_side_of_arithmetic(s):
+    """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every other
+    side is plain arithmetic (digits and operators): 'x = 5' and 'y = 2x + 1' stay equations."""
+    sides = s.split("=")
+    if len(sides) < 2 or any(not re.search(r"\d", x) or not _ARITHMETIC_RE.fullmatch(x)
+                             for x in sides[:-1]):
+        return s
+    return sides[-1].strip() or s
 
 # ----------------------------------------------------------------------------- plain numbers
 

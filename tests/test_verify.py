@@ -68,6 +68,13 @@ CASES = [
     ("assignment", "3", "x = 3", True),
     ("assignment", "k=\\frac{1}{2}", "0.5", True),
     ("assignment", "x=4", "3", False),
+    # a worked sum commits to its last side; a variable equation stays an equation
+    ("arithmetic", "12 + 13 = 25", "25", True),
+    ("arithmetic", "3 \\times 4 = 12", "12", True),
+    ("arithmetic", "\\frac{1}{2} + \\frac14 = \\frac34", "0.75", True),
+    ("arithmetic", "12 + 13 = 26", "25", False),
+    ("arithmetic", "12 + 13 = 25", "12", False),
+    ("arithmetic", "x + 1 = 25", "25", False),
     # roots and rationalised forms
     ("roots", "2\\sqrt2", "\\sqrt8", True),
     ("roots", "\\sqrt{8}", "2\\sqrt{2}", True),
@@ -446,3 +453,16 @@ def test_a_bare_answer_is_taken_whole_not_its_last_number():
     assert verify.extract_answer("I think it is 12 or maybe 13") == "13"
     reward, feedback = verify.score("I do not know", "4")
     assert reward == 0.0 and "no final answer" in feedback
+
+
+@pytest.mark.parametrize("completion,gold,reward", [
+    ("12 + 13 = 25", "25", 1.0),                    # a bare worked sum (SmolLM2's usual reply)
+    ("The answer is 12 + 13 = 25.", "25", 1.0),
+    ("$7 \\times 8 = 56$", "56", 1.0),
+    ("12 + 13 = 26", "25", 0.0),                    # its last side is the answer: a wrong one
+    ("x = 5", "5", 1.0),                            # variable equations keep working as before
+    ("x = 12 + 13 = 25", "25", 1.0),
+    ("2x = 10", "5", 0.0),                          # an equation to solve is not its solution
+])
+def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
+    assert verify.score(completion, gold)[0] == reward
