@@ -168,11 +168,15 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
     return cfg, set(given)
 
 
-DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=["data/arith_test.jsonl"],
-            device="cpu", steps=30, group_size=4, prompts_per_step=4, max_new_tokens=80, temperature=0.7, lr=1e-4,
-            warmup_steps=3, lora_r=16, micro_batch_size=16, eval_every=0,
-            eval_limit=50, save_every=10, gepa_every=10, gepa_min_hard=4, gepa_budget=32,
-            reflector_max_new_tokens=64, sample_every=5)
+# The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
+# ("What is 14 + k?": k = 0 is a fact only a template states; data/demo_templates.txt says it).
+# 48 training problems, so hard ones come round again after GEPA has scored them.
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl",
+            eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
+            instruction="Give the final answer in \\boxed{}.", steps=24, group_size=4, prompts_per_step=4,
+            max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
+            eval_every=0, eval_limit=50, save_every=12, gepa_every=6, gepa_min_hard=4, gepa_budget=60,
+            templates="data/demo_templates.txt", reflector_max_new_tokens=64, sample_every=4)
 
 
 def check_config(cfg: Config) -> None:

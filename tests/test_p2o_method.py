@@ -87,6 +87,13 @@ def test_full_p2o_run_guides_hard_problems_and_distils(scripted, tiny_model, tin
     assert all(s["grad_norm"] > 0 for s in guided)  # (the loss value itself is 0 when lengths are equal)
     batch = next(b for b in scripted["batches"] if any(b["templates"]))
     assert all(t in ("", MAGIC) for t in batch["templates"])
+    table = p2o.demo_table(out)  # the demo's report: where the templates came from, the best one
+    assert "| GEPA candidates kept: from the seed file / from reflection | - | 0 / 1 |" in table
+    assert "| templates in use: from the seed file / from reflection | - | 0 / 1 |" in table
+    assert "original prompt / best template | - | 0 / 3 solved |" in table
+    assert table.endswith(f"best template (from the reflection):\n\n    {MAGIC}")
+    guided_total = sum(s["p2o/guided_groups"] for s in steps)
+    assert f"| guided groups / with nonzero advantage | - | {guided_total} / {guided_total} (100%) |" in table
 
 
 def test_loss_uses_the_original_prompt(scripted, tiny_model, tiny_data, tmp_path, monkeypatch):
