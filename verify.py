@@ -56,10 +56,25 @@ START_TIMEOUT = 60.0            # seconds a fresh worker may take to import symp
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)\s*(?:\*\*\s*)?([^\n]+)", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+# 'answer is', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right after the word)
+_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
+_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
+# a number not glued to a word ('user123', 'x2' are names, not answers)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+_MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
+                           re.DOTALL)
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|which|where|I hope)\s|<\|")
+_CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
+_VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
+# a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
+_SIGNATURE_RE = re.compile(
+    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}|(?:solution |posted |written )?by:?[ \t]+"
+    r"[A-Za-z@][^\n]{0,60}|@\w[^\n]{0,60}|\[?(?:author|source|credits?)\b[^\n]{0,80})[ \t]*$",
+    re.IGNORECASE)
+_STOP_WORDS_RE = re.compile(r"\b(?:wait|but|actually|however|instead|no|not|mistake|wrong|correct|"
+                            r"check|final|answer|therefore|thus|hence|so|then|next|now|step)\b", re.IGNORECASE)
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+_DOUBLED_RE = re.compile(r"\\\\(?=[A-Za-z{}%$])")
 
 
 def _braced(text, start):
@@ -78,53 +93,137 @@ def _braced(text, start):
     return text[start + 1:stop] if len(text) > stop else None
 
 
-def _last_boxed(text):
-    """Content of the last closed \\boxed{...} / \\fbox{...} (or '\\boxed 5'), else None."""
-    starts = [m.end() for m in _BOX_RE.finditer(text)]
-    for end in reversed(starts[-20:]):  # truncated output: fall back to an earlier box
-        j = end
+def _boxes(text):
+    """[(start, end, content)] of the closed \\boxed{...} / \\fbox{...} (or '\\boxed 5'), in order.
+
+    Only the last 20 are read; an unclosed one (truncated output) is skipped."""
+    found = []
+    for m in list(_BOX_RE.finditer(text))[-20:]:
+        j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
             inner = _braced(text, j)
             if inner is not None:
-                return inner
-        elif j > end:  # '\boxed 5' (TeX allows an unbraced argument)
-            m = re.match(r"[^\s$]+", text[j:])
-            if m:
-                return m.group()
-    return None
+                found.append((m.start(), j + len(inner) + 2, inner))
+        elif j > m.end():  # '\boxed 5' (TeX allows an unbraced argument)
+            arg = re.match(r"[^\s$]+", text[j:j + MAX_ANSWER_CHARS])
+            if arg:
+                found.append((m.start(), j + arg.end(), arg.group()))
+    return found
+
+
+def _final_boxes(text):
+    """(content, end) of the answer given in boxes: the last box together with the boxes just
+    before it ('\\boxed{1} and \\boxed{2}' is the answer '1, 2'), or None without a box.
+
+    Boxes further back, or behind a sentence end or a 'wait'/'so', are earlier steps."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1]:group[0][0]]
+        if len(gap) > 80 or re.search(r"[.!?](?:\s|$)|\n\s*\n", gap) or _STOP_WORDS_RE.search(gap):
+            break
+        group.insert(0, box)
+    contents = []
+    for _, _, content in group:  # the same box written twice is one answer
+        if content.strip() not in contents:
+            contents.append(content.strip())
+    return ", ".join(contents), group[-1][1]
+
+
+def _mask_math(s):
+    """s with its math spans blanked out (same length), so their '.' or ' is ' are not prose."""
+    return _MATH_SPAN_RE.sub(lambda m: "$" + "#" * (len(m.group()) - 2) + "$", s)
+
+
+def _span_text(m):
+    return next(g for g in m.groups() if g is not None).strip()
 
 
 def _clean_phrase(phrase):
-    """Trim the tail of 'the answer is ...' down to the answer itself."""
-    phrase = phrase[:MAX_ANSWER_CHARS]  # also keeps the searches below linear-time
-    math_part = re.search(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase)
-    if math_part:
-        return (math_part.group(1) or math_part.group(2)).strip()
-    phrase = re.split(r"\.(?:\s|$)|;|\s+(?:because|since|which)\s", phrase)[0]
-    return phrase.strip(" *.:")
+    """Trim what follows 'the answer is' down to the answer: 'The largest $n$ is 34. I hope it
+    is correct.' -> '34'; '$ 5 $' -> '5'; '$12$ and $13$' -> '12, 13'; 'Jane started 3 hours
+    ago' -> '3'."""
+    phrase = re.sub(r"^(?:\\?[\"'`]|\s)+", "", phrase[:MAX_ANSWER_CHARS])  # the cut keeps it linear
+    masked = _mask_math(phrase)  # a '.' or a line break inside $...$ does not end the sentence
+    cut = _SENTENCE_END_RE.search(masked)
+    if cut:
+        phrase, masked = phrase[:cut.start()], masked[:cut.start()]
+    verbs = list(_VERB_RE.finditer(masked))
+    if verbs:  # 'The volume of $ABCD$ is 120': the part after the last 'is'
+        phrase, masked = phrase[verbs[-1].end():], masked[verbs[-1].end():]
+    spans = list(_MATH_SPAN_RE.finditer(phrase))
+    if spans and _CONNECTORS_RE.fullmatch(_MATH_SPAN_RE.sub(" ", phrase)):
+        return ", ".join(_span_text(m) for m in spans)  # only math: '$12$ and $13$'
+    plain = phrase.replace("$", " ").replace("\\(", " ").replace("\\)", " ").strip(" *.:,\\\"'`")
+    if not _PROSE_RE.search(plain):
+        return plain
+    if spans:
+        return _span_text(spans[-1])
+    numbers = _NUMBER_RE.findall(masked)
+    if len(numbers) == 1:  # prose around one number: the number
+        return numbers[0].strip(",")
+    return plain
+
+
+def _said_answer(text):
+    """(answer, start) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or None."""
+    last = None
+    for last in _ANSWER_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    lead = _ANSWER_LEAD_RE.match(text, last.start())
+    answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
+    return (answer, last.start()) if answer else None
+
+
+def _whole_math(text):
+    """The content when the whole text is one math span ('$$f(y) = y$$', '\\(x\\)'), else None."""
+    t = text.strip()
+    if len(t) > MAX_ANSWER_CHARS or not t.startswith(("$", "\\(", "\\[")):
+        return None
+    m = _MATH_SPAN_RE.fullmatch(t)
+    return _span_text(m) if m and _span_text(m) else None
 
 
 def extract_answer(text):
     """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None."""
     if not isinstance(text, str) or not text.strip():
         return None
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
+    if "\\\\" in text and "\\begin" not in text:  # '\\\\frac' from text escaped twice: '\\frac'
+        text = _DOUBLED_RE.sub(r"\\", text)
+    boxed = _final_boxes(text)
+    said = _said_answer(text)
+    if boxed is not None:  # a later 'the final answer is ...' overrides an intermediate box
+        if said and said[1] >= boxed[1] and not _PROSE_RE.search(said[0]):
+            return said[0]
+        return boxed[0]
     gsm = _GSM_RE.findall(text)
     if gsm:
         return gsm[-1].strip().replace(",", "")
-    said = _ANSWER_IS_RE.findall(text)
-    if said and _clean_phrase(said[-1]):
-        return _clean_phrase(said[-1])
+    if said:
+        return said[0]
+    whole = _whole_math(text)
+    if whole:  # the whole text is one math span: '$$f(y) = y$$'
+        return whole
     bare = text.strip().strip("$").strip()
     if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)'
         return bare
-    numbers = _NUMBER_RE.findall(text)
+    # no marked answer: the last number, or the last math span if it ends later ('is $(7, 6)$.')
+    tail = text[-2 * MAX_ANSWER_CHARS:]
+    for _ in range(3):
+        tail = _SIGNATURE_RE.sub("", tail.rstrip())
+    numbers = list(_NUMBER_RE.finditer(tail))
+    spans = [m for m in _MATH_SPAN_RE.finditer(tail)
+             if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
+    if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
+        return _span_text(spans[-1])
     if numbers:
-        return numbers[-1].strip(",").replace(" ", "")
+        return numbers[-1].group().strip(",").replace(" ", "")
     return None
 
 
@@ -140,34 +239,45 @@ def _looks_bare(s):
 
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+# units that may follow a number directly ('5cm'); one-letter ones ('5 m', '3 s') need a space,
+# since '2m' or '3s' is a product with a variable
 _UNIT_WORDS = (
-    "cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inches|inch|in|feet|foot|ft|yards?|miles?|"
+    "cm|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|feet|foot|ft|yards?|miles?|"
     "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
-    "sec|s|days?|weeks?|months?|years?|kg|g|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
-    "people|students|apples|points|mph|km/h|percent")
-_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)\s*(?:%s)(?:\^\{?[23]\}?)?" % _UNIT_WORDS)
-_SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0]")
+    "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
+    "people|students|apples|points|mph|km/h|percent(?:age)?|pct|yuan|euros?")
+_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(?:\s*(?:%s)|\s+(?:m|s|g|in))(?:\^\{?[23]\}?)?"
+                               % _UNIT_WORDS)
+_PERCENT_RE = re.compile(r"%|\bpct\b|\bpercent(?:age)?\b")
+_SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
 _DROP_RE = re.compile(
     r"\\left(?![a-z])|\\right(?![a-z])|\\[bB]ig[lr]?(?![a-z])|\\displaystyle|\\limits|"
     r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\\%|%|\\\$|\$")
 _MATH_DELIMS_RE = re.compile(r"^\\\(|\\\)$|^\\\[|\\\]$")
-_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+")
+# 'and'/'or' between answers, also unspaced: '(11,7)or(7,11)', '1orW(x)=-1' (not 'for', 'orange')
+_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?![a-z])")
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-z])")
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
-_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=))\s*")
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
+# 'x \in', 'f(x) =', '(x, y) =': a name in front of the answer (one '=' only)
+_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)|"
+                        r"\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
-            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp "}
+            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
+_FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # '１２' is 12
 _END = r"(?![A-Za-z])"  # end of a TeX command name (\b fails in '\tfrac34')
 _ALIASES = [(re.compile(p.replace("END", _END)), r) for p, r in [
     (r"\\[dtc]fracEND", r"\\frac"), (r"\\[dt]binomEND", r"\\binom"),
     (r"\\leq?slantEND|\\leqEND", r"\\le"), (r"\\geq?slantEND|\\geqEND", r"\\ge"),
     (r"\\neqEND", r"\\ne"), (r"\\lbraceEND", r"\\{"), (r"\\rbraceEND", r"\\}"),
-    (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\{,\}", ","), (r"\\infinEND", r"\\infty"),
-    (r"\\(?:l|c)?dotsEND", r"\\ldots"),
+    (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\s*\{\s*,\s*\}\s*", ","), (r"\\infinEND", r"\\infty"),
+    (r"\\(?:l|c)?dotsEND", r"\\ldots"), (r"\\(?:mathrm|mathit)\{e\}", "e"),
 ]]
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
+_INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:infinity|inf|oo)(?![A-Za-z])")
+_BASE_RE = re.compile(r"(\d)_\{\s*(\w+)\s*\}")  # 31_{4} is 31_4, a numeral in base 4
 
 
 def _unwrap_text(s):
@@ -177,7 +287,8 @@ def _unwrap_text(s):
         if not m:
             return s
         inner = m.group(1).strip()
-        is_unit = m.end() == len(s) and m.start() > 0 and re.fullmatch(r"[A-Za-z ./^\d]*", inner)
+        is_unit = (not s[m.end():].strip(" .") and m.start() > 0
+                   and re.fullmatch(r"[A-Za-z ./^\d]*", inner))
         if inner in ("and", "or"):
             s = s[:m.start()] + "," + s[m.end():]
         elif is_unit and not re.search(r"[=,]\s*$", s[:m.start()]):
@@ -187,38 +298,61 @@ def _unwrap_text(s):
     return s
 
 
+def _without_approx(s):
+    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it)."""
+    head, _, tail = s.partition("\\approx")
+    if re.fullmatch(r"\s*%s\s*" % _NAME, head):
+        return head + "=" + tail.split("\\approx")[0]
+    return head if head.strip() else tail
+
+
 def _clean(answer):
     """LaTeX-noise-free form of a bare answer; the string the comparisons read."""
     s = answer.strip()
+    if "\\\\" in s and "\\begin" not in s:  # '\\\\frac' from text escaped twice
+        s = _DOUBLED_RE.sub(r"\\", s)
     for _ in range(5):  # nested \boxed{\boxed{..}} and boxes inside a gold solution
         if "\\boxed" not in s and "\\fbox" not in s:
             break
-        boxed = _last_boxed(s)
+        boxed = _final_boxes(s)
         if boxed is None:
             break
-        s = boxed.strip()
+        s = boxed[0]
     if not s.isascii():
+        s = s.translate(_FULL_WIDTH)
         for a, b in _UNICODE.items():
             s = s.replace(a, b)
         s = _SPACE_RE.sub(" ", s)  # thin and no-break spaces
     if s.endswith(".") and not s.endswith("..."):
         s = s[:-1]
+    if "$" in s:
+        s = re.sub(r"(?<!\\)\$", "", s).strip()
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
         s = _MATH_DELIMS_RE.sub("", s).strip()
         if _TRIG_RE.search(s):  # \cos 60^\circ: inside a trig function a degree is pi/180
             s = _DEGREE_RE.sub(r"(\1\\pi/180)", s)
+        s = re.sub(r",\s*\\!\s*", ",", s)  # MATH's thousands separator: 12,\!345
         s = _SPACE_RE.sub(" ", s)
         for pat, rep in _ALIASES:
             s = pat.sub(rep, s)
         s = _unwrap_text(s)
+        s = _BASE_RE.sub(r"\1_\2", s)
+        if "\\approx" in s:
+            s = _without_approx(s)
     s = _DROP_RE.sub("", s)
+    if "!=" in s:
+        s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
+    if "inf" in s or "oo" in s:
+        s = _INFINITY_RE.sub(r"\\infty", s)
     if "=" in s or "\\in" in s:
         s = _PREFIX_RE.sub("", s)
     s = s.strip()
+    if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):  # '{1, 3}': a TeX group
+        s = s[1:-1].strip()
     unit = _TRAILING_UNIT_RE.fullmatch(s)  # '5 cm' -> '5' (only after a plain number: 2m stays 2m)
     if unit:
         s = unit.group(1)
-    if " " in s:
+    if "and" in s or "or" in s:
         s = _AND_OR_RE.sub(",", s)
     if _SPACED_INT_RE.fullmatch(s):
         s = s.replace(" ", "")
@@ -233,17 +367,17 @@ _ARITHMETIC_RE = re.compile(r"(?:[\d\s.+\-*/()\[\]{}^]|\\(?:times|cdot|div|frac|
 
 
 def _last_side_of_arithmetic(s):
-    """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every other
-    side is plain arithmetic (digits and operators): 'x = 5' and 'y = 2x + 1' stay equations."""
+    """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every side is
+    plain arithmetic (digits and operators): 'x = 5' and '7 = 11a + c' stay equations."""
     sides = s.split("=")
     if len(sides) < 2 or any(not re.search(r"\d", x) or not _ARITHMETIC_RE.fullmatch(x)
-                             for x in sides[:-1]):
+                             for x in sides):
         return s
-    return sides[-1].strip() or s
+    return sides[-1].strip()
 
 # ----------------------------------------------------------------------------- plain numbers
 
-_PLAIN_RE = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_PLAIN_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
 _DECIMAL_RE = re.compile(r"(%s)(?:\s*(?:e|E|\\times\s*10\^|\*\s*10\^|\\cdot\s*10\^)\s*\{?\s*([+-]?\d{1,3})\s*\}?)?" % _NUM)
 _FRAC_RE = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
@@ -1087,8 +1221,19 @@ atexit.register(shutdown_worker)
 
 # ----------------------------------------------------------------------------- the public checks
 
-_CHOICE_RE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
-_PRED_CHOICE_RE = re.compile(r"\(?([A-Ja-j])\)?(?:[\s.:)].*)?|\(([A-Ja-j])\).*", re.S)
+_CHOICE_RE = re.compile(r"\(?([A-Ja-j])\)?")
+# a chosen letter: 'B', '(B)', '(B) 12', 'B) 12', 'B: 12', 'B 12' - not 'b + c' or 'A = 4'
+_PRED_CHOICE_RE = re.compile(
+    r"\(?([A-Ja-j])\)?|\(([A-Ja-j])\)\s*\S.*|([A-Ja-j])[.:)]\s*\S.*|([A-J])\s+[\d\\(-].*", re.S)
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?\d+,\d+")
+
+
+def _decimal_comma(s, other):
+    """'0,111' -> '0.111' when the other side is a decimal: a comma that cannot separate thousands
+    (which _clean already removed) is a decimal comma; against '2, 3' it stays a list."""
+    if _DECIMAL_COMMA_RE.fullmatch(s) and "." in other and _PLAIN_RE.fullmatch(other):
+        return s.replace(",", ".")
+    return s
 
 
 def _judge(pred, gold, timeout):
@@ -1107,23 +1252,27 @@ def _judge(pred, gold, timeout):
         return False, "no answer"  # only decoration, e.g. '$$' or '\\text{}'
     if len(p) > MAX_ANSWER_CHARS:
         return False, "too long"
+    if "," in p or "," in g:
+        p, g = _decimal_comma(p, g), _decimal_comma(g, p)
     if p == g or (len(g) > 1 and g.isalpha() and p.lower() == g.lower()):  # Yes = yes
         return True, "equal"
     choice = _CHOICE_RE.fullmatch(g)
-    if choice:  # multiple choice: compare letters, whatever decoration surrounds them
-        letter = (choice.group(1) or choice.group(2)).upper()
+    if choice:  # multiple choice: compare letters, in either case, whatever decoration surrounds them
         mine = _PRED_CHOICE_RE.fullmatch(p)
-        if not mine:
+        if mine:
+            same = next(x for x in mine.groups() if x).upper() == choice.group(1).upper()
+            return same, ("equal" if same else "wrong choice")
+        if g[-1].isupper() or g.startswith("("):
             return False, "not a choice"
-        same = (mine.group(1) or mine.group(2)).upper() == letter
-        return same, ("equal" if same else "wrong choice")
+        # a bare lower-case letter may also be a variable: read it as math below
     pv, gv = _VAR_PREFIX_RE.match(p), _VAR_PREFIX_RE.match(g)
     if not (pv and gv and pv.group(1) != gv.group(1)):
         pn, gn = _plain_number(p[pv.end():] if pv else p), _plain_number(g[gv.end():] if gv else g)
         if pn is not None and gn is not None:
             verdict = _compare_fractions(pn, gn)
-            if not verdict[0] and ("%" in pred) != ("%" in gold):  # 50% against 0.5
-                scale = Fraction(1, 100) if "%" in pred else Fraction(100)
+            p_pct, g_pct = bool(_PERCENT_RE.search(pred)), bool(_PERCENT_RE.search(gold))
+            if not verdict[0] and p_pct != g_pct:  # 50% against 0.5
+                scale = Fraction(1, 100) if p_pct else Fraction(100)
                 if pn[0] * scale == gn[0]:
                     return True, "equal"
             return verdict
