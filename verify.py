@@ -230,15 +230,6 @@ def extract_answer(text):
 _PROSE_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\s+[A-Za-z]{2,}\b")
 
 
-def _looks_bare(s):
-    """A short one-line answer with no prose in it (so not the last number of a sentence)."""
-    return (0 < len(s) <= 100 and "\n" not in s and not _PROSE_RE.search(s)
-            and (len(s) <= 3 or re.search(r"[\d\\]", s) is not None))
-
-# ----------------------------------------------------------------------------- cleaning
-
-_TEXT_CMD_RE = re.compile(
-    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 # units that may follow a number directly ('5cm'); one-letter ones ('5 m', '3 s') need a space,
 # since '2m' or '3s' is a product with a variable
 _UNIT_WORDS = (
@@ -246,6 +237,19 @@ _UNIT_WORDS = (
     "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
     "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
     "people|students|apples|points|mph|km/h|percent(?:age)?|pct|yuan|euros?")
+_STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z}(])" % _UNIT_WORDS)
+
+
+def _looks_bare(s):
+    """A short one-line answer with no prose in it (so not the last number of a sentence, nor
+    'Total: 15', whose answer is its number)."""
+    return (0 < len(s) <= 100 and "\n" not in s and not _PROSE_RE.search(s)
+            and (len(s) <= 3 or re.search(r"[\d\\]", s) is not None) and not _STRAY_WORD_RE.search(s))
+
+# ----------------------------------------------------------------------------- cleaning
+
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(?:\s*(?:%s)|\s+(?:m|s|g|in))(?:\^\{?[23]\}?)?"
                                % _UNIT_WORDS)
 _PERCENT_RE = re.compile(r"%|\bpct\b|\bpercent(?:age)?\b")
@@ -274,7 +278,7 @@ _ALIASES = [(re.compile(p.replace("END", _END)), r) for p, r in [
     (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\s*\{\s*,\s*\}\s*", ","), (r"\\infinEND", r"\\infty"),
     (r"\\(?:l|c)?dotsEND", r"\\ldots"), (r"\\(?:mathrm|mathit)\{e\}", "e"),
 ]]
-_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
+_THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
 _INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:infinity|inf|oo)(?![A-Za-z])")
 _BASE_RE = re.compile(r"(\d)_\{\s*(\w+)\s*\}")  # 31_{4} is 31_4, a numeral in base 4
@@ -315,7 +319,8 @@ def _clean(answer):
         if "\\boxed" not in s and "\\fbox" not in s:
             break
         boxed = _final_boxes(s)
-        if boxed is None:
+        if boxed is None:  # '\boxed{W(n) = 1' never closed: what follows the opener
+            s = re.sub(r"^\\(?:boxed|fbox)\s*\{", "", s)
             break
         s = boxed[0]
     if not s.isascii():
@@ -483,6 +488,8 @@ _TOKEN_RE = re.compile(r"""
 """, re.VERBOSE)
 _FUNCS = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh",
           "cosh", "tanh", "ln", "log", "exp", "det"}
+# letters that name functions when followed by '(': f(x), g(2), P(1); other letters multiply: a(b+c)
+_FUNC_LETTERS = {"f", "g", "h", "F", "G", "H", "P", "Q", "W"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
           "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
           "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
@@ -514,7 +521,7 @@ def _tokenize(s):
             continue
         if kind == "cmd":
             name = text[1:]
-            if name in ("frac", "sqrt", "binom", "lfloor", "rfloor", "lceil", "rceil"):
+            if name in ("frac", "sqrt", "binom", "lfloor", "rfloor", "lceil", "rceil", "sum", "prod"):
                 tokens.append(("cmd", name))
             elif name in _FUNCS or name in ("arcsec", "arccsc", "arccot"):
                 tokens.append(("func", name))
@@ -639,6 +646,10 @@ class _Reader:
             bound = exponent.evalf(15) if not exponent.free_symbols else None
             if bound is not None and bound.is_real and abs(bound) > 10 ** 6:
                 raise TooLarge("power too large")
+        if (exponent.is_Rational and not exponent.is_Integer and exponent.q % 2 == 1
+                and base.is_number and base.is_extended_negative):
+            # (-8)^{1/3} = -2, as \sqrt[3]{-8}: odd roots of negative numbers take the real branch
+            return (-1) ** exponent.p * sp.Pow(-base, exponent)
         return sp.Pow(base, exponent)
 
     def postfix(self):
@@ -697,6 +708,8 @@ class _Reader:
                 return sp.E
             if name == "i":
                 return sp.I
+            if name in _FUNC_LETTERS and self.peek() == ("op", "("):
+                return self.application(name)
             return sp.Symbol(name)
         if kind == "const":
             return sp.pi if text == "\\pi" else sp.oo
@@ -715,6 +728,16 @@ class _Reader:
             return self.function(text)
         raise Unreadable("unexpected %r" % (text or "end"))
 
+    def application(self, name):
+        """f(0), g(x, y): a named function applied, never f*0 (so 2f(0) is not 0)."""
+        self.take("(")
+        args = [self.expr()]
+        while self.peek() == ("op", ","):
+            self.take()
+            args.append(self.expr())
+        self.take(")")
+        return self.sp.Function(name)(*args)
+
     def command(self, name):
         sp = self.sp
         if name == "frac":
@@ -722,6 +745,20 @@ class _Reader:
             if den == 0:
                 raise Unreadable("division by zero")
             return num / den
+        if name in ("sum", "prod"):  # \sum_{k=0}^{n} body, kept unevaluated: compared at points
+            self.take("_")
+            self.take("(")
+            index = self.take()
+            if index[0] != "var":
+                raise Unreadable("\\%s needs an index variable" % name)
+            self.take("=")
+            low = self.expr()
+            self.take(")")
+            self.take("^")
+            high = self.group()
+            limits = (sp.Symbol(index[1]), low, high)
+            body = self.term()
+            return sp.Sum(body, limits) if name == "sum" else sp.Product(body, limits)
         if name == "binom":
             n, k = self.group(), self.group()
             if n.is_Number and abs(n) > MAX_FACTORIAL:
@@ -736,9 +773,9 @@ class _Reader:
             radicand = self.group()
             if index is None:
                 return sp.sqrt(radicand)
-            if index.is_Integer and index % 2 == 1:
-                return sp.real_root(radicand, index)  # \sqrt[3]{-8} = -2, not a complex root
-            return sp.root(radicand, index)
+            if index == 0:
+                raise Unreadable("zeroth root")
+            return self.safe_pow(radicand, 1 / index)  # \sqrt[3]{-8} = -2, as (-8)^{1/3}
         if name in ("lfloor", "lceil"):
             value = self.expr()
             self.take("rfloor" if name == "lfloor" else "rceil")
@@ -822,13 +859,16 @@ def _balanced(s):
 
 
 def _read_answer(s, sp):
-    """Structure of a cleaned answer: ('expr', e, decimal) | ('eq', l, r) | ('rel', op, l, r)
-    | ('seq', opener, closer, [items]) | ('list', [items]) | ('union', [items])
-    | ('matrix', [[items]]) | ('text', words)."""
+    """Structure of a cleaned answer: ('expr', e, decimal) | ('eq', l, r, named) | ('rel', op, l, r)
+    | ('seq', opener, closer, [items]) | ('list', [items]) | ('assign', [(name, item)])
+    | ('union', [items]) | ('matrix', [[items]]) | ('text', words)."""
     if len(s) > MAX_ANSWER_CHARS:
         raise TooLarge("answer too long")
     if not s:
         raise Unreadable("empty answer")
+    framed = re.fullmatch(r"[(\[]\s*(\\begin\{.*\})\s*[)\]]", s, re.S)  # \left[\begin{array}..\right]
+    if framed:
+        s = framed.group(1)
     m = re.fullmatch(r"\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:(?<=\{array\})\{[^{}]*\})?(.*)"
                      r"\\end\{\1\}", s, re.S)
     if m:
@@ -839,36 +879,73 @@ def _read_answer(s, sp):
     parts = _split_top(s, ["\\cup"])
     if len(parts) > 1:
         return ("union", [_read_answer(p, sp) for p in parts])
-    if s.count("\\pm") + s.count("\\mp") == 1:  # 1\pm\sqrt2 means two values
-        a, b = ("+", "-") if "\\pm" in s else ("-", "+")
-        body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
-        plus, minus = body.replace("\\PM", a), body.replace("\\PM", b)
-        return ("list", [_read_answer(plus, sp), _read_answer(minus, sp)])
+    groups = _split_top(s, [";"])
+    if len(groups) > 1 and all("," in g and "=" in g for g in groups):  # 'p=5,q=2; p=7,q=2'
+        return ("list", [_read_answer(g, sp) for g in groups])
     wrapped = _outer_bracket(s)
     if wrapped:
         opener, closer, inner = wrapped
         items = _split_top(inner, [",", ";"])
         if len(items) > 1 or opener == "\\{":
-            return ("seq", opener, closer, [_read_answer(p, sp) for p in items if p or opener != "\\{"])
+            return ("seq", opener, closer, _read_items([p for p in items if p or opener != "\\{"], sp))
     items = _split_top(s, [",", ";"])
     if len(items) > 1:
-        return ("list", [_read_answer(p, sp) for p in items if p])
+        read = _read_items([p for p in items if p], sp)
+        names = [str(x[1]) for x in read if x[0] == "eq" and x[1].is_Symbol and not x[2].has(x[1])]
+        if len(names) == len(read) and len(set(names)) == len(names):  # 'x = 1, y = 2'
+            return ("assign", sorted(zip(names, read)))
+        return ("list", read)
+    if s.count("\\pm") + s.count("\\mp") == 1:  # 1\pm\sqrt2 means two values
+        a, b = ("+", "-") if "\\pm" in s else ("-", "+")
+        body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
+        plus, minus = body.replace("\\PM", a), body.replace("\\PM", b)
+        return ("list", [_read_answer(plus, sp), _read_answer(minus, sp)])
     sides = _split_rel(s)
     if sides:
-        ops, exprs = sides
-        values = [_read_expr(e, sp)[0] for e in exprs]
-        if ops == ["="] and len(values) == 2:
-            return ("eq", values[0], values[1])
-        if all(op == "=" for op in ops):  # x = y = 3: keep the outer sides
-            return ("eq", values[0], values[-1])
-        if len(ops) == 1:
-            op, (l, r) = ops[0], values
-            if op in (">", "\\ge"):
-                op, l, r = ("<" if op == ">" else "\\le"), r, l
-            return ("rel", op, l, r)
-        raise Unreadable("chained inequality")
+        return _read_relation(*sides, sp)
     value, decimal = _read_expr(s, sp)
     return ("expr", value, decimal)
+
+
+def _read_items(texts, sp):
+    """The items of a list or set, a '\\pm 2' among them counted as its two values."""
+    out = []
+    for text in texts:
+        item = _read_answer(text, sp)
+        if item[0] == "list" and ("\\pm" in text or "\\mp" in text):
+            out.extend(item[1])
+        else:
+            out.append(item)
+    return out
+
+
+def _read_relation(ops, texts, sp):
+    """'x = 3', 'x = y = 3', 'x < 3', 'x \\ne 3', and chains '-3 < x \\le 7' read as intervals."""
+    values = [_read_expr(t, sp)[0] for t in texts]
+    if all(op == "=" for op in ops):  # x = y = 3: keep the outer sides
+        # a named left side ('x', 'AB', '|PQ|', 'f(x)', 'A:B', no number in it) names the answer
+        named = not re.search(r"\d", re.sub(r"_\{[^{}]*\}|_\w", "", texts[0]))
+        return ("eq", values[0], values[-1], named)
+    if len(ops) == 1:
+        op, (l, r) = ops[0], values
+        if op in (">", "\\ge"):
+            op, l, r = ("<" if op == ">" else "\\le"), r, l
+        return ("rel", op, l, r)
+    if len(ops) == 2 and ops[0] in ("<", "\\le") and ops[1] in ("<", "\\le"):
+        lo, mid, hi = values
+    elif len(ops) == 2 and ops[0] in (">", "\\ge") and ops[1] in (">", "\\ge"):
+        hi, mid, lo = values
+        ops = [{">": "<", "\\ge": "\\le"}[op] for op in reversed(ops)]
+    else:
+        raise Unreadable("chained relation")
+    if not mid.free_symbols or lo.free_symbols or hi.free_symbols:
+        raise Unreadable("chained relation")
+    opener, closer = ("(" if ops[0] == "<" else "["), (")" if ops[1] == "<" else "]")
+    if isinstance(mid, sp.Abs) and lo.is_nonnegative:  # 1 \le |z| \le 2: two intervals
+        left = ("seq", "(" if closer == ")" else "[", ")" if opener == "(" else "]",
+                [("expr", -hi, False), ("expr", -lo, False)])
+        return ("union", [left, ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])])
+    return ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])
 
 
 def _is_words(s):
@@ -882,7 +959,7 @@ def _is_words(s):
 def _split_rel(s):
     """([ops], [sides]) when s is a relation at top level, else None."""
     pieces, ops, depth, last = [], [], 0, 0
-    for m in re.finditer(r"\\le|\\ge|\\ne|<=|>=|<|>|=|[()\[\]{}]", s):
+    for m in re.finditer(r"\\le|\\ge|\\ne|<=|>=|!=|<|>|=|[()\[\]{}]", s):
         tok = m.group()
         if tok in "([{":
             depth += 1
@@ -890,7 +967,7 @@ def _split_rel(s):
             depth -= 1
         elif depth == 0:
             pieces.append(s[last:m.start()])
-            ops.append({"<=": "\\le", ">=": "\\ge"}.get(tok, tok))
+            ops.append({"<=": "\\le", ">=": "\\ge", "!=": "\\ne"}.get(tok, tok))
             last = m.end()
     if not ops:
         return None
@@ -901,6 +978,12 @@ def _split_rel(s):
 
 
 def _read_expr(s, sp):
+    ratio = _split_top(s, [":"]) if ":" in s else [s]
+    if len(ratio) == 2 and all(ratio):  # 3:8 is the ratio 3/8 (12:00 is a time: 12/0 is unreadable)
+        (a, a_dec), (b, b_dec) = _read_expr(ratio[0], sp), _read_expr(ratio[1], sp)
+        if b == 0:
+            raise Unreadable("ratio with a zero term")
+        return a / b, a_dec or b_dec
     reader = _Reader(s, sp)
     return reader.read(), reader.has_decimal
 
@@ -996,10 +1079,24 @@ def _compare_eq(a, b, sp, positive=False):
     return False, "wrong value"
 
 
+def _distinct(items, sp):
+    """items without repeats ('(3,17), (3,17)' lists one solution twice)."""
+    out = []
+    for x in items:
+        if not any(_compare(x, y, sp)[0] for y in out):
+            out.append(x)
+    return out
+
+
 def _compare_items(items_a, items_b, sp, ordered):
-    """(equal, reason) for two lists of answers, in order or as multisets."""
+    """(equal, reason) for two lists of answers, in order or as sets."""
     if len(items_a) != len(items_b):
-        return False, "count"
+        if ordered:
+            return False, "count"
+        a, b = _distinct(items_a, sp), _distinct(items_b, sp)
+        if len(a) != len(b) or (len(a), len(b)) == (len(items_a), len(items_b)):
+            return False, "count"
+        items_a, items_b = a, b
     if ordered:
         for x, y in zip(items_a, items_b):
             ok, why = _compare(x, y, sp)
@@ -1019,17 +1116,66 @@ def _compare_items(items_a, items_b, sp, ordered):
     return True, "equal"
 
 
+def _named_value(eq, sp):
+    """The value an equation gives a name: 'x = 3', 'AB = 4', '|PQ| = 3', 'W(n) = 1', '3 = x'
+    -> the number; None for an equation to solve ('2x = 10', '7 = 11a + c')."""
+    lhs, rhs = eq[1], eq[2]
+    if lhs.is_Symbol:
+        return rhs if lhs not in rhs.free_symbols else None
+    if rhs.is_Symbol and rhs not in lhs.free_symbols:
+        return lhs
+    if len(eq) > 3 and eq[3] and lhs.free_symbols:  # no number on the left: a name, not a sum
+        if isinstance(lhs, sp.core.function.AppliedUndef) or not lhs.free_symbols & rhs.free_symbols:
+            return rhs
+    return None
+
+
+def _rel_interval(rel, sp):
+    """'x < 3' as the interval (-oo, 3), '3 \\le x' as [3, oo); None when it is no such bound."""
+    op, l, r = rel[1:]
+    if op not in ("<", "\\le"):
+        return None
+    if l.is_Symbol and not r.free_symbols:
+        return ("seq", "(", ")" if op == "<" else "]", [("expr", -sp.oo, False), ("expr", r, False)])
+    if r.is_Symbol and not l.free_symbols:
+        return ("seq", "(" if op == "<" else "[", ")", [("expr", l, False), ("expr", sp.oo, False)])
+    return None
+
+
+def _compare_assign(p, g, sp):
+    """'x = 1, y = 2' against the same assignments, a tuple (in name order) or a list."""
+    if p[0] == g[0]:
+        if [n for n, _ in p[1]] != [n for n, _ in g[1]]:
+            return False, "wrong value"
+        return _compare_items([x for _, x in p[1]], [x for _, x in g[1]], sp, ordered=True)
+    mine, other = (p, g) if p[0] == "assign" else (g, p)
+    values = [("expr", x[2], False) for _, x in mine[1]]
+    if other[0] == "seq":
+        items, ordered = other[3], other[1] != "\\{"
+    elif other[0] == "list":
+        items, ordered = other[1], False
+    else:
+        return False, "count"
+    if mine is p:
+        return _compare_items(values, items, sp, ordered)
+    return _compare_items(items, values, sp, ordered)
+
+
 def _compare(p, g, sp):
     """(equal, reason) for two read answers, pred first."""
     kp, kg = p[0], g[0]
     if kp == "eq" and kg != "eq" and kg != "rel":  # x = 3 against 3
-        if p[1].is_Symbol and p[1] not in p[2].free_symbols:
-            return _compare(("expr", p[2], False), g, sp)
-        return False, "form"
+        value = _named_value(p, sp)
+        return _compare(("expr", value, False), g, sp) if value is not None else (False, "form")
     if kg == "eq" and kp != "eq" and kp != "rel":
-        if g[1].is_Symbol and g[1] not in g[2].free_symbols:
-            return _compare(p, ("expr", g[2], False), sp)
-        return False, "form"
+        value = _named_value(g, sp)
+        return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
+    if "assign" in (kp, kg):
+        return _compare_assign(p, g, sp)
+    if kp == "rel" and kg in ("seq", "union") and _rel_interval(p, sp):  # x > 3 against (3, oo)
+        return _compare(_rel_interval(p, sp), g, sp)
+    if kg == "rel" and kp in ("seq", "union") and _rel_interval(g, sp):
+        return _compare(p, _rel_interval(g, sp), sp)
     if kp == "seq" and kg == "list":  # (1, 2) against the unordered '1, 2'
         return _compare_items(p[3], g[1], sp, ordered=False)
     if kp == "list" and kg == "seq":
@@ -1050,7 +1196,7 @@ def _compare(p, g, sp):
     if kp == "rel":
         if p[1] != g[1]:
             return False, "wrong value"
-        return _compare_eq(("eq", p[2], p[3]), ("eq", g[2], g[3]), sp, positive=True)
+        return _compare_eq(("eq", p[2], p[3]), ("eq", g[2], g[3]), sp, positive=p[1] != "\\ne")
     if kp in ("list", "union"):
         return _compare_items(p[1], g[1], sp, ordered=False)
     if kp == "matrix":
