@@ -263,8 +263,9 @@ _AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?![a-z])")
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-z])")
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
 _NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
-# 'x \in', 'f(x) =', '(x, y) =': a name in front of the answer (one '=' only)
-_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)|"
+# 'x \in', 'y(x) =', '(x, y) =': a name in front of the answer (one '=' only); f(x) = .. is kept
+# whole, for the reader's function letters (_FUNC_LETTERS), so f(x) = x^2 and f(y) = y^2 agree
+_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|(?![fghFGHPQW]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)|"
                         r"\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
@@ -1063,6 +1064,13 @@ def _compare_eq(a, b, sp, positive=False):
     da, db = a[1] - a[2], b[1] - b[2]
     if a[1] == b[1] and a[1].is_Symbol and not positive:
         return _compare_expr(a[2], b[2], sp)
+    undef = sp.core.function.AppliedUndef
+    if (isinstance(a[1], undef) and isinstance(b[1], undef) and a[1].func == b[1].func and not positive
+            and all(x.is_Symbol for x in a[1].args + b[1].args) and len(a[1].args) == len(b[1].args)):
+        # W(n) = 1 against W(x) = 1: the same function; its variable's name does not matter
+        fresh = [sp.Dummy() for _ in a[1].args]
+        return _compare_expr(a[2].xreplace(dict(zip(a[1].args, fresh))),
+                             b[2].xreplace(dict(zip(b[1].args, fresh))), sp)
     symbols = sorted(da.free_symbols | db.free_symbols, key=str)
     if not symbols:
         return (bool(da == 0) == bool(db == 0)), "wrong value"
