@@ -51,6 +51,8 @@ MAX_DIGITS = 10_000             # largest exact number (in digits) a power may p
 MAX_FACTORIAL = 3_000           # n! allowed up to this n (3000! has ~9,100 digits)
 WORKER_FLAG = "--verify-worker"
 START_TIMEOUT = 60.0            # seconds a fresh worker may take to import sympy
+MAX_WORKERS = 4                 # symbolic comparisons run in up to this many processes at once
+QUEUE_WAIT = 60.0               # seconds a call may wait for a free worker (not its deadline)
 
 # ----------------------------------------------------------------------------- extraction
 
@@ -1272,15 +1274,12 @@ def _worker_main():
 
 
 class _Worker:
-    """One reusable worker process, shared by all threads, restarted after a timeout."""
+    """One worker process, used by one call at a time (the pool hands it out)."""
 
     def __init__(self):
-        self.lock = threading.Lock()
         self.proc = None
         self.replies = None
         self.next_id = 0
-        self.owner = os.getpid()
-        self.fallback = False
 
     def start(self):
         path = os.path.abspath(__file__)
@@ -1302,7 +1301,7 @@ class _Worker:
 
     def stop(self):
         proc, self.proc = self.proc, None
-        if proc is None or os.getpid() != self.owner:
+        if proc is None:
             return
         try:
             proc.kill()
@@ -1316,40 +1315,91 @@ class _Worker:
                 pass
 
     def ask(self, pred, gold, timeout):
-        """(equal, reason), or None when no reply came within timeout."""
+        """(equal, reason), or None when no reply came within timeout (the process is then killed)."""
+        self.next_id += 1
+        request = json.dumps({"id": self.next_id, "p": pred, "g": gold})
+        deadline = time.monotonic() + timeout  # starts now: waiting for this worker did not count
+        try:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+            while True:
+                reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                if reply is None:
+                    raise queue.Empty  # the worker died (memory limit, crash)
+                reply = json.loads(reply)
+                if reply.get("id") == self.next_id:
+                    return reply["equal"], reply["why"]
+        except (queue.Empty, OSError, ValueError):
+            self.stop()  # killed mid-work; the pool starts a fresh one when needed
+            return None
+
+
+class _Pool:
+    """Up to MAX_WORKERS worker processes shared by all threads. A call waits for a free worker
+    (at most QUEUE_WAIT seconds) and only then starts its own deadline, so one slow answer can
+    not use up the time of the calls queued behind it."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.idle = []     # started workers nobody is using
+        self.count = 0     # workers in use, idle or starting
+        self.owner = os.getpid()
+        self.fallback = False
+
+    def acquire(self):
+        with self.cond:
+            give_up = time.monotonic() + QUEUE_WAIT
+            while not self.idle and self.count >= MAX_WORKERS:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            if self.idle:
+                return self.idle.pop()
+            self.count += 1
+            return _Worker()  # started by the caller, outside the lock
+
+    def release(self, worker):
+        with self.cond:
+            if worker.proc is None:  # killed after a timeout, or never started
+                self.count -= 1
+            else:
+                self.idle.append(worker)
+            self.cond.notify()
+
+    def ask(self, pred, gold, timeout):
+        """(equal, reason), or None when no worker was free in time or the reply was late."""
         if os.getpid() != self.owner:  # we are a forked child: do not share the parent's pipes
             self.__init__()
-        waiting = timeout + (START_TIMEOUT if self.proc is None else 0.0)
-        if not self.lock.acquire(timeout=waiting):
+        if self.fallback:
+            return _compare_strings(pred, gold)
+        worker = self.acquire()
+        if worker is None:
             return None
         try:
-            if self.fallback:
-                return _compare_strings(pred, gold)
-            if self.proc is None or self.proc.poll() is not None:
+            if worker.proc is None or worker.proc.poll() is not None:
+                worker.stop()
                 try:
-                    self.start()
+                    worker.start()  # importing sympy is not part of the call's deadline either
                 except (OSError, RuntimeError) as err:
                     warnings.warn("verify.py: %s; comparing in-process without a deadline" % err)
                     self.fallback = True
                     return _compare_strings(pred, gold)
-            self.next_id += 1
-            request = json.dumps({"id": self.next_id, "p": pred, "g": gold})
-            deadline = time.monotonic() + timeout
-            try:
-                self.proc.stdin.write(request + "\n")
-                self.proc.stdin.flush()
-                while True:
-                    reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-                    if reply is None:
-                        raise queue.Empty  # the worker died (memory limit, crash)
-                    reply = json.loads(reply)
-                    if reply.get("id") == self.next_id:
-                        return reply["equal"], reply["why"]
-            except (queue.Empty, OSError, ValueError):
-                self.stop()  # killed mid-work; the next call starts a fresh worker
-                return None
+            return worker.ask(pred, gold, timeout)
         finally:
-            self.lock.release()
+            self.release(worker)
+
+    def running(self):
+        with self.cond:
+            return self.count
+
+    def shutdown(self):
+        with self.cond:
+            if os.getpid() == self.owner:
+                for worker in self.idle:
+                    worker.stop()
+            self.count -= len(self.idle)
+            self.idle = []
 
 
 def _pump(stream, replies):
@@ -1362,13 +1412,12 @@ def _pump(stream, replies):
     replies.put(None)
 
 
-_WORKER = _Worker()
+_POOL = _Pool()
 
 
 def shutdown_worker():
-    """Stop the worker process now (it restarts on the next symbolic call). Runs at exit."""
-    with _WORKER.lock:
-        _WORKER.stop()
+    """Stop the idle worker processes now (they restart on the next symbolic call). Runs at exit."""
+    _POOL.shutdown()
 
 
 atexit.register(shutdown_worker)
@@ -1432,7 +1481,7 @@ def _judge(pred, gold, timeout):
             return verdict
     if len(g) > MAX_ANSWER_CHARS:
         return False, "gold too large"
-    reply = _WORKER.ask(p, g, timeout)
+    reply = _POOL.ask(p, g, timeout)
     return reply if reply is not None else (False, "timeout")
 
 

@@ -361,13 +361,15 @@ def test_pathological_completions_are_linear_time(attack):
 
 
 def test_timeout_kills_and_restarts_worker():
-    assert verify.is_equiv("(x+1)^2", "x^2+2x+1")  # worker up
+    verify.shutdown_worker()
+    assert verify.is_equiv("(x+1)^2", "x^2+2x+1")  # one worker up
+    assert verify._POOL.running() == 1
     start = time.monotonic()
     # a deadline no worker can meet: the call must come back False, on time
     # (work of several ms: four points of two variables, unlike the pair above, not cached)
     assert verify.is_equiv("\\frac{x^3-y^3}{x-y}", "x^2+xy+y^2", timeout=1e-4) is False
     assert time.monotonic() - start < 1.0
-    assert verify._WORKER.proc is None  # killed, not left running on the stale request
+    assert verify._POOL.running() == 0  # killed, not left running on the stale request
     assert verify.score("\\boxed{(x+1)^2}", "x^2+2x+1") == (1.0, "correct")  # fresh worker
 
 
@@ -404,10 +406,49 @@ def test_calls_from_threads():
     assert results == {k: pairs[k % len(pairs)][2] for k in range(10)}
 
 
+def test_a_slow_answer_does_not_starve_other_threads():
+    """8 threads of ordinary symbolic checks while a 9th keeps sending an answer that runs out its
+    deadline: time spent waiting for a worker must not count against a call's own deadline."""
+    pairs = [("(x+1)^2", "x^2+2x+1"), ("\\frac{1}{\\sqrt2}", "\\frac{\\sqrt2}{2}"),
+             ("\\sqrt{8}", "2\\sqrt{2}"), ("\\frac{x^2-1}{x-1}", "x+1"), ("[1,2)", "[1, 2)"),
+             ("\\sin^2 x + \\cos^2 x", "1"), ("(1, \\frac{1}{2})", "(1, 0.5)")]
+    slow_pred = ",".join("x+%d" % k for k in range(150))  # ~10 s of matching: always times out
+    slow_gold = ",".join("x+%d" % k for k in reversed(range(150)))
+    refused, slow_results, errors = [], [], []
+    stop = threading.Event()
+
+    def ordinary(k):
+        try:
+            for j in range(12):
+                pred, gold = pairs[(k + j) % len(pairs)]
+                if not verify.is_equiv(pred, gold):
+                    refused.append((pred, gold))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    def slow():
+        while not stop.is_set():
+            slow_results.append(verify._judge(slow_pred, slow_gold, 1.0))
+
+    slow_thread = threading.Thread(target=slow)
+    slow_thread.start()
+    time.sleep(0.2)
+    threads = [threading.Thread(target=ordinary, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    stop.set()
+    slow_thread.join(timeout=60)
+    assert not errors
+    assert refused == []  # no right answer came back 0.0 because another call was slow
+    assert slow_results and all(r == (False, "timeout") for r in slow_results)
+
+
 def test_fast_path_does_not_start_worker():
     verify.shutdown_worker()
     assert verify.is_equiv("1,000", "1000") and verify.is_equiv("0.5", "\\frac{1}{2}")
-    assert verify._WORKER.proc is None
+    assert verify._POOL.running() == 0
 
 # ----------------------------------------------------------------------------- copied alone
 
@@ -437,7 +478,7 @@ def test_copied_alone_into_empty_folder(tmp_path):
 
 
 def test_import_has_no_side_effects():
-    code = "import verify, sys; print(verify._WORKER.proc is None, 'sympy' in sys.modules)"
+    code = "import verify, sys; print(verify._POOL.running() == 0, 'sympy' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert run.stdout.strip() == "True False", run.stderr
