@@ -484,6 +484,8 @@ class Unreadable(ValueError):
 
 _TOKEN_RE = re.compile(r"""
     (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+(?![A-Za-z]))?)
+  | (?P<env>\\(?:begin|end)\{(?:[pbBvV]?matrix|smallmatrix|array)\}(?:(?<=\{array\})\{[lcr|]*\})?)
+  | (?P<cell>&|\\\\)
   | (?P<cmd>\\[A-Za-z]+|\\[{}|])
   | (?P<word>[A-Za-z]+)
   | (?P<op>[-+*/^_()\[\]{}=<>!|,])
@@ -593,6 +595,8 @@ class _Reader:
 
     def starts_atom(self):
         kind, text = self.peek()
+        if kind == "env":
+            return text.startswith("\\begin")
         if kind in ("num", "var", "func", "const", "cmd"):
             return text not in ("rfloor", "rceil")
         return kind == "op" and (text in "([" or (text == "|" and not self.in_abs))
@@ -727,9 +731,38 @@ class _Reader:
             return sp.Abs(value)
         if kind == "cmd":
             return self.command(text)
+        if kind == "env" and text.startswith("\\begin"):
+            return self.matrix()
         if kind == "func":
             return self.function(text)
         raise Unreadable("unexpected %r" % (text or "end"))
+
+    def matrix(self):
+        """\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix} as a matrix, so sums and products of
+        matrices are read too."""
+        rows, row = [], []
+        while True:
+            if self.peek()[0] == "end":
+                raise Unreadable("matrix never ends")
+            if self.peek()[0] == "env":
+                self.take()
+                break
+            if self.peek() == ("cell", "\\\\") and not row:  # an empty last row
+                self.take()
+                continue
+            row.append(self.expr())
+            sep = self.peek()
+            if sep == ("cell", "&"):
+                self.take()
+            elif sep == ("cell", "\\\\"):
+                self.take()
+                rows.append(row)
+                row = []
+        if row:
+            rows.append(row)
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise Unreadable("ragged matrix")
+        return self.sp.ImmutableMatrix(rows)
 
     def application(self, name):
         """f(0), g(x, y): a named function applied, never f*0 (so 2f(0) is not 0)."""
@@ -874,7 +907,7 @@ def _read_answer(s, sp):
         s = framed.group(1)
     m = re.fullmatch(r"\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:(?<=\{array\})\{[^{}]*\})?(.*)"
                      r"\\end\{\1\}", s, re.S)
-    if m:
+    if m and "\\begin" not in m.group(2):  # one matrix (a sum of matrices is read below)
         rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
         return ("matrix", [[_read_answer(c.strip(), sp) for c in r.split("&")] for r in rows])
     if _is_words(s):
@@ -907,6 +940,9 @@ def _read_answer(s, sp):
     if sides:
         return _read_relation(*sides, sp)
     value, decimal = _read_expr(s, sp)
+    if isinstance(value, sp.MatrixBase):  # a sum or product of matrices
+        return ("matrix", [[("expr", value[i, j], decimal) for j in range(value.cols)]
+                           for i in range(value.rows)])
     return ("expr", value, decimal)
 
 
