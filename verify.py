@@ -172,7 +172,8 @@ def _clean_phrase(phrase):
 
 
 def _said_answer(text):
-    """(answer, start) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or None."""
+    """(answer, start, final) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or
+    None; final tells whether it said 'final answer'."""
     last = None
     for last in _ANSWER_RE.finditer(text):
         pass
@@ -180,7 +181,8 @@ def _said_answer(text):
         return None
     lead = _ANSWER_LEAD_RE.match(text, last.start())
     answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
-    return (answer, last.start()) if answer else None
+    final = re.search(r"final\W{0,3}$", text[max(0, last.start() - 12):last.start()], re.I) is not None
+    return (answer, last.start(), final) if answer else None
 
 
 def _whole_math(text):
@@ -200,8 +202,9 @@ def extract_answer(text):
         text = _DOUBLED_RE.sub(r"\\", text)
     boxed = _final_boxes(text)
     said = _said_answer(text)
-    if boxed is not None:  # a later 'the final answer is ...' overrides an intermediate box
-        if said and said[1] >= boxed[1] and not _PROSE_RE.search(said[0]):
+    if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box
+        if said and said[2] and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
+                and not _PROSE_RE.search(said[0]):
             return said[0]
         return boxed[0]
     gsm = _GSM_RE.findall(text)
@@ -371,7 +374,8 @@ def _clean(answer):
     return s.strip().rstrip(".").strip()
 
 
-_ARITHMETIC_RE = re.compile(r"(?:[\d\s.+\-*/()\[\]{}^]|\\(?:times|cdot|div|frac|sqrt)(?![A-Za-z]))+")
+_ARITHMETIC_RE = re.compile(
+    r"(?:[\d\s.+\-*/()\[\]{}^!]|\\(?:times|cdot|div|frac|sqrt|binom|choose)(?![A-Za-z]))+")
 
 
 def _last_side_of_arithmetic(s):
@@ -1016,7 +1020,19 @@ def _split_rel(s):
     return ops, pieces
 
 
+_MIXED_IN_EXPR_RE = re.compile(
+    r"(?<![\w.}^_\\])(\d+)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))(?![\w(\\{^])")
+
+
+def _mixed(m):
+    """'15\\frac{39}{40}' is the mixed number 15 + 39/40 (a proper fraction after an integer)."""
+    whole, num, den = m.group(1), m.group(2) or m.group(3), m.group(4) or m.group(5)
+    return "(%s+%s/%s)" % (whole, num, den) if 0 < int(num) < int(den) else m.group()
+
+
 def _read_expr(s, sp):
+    if "\\frac" in s:
+        s = _MIXED_IN_EXPR_RE.sub(_mixed, s)
     ratio = _split_top(s, [":"]) if ":" in s else [s]
     if len(ratio) == 2 and all(ratio):  # 3:8 is the ratio 3/8 (12:00 is a time: 12/0 is unreadable)
         (a, a_dec), (b, b_dec) = _read_expr(ratio[0], sp), _read_expr(ratio[1], sp)
@@ -1218,6 +1234,10 @@ def _compare(p, g, sp):
         return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
     if "assign" in (kp, kg):
         return _compare_assign(p, g, sp)
+    if kp == "list" and kg != "list" and len(_distinct(p[1], sp)) == 1:  # '15 39/40, or 639/40'
+        return _compare(p[1][0], g, sp)
+    if kg == "list" and kp != "list" and len(_distinct(g[1], sp)) == 1:
+        return _compare(p, g[1][0], sp)
     if kp == "rel" and kg in ("seq", "union") and _rel_interval(p, sp):  # x > 3 against (3, oo)
         return _compare(_rel_interval(p, sp), g, sp)
     if kg == "rel" and kp in ("seq", "union") and _rel_interval(g, sp):
