@@ -160,6 +160,9 @@ CASES = [
     ("expression", "2^{10}", "1024", True),
     ("expression", "5!", "120", True),
     ("expression", "x_1 + x_2", "x_2 + x_1", True),
+    ("expression", "mn - \\lfloor m/3 \\rfloor", "mn - \\lfloor m/2 \\rfloor", False),
+    ("expression", "\\lfloor x \\rfloor + 1", "\\lfloor x + 1 \\rfloor", True),
+    ("choice_letter", "A \\cap C", "A", False),
     # infinity
     ("infinity", "\\infty", "\\infty", True),
     ("infinity", "+\\infty", "\\infty", True),
