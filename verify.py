@@ -1339,6 +1339,7 @@ class _Worker:
         self.proc = None
         self.replies = None
         self.next_id = 0
+        self.timed_out = False
 
     def start(self):
         path = os.path.abspath(__file__)
@@ -1389,7 +1390,8 @@ class _Worker:
                 if reply.get("id") == self.next_id:
                     return reply["equal"], reply["why"]
         except (queue.Empty, OSError, ValueError):
-            self.stop()  # killed mid-work; the pool starts a fresh one when needed
+            self.stop()  # killed mid-work; the pool warms a fresh one in the background
+            self.timed_out = True
             return None
 
 
@@ -1419,12 +1421,24 @@ class _Pool:
             return _Worker()  # started by the caller, outside the lock
 
     def release(self, worker):
+        if worker.proc is None and worker.timed_out and os.getpid() == self.owner:
+            # killed after a timeout: start its replacement now, so the next call does not wait
+            worker.timed_out = False
+            threading.Thread(target=self.refill, args=(worker,), daemon=True).start()
+            return
         with self.cond:
-            if worker.proc is None:  # killed after a timeout, or never started
+            if worker.proc is None:  # never started
                 self.count -= 1
             else:
                 self.idle.append(worker)
             self.cond.notify()
+
+    def refill(self, worker):
+        try:
+            worker.start()
+        except (OSError, RuntimeError):
+            pass  # the next call that needs it starts it (and reports the error)
+        self.release(worker)
 
     def ask(self, pred, gold, timeout):
         """(equal, reason), or None when no worker was free in time or the reply was late."""
