@@ -11,22 +11,28 @@ Use it from Python (the names below come from `from verify import ...`):
 or from the shell:  python verify.py PRED GOLD
 
 How it decides, cheapest first:
-  1. extract the final answer (last \\boxed{}, GSM8K '#### x', 'the answer is x', last number);
-  2. clean LaTeX noise (\\left, \\text{units}, \\$, %, degrees, thousands separators, ...);
+  1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
+     \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
+     'the answer is x' / 'Answer: x' / 'Answer $x$' (trimmed: 'The smallest $k$ is 12.' -> 12);
+     a whole-text math span; else the last number or the last math span, after signature lines;
+  2. clean LaTeX noise (\\left, \\text{units}, \\$, %, degrees, thousands separators incl. ',\\!'
+     and '{,}', full-width digits, ...); a worked sum '12 + 13 = 25' is its last side;
   3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
      with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
-  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, expressions) goes to
-     a small worker process that reads the answers with our own LaTeX reader into sympy objects
+  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
+     goes to a worker process that reads the answers with our own LaTeX reader into sympy objects
      built from a whitelist and compares them, under a hard deadline: a call that runs past its
-     timeout kills the worker (a fresh one starts on the next call) and counts as not equal.
+     timeout kills its worker (a replacement starts in the background) and counts as not equal.
+     Up to MAX_WORKERS workers serve concurrent threads; a call's deadline starts once it has a
+     worker, so time queued behind another call's slow answer never counts against it.
 
 Safety: model output is never evaluated as Python - no eval/exec, no sympify/parse_expr on raw
 text. Sizes are bounded (answer length, nesting depth, power and factorial sizes), and the
 deadline is enforced by the parent process, so it holds from any thread (no signal.alarm).
-The worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
-imports only this file and sympy - never the caller's __main__ or torch - and it is started
-lazily on the first symbolic comparison and stopped at exit (or by shutdown_worker()).
+A worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
+imports only this file and sympy - never the caller's __main__ or torch - and workers are started
+lazily on the first symbolic comparisons and stopped at exit (or by shutdown_worker()).
 
 Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
