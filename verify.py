@@ -235,6 +235,11 @@ def extract_answer(text):
         return _span_text(spans[-1])
     if numbers:
         return numbers[-1].group().strip(",").replace(" ", "")
+    spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
+    if spans:  # no number anywhere: the last math span ('so we get $p - q$')
+        return _span_text(spans[-1])
+    if re.fullmatch(r"[A-Za-z]{2,20}", bare):  # one word: 'False', 'Evelyn'
+        return bare
     return None
 
 
@@ -248,14 +253,16 @@ _UNIT_WORDS = (
     "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
     "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
     "people|students|apples|points|mph|km/h|percent(?:age)?|pct|yuan|euros?")
+_WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}(?![A-Za-z])")  # 'so we get'
 _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z}(])" % _UNIT_WORDS)
 
 
 def _looks_bare(s):
     """A short one-line answer with no prose in it (so not the last number of a sentence, nor
     'Total: 15', whose answer is its number)."""
-    return (0 < len(s) <= 100 and "\n" not in s and not _PROSE_RE.search(s)
-            and (len(s) <= 3 or re.search(r"[\d\\]", s) is not None) and not _STRAY_WORD_RE.search(s))
+    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s)
+            and (len(s) <= 3 or re.search(r"[\d\\=+\-*/^_()]", s) is not None)
+            and not _STRAY_WORD_RE.search(s) and not _WORDS_RE.search(s))
 
 # ----------------------------------------------------------------------------- cleaning
 
@@ -1306,7 +1313,7 @@ def _compare_strings(pred, gold):
     except TooLarge:
         return False, "too large"
     except (Unreadable, ValueError, TypeError, ArithmeticError, RecursionError):
-        same = " ".join(pred.lower().split()) == " ".join(gold.lower().split())
+        same = "".join(pred.lower().split()) == "".join(gold.lower().split())
         return (True, "equal") if same else (False, "unreadable")
     try:
         return _compare(p, g, sympy)
@@ -1439,6 +1446,15 @@ class _Pool:
                 self.idle.append(worker)
             self.cond.notify()
 
+    def warm_spare(self):
+        """Keep one started worker in reserve while there is demand, so the call after a timeout
+        (which killed a worker) does not wait for a new one to import sympy."""
+        with self.cond:
+            if self.idle or self.count >= MAX_WORKERS or self.fallback or os.getpid() != self.owner:
+                return
+            self.count += 1
+        threading.Thread(target=self.refill, args=(_Worker(),), daemon=True).start()
+
     def refill(self, worker):
         try:
             worker.start()
@@ -1455,6 +1471,7 @@ class _Pool:
         worker = self.acquire()
         if worker is None:
             return None
+        self.warm_spare()
         try:
             if worker.proc is None or worker.proc.poll() is not None:
                 worker.stop()
