@@ -296,6 +296,7 @@ _ALIASES = [(re.compile(p.replace("END", _END)), r) for p, r in [
     (r"\\neqEND", r"\\ne"), (r"\\lbraceEND", r"\\{"), (r"\\rbraceEND", r"\\}"),
     (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\s*\{\s*,\s*\}\s*", ","), (r"\\infinEND", r"\\infty"),
     (r"\\(?:l|c)?dotsEND", r"\\ldots"), (r"\\(?:mathrm|mathit)\{e\}", "e"),
+    (r"\\mathbb\s*\{?R\}?|\\RealsEND", r"(-\\infty,\\infty)"), (r"\\(?:emptyset|varnothing)END", r"\\{\\}"),
 ]]
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
@@ -368,6 +369,8 @@ def _clean(answer):
         s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
     if "inf" in s or "oo" in s:
         s = _INFINITY_RE.sub(r"\\infty", s)
+    if "real numbers" in s.lower():  # 'all real numbers' is the interval (-oo, oo)
+        s = re.sub(r"(?i)^(?:the set of |all |any )?real numbers$", r"(-\\infty,\\infty)", s.strip())
     if "=" in s or "\\in" in s:
         s = _PREFIX_RE.sub("", s)
     s = s.strip()
@@ -1220,6 +1223,12 @@ def _rel_interval(rel, sp):
     return None
 
 
+def _rels_union(answer, sp):
+    """'x < 2 or x > 3' as the union (-oo, 2) U (3, oo), or None."""
+    parts = [_rel_interval(x, sp) if x[0] == "rel" else (x if x[0] == "seq" else None) for x in answer[1]]
+    return ("union", parts) if all(parts) else None
+
+
 def _compare_assign(p, g, sp):
     """'x = 1, y = 2' against the same assignments, a tuple (in name order) or a list."""
     if p[0] == g[0]:
@@ -1250,6 +1259,10 @@ def _compare(p, g, sp):
         return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
     if "assign" in (kp, kg):
         return _compare_assign(p, g, sp)
+    if kp == "list" and kg == "union" and _rels_union(p, sp):  # x < 2 or x > 3
+        return _compare(_rels_union(p, sp), g, sp)
+    if kg == "list" and kp == "union" and _rels_union(g, sp):
+        return _compare(p, _rels_union(g, sp), sp)
     if kp == "list" and kg != "list" and len(_distinct(p[1], sp)) == 1:  # '15 39/40, or 639/40'
         return _compare(p[1][0], g, sp)
     if kg == "list" and kp != "list" and len(_distinct(g[1], sp)) == 1:
