@@ -290,13 +290,15 @@ _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\
             "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
 _FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # '１２' is 12
 _END = r"(?![A-Za-z])"  # end of a TeX command name (\b fails in '\tfrac34')
-_ALIASES = [(re.compile(p.replace("END", _END)), r) for p, r in [
-    (r"\\[dtc]fracEND", r"\\frac"), (r"\\[dt]binomEND", r"\\binom"),
-    (r"\\leq?slantEND|\\leqEND", r"\\le"), (r"\\geq?slantEND|\\geqEND", r"\\ge"),
-    (r"\\neqEND", r"\\ne"), (r"\\lbraceEND", r"\\{"), (r"\\rbraceEND", r"\\}"),
-    (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\s*\{\s*,\s*\}\s*", ","), (r"\\infinEND", r"\\infty"),
-    (r"\\(?:l|c)?dotsEND", r"\\ldots"), (r"\\(?:mathrm|mathit)\{e\}", "e"),
-    (r"\\mathbb\s*\{?R\}?|\\RealsEND", r"(-\\infty,\\infty)"), (r"\\(?:emptyset|varnothing)END", r"\\{\\}"),
+# (text that must occur, pattern, replacement): the check skips most patterns on most answers
+_ALIASES = [(needle, re.compile(p.replace("END", _END)), r) for needle, p, r in [
+    ("frac", r"\\[dtc]fracEND", r"\\frac"), ("binom", r"\\[dt]binomEND", r"\\binom"),
+    ("\\le", r"\\leq?slantEND|\\leqEND", r"\\le"), ("\\ge", r"\\geq?slantEND|\\geqEND", r"\\ge"),
+    ("\\neq", r"\\neqEND", r"\\ne"), ("brace", r"\\lbraceEND", r"\\{"), ("brace", r"\\rbraceEND", r"\\}"),
+    ("\\lt", r"\\ltEND", "<"), ("\\gt", r"\\gtEND", ">"), (",", r"\s*\{\s*,\s*\}\s*", ","),
+    ("infin", r"\\infinEND", r"\\infty"), ("dots", r"\\(?:l|c)?dotsEND", r"\\ldots"),
+    ("{e}", r"\\(?:mathrm|mathit)\{e\}", "e"), ("R", r"\\mathbb\s*\{?R\}?|\\RealsEND", r"(-\\infty,\\infty)"),
+    ("\\", r"\\(?:emptyset|varnothing)END", r"\\{\\}"),
 ]]
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
@@ -353,15 +355,20 @@ def _clean(answer):
     if "$" in s:
         s = re.sub(r"(?<!\\)\$", "", s).strip()
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
-        s = _MATH_DELIMS_RE.sub("", s).strip()
+        if s.startswith(("\\(", "\\[")):
+            s = _MATH_DELIMS_RE.sub("", s).strip()
         if _TRIG_RE.search(s):  # \cos 60^\circ: inside a trig function a degree is pi/180
             s = _DEGREE_RE.sub(r"(\1\\pi/180)", s)
-        s = re.sub(r",\s*\\!\s*", ",", s)  # MATH's thousands separator: 12,\!345
+        if "\\!" in s:
+            s = re.sub(r",\s*\\!\s*", ",", s)  # MATH's thousands separator: 12,\!345
         s = _SPACE_RE.sub(" ", s)
-        for pat, rep in _ALIASES:
-            s = pat.sub(rep, s)
-        s = _unwrap_text(s)
-        s = _BASE_RE.sub(r"\1_\2", s)
+        for needle, pat, rep in _ALIASES:
+            if needle in s:
+                s = pat.sub(rep, s)
+        if "\\text" in s or "\\m" in s or "\\operatorname" in s:
+            s = _unwrap_text(s)
+        if "_{" in s:
+            s = _BASE_RE.sub(r"\1_\2", s)
         if "\\approx" in s:
             s = _without_approx(s)
     s = _DROP_RE.sub("", s)
