@@ -66,6 +66,7 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
 # 'answer is', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right after the word)
 _ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
+_FINAL_RE = re.compile(r"final\W{0,3}answer", re.IGNORECASE)
 _ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
 # a number not glued to a word ('user123', 'x2' are names, not answers)
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
@@ -207,12 +208,13 @@ def extract_answer(text):
     if "\\\\" in text and "\\begin" not in text:  # '\\\\frac' from text escaped twice: '\\frac'
         text = _DOUBLED_RE.sub(r"\\", text)
     boxed = _final_boxes(text)
-    said = _said_answer(text)
     if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box
+        said = _said_answer(text) if _FINAL_RE.search(text, boxed[1]) else None
         if said and said[2] and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
                 and not _PROSE_RE.search(said[0]):
             return said[0]
         return boxed[0]
+    said = _said_answer(text)
     gsm = _GSM_RE.findall(text)
     if gsm:
         return gsm[-1].strip().replace(",", "")
