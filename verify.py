@@ -305,7 +305,7 @@ _ALIASES = [(needle, re.compile(p.replace("END", _END)), r) for needle, p, r in 
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
 _INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:infinity|inf|oo)(?![A-Za-z])")
-_BASE_RE = re.compile(r"(\d)_\{\s*(\w+)\s*\}")  # 31_{4} is 31_4, a numeral in base 4
+_BASE_RE = re.compile(r"\{?(\d+)\}?_\{\s*(\w+)\s*\}")  # 31_{4}, {31}_{4}: 31_4, a numeral in base 4
 
 
 def _unwrap_text(s):
@@ -744,8 +744,8 @@ class _Reader:
                 return sp.E
             if name == "i":
                 return sp.I
-            if name in _FUNC_LETTERS and self.peek() == ("op", "("):
-                return self.application(name)
+            if self.peek() == ("op", "(") and (name in _FUNC_LETTERS or self.number_in_parens()):
+                return self.application(name)  # f(x), and a(3), k(0): a value of a function
             return sp.Symbol(name)
         if kind == "const":
             return sp.pi if text == "\\pi" else sp.oo
@@ -792,6 +792,12 @@ class _Reader:
         if not rows or len({len(r) for r in rows}) != 1:
             raise Unreadable("ragged matrix")
         return self.sp.ImmutableMatrix(rows)
+
+    def number_in_parens(self):
+        """Whether the next tokens are '(3)' or '(-1)': after a letter, a function's argument."""
+        toks = self.toks[self.i:self.i + 4]
+        kinds = [t[1] if t[0] == "op" else t[0] for t in toks]
+        return kinds[:3] == ["(", "num", ")"] or kinds[:4] == ["(", "-", "num", ")"]
 
     def application(self, name):
         """f(0), g(x, y): a named function applied, never f*0 (so 2f(0) is not 0)."""
@@ -1336,7 +1342,9 @@ def _compare_strings(pred, gold):
         return False, "too large"
     except (Unreadable, ValueError, TypeError, ArithmeticError, RecursionError):
         same = "".join(pred.lower().split()) == "".join(gold.lower().split())
-        return (True, "equal") if same else (False, "unreadable")
+        if same:
+            return True, "equal"
+        return False, ("wrong value" if g[0] == "text" else "unreadable")  # both text: just different
     try:
         return _compare(p, g, sympy)
     except TooLarge:

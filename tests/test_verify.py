@@ -205,6 +205,8 @@ CASES = [
     ("function", "f(x)=x^2", "f(t)=t^2", True),
     ("function", "f(x)=x^2", "f(t)=x^2", False),
     ("function", "x(x+1)", "x^2+x", True),
+    ("function", "k(0)", "0", False),
+    ("function", "p(1-p)", "p-p^2", True),
     # a letter after a number is a variable, unless it is a unit written apart
     ("unit_letter", "3s", "3", False),
     ("unit_letter", "4m", "4", False),
@@ -219,6 +221,8 @@ CASES = [
     ("separator", "2,3", "2, 3", True),
     ("base", "31_{4}", "31_4", True),
     ("base", "31_4", "13", False),
+    ("base", "{31}_{4}", "31_4", True),
+    ("base", "31_{4}", "31_{5}", False),
     # a named left side names the answer
     ("named", "(a,b)=(1,2)", "(1,2)", True),
     ("named", "|PQ|=3", "3", True),
