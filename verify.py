@@ -77,7 +77,7 @@ _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
 # a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
 _SIGNATURE_RE = re.compile(
-    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}|(?:solution |posted |written )?by:?[ \t]+"
+    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}|(?:solution |posted |written |proposed |submitted |edit(?:ed)? )?by:?[ \t]+"
     r"[A-Za-z@][^\n]{0,60}|@\w[^\n]{0,60}|\[?(?:author|source|credits?)\b[^\n]{0,80})[ \t]*$",
     re.IGNORECASE)
 _STOP_WORDS_RE = re.compile(r"\b(?:wait|but|actually|however|instead|no|not|mistake|wrong|correct|"
