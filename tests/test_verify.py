@@ -456,6 +456,20 @@ def test_pathological_completions_are_linear_time(attack):
     assert time.monotonic() - start < 2.0
 
 
+@pytest.mark.parametrize("attack", [
+    "$" + "\\$" * 49_000, "answer $" + "\\$" * 49_000, "\\boxed{1} and " * 7_000, "\n~bob" * 19_000,
+    "final answer is " + "$1$ and " * 12_000, "\\\\" * 49_000, "1or" * 33_000, "12,\\!" * 19_000,
+    "{,}" * 33_000, "x \\approx " * 9_900, "the answer is " + "$a$ is " * 14_000, "\\boxed{1}. " * 8_000,
+])
+def test_new_extraction_rules_stay_linear_time(attack):
+    # built against the box grouping, math spans, signatures and separators added for issue 10
+    assert verify.is_equiv("x", "x+0")  # a worker up, so only the check itself is timed
+    start = time.monotonic()
+    reward, feedback = verify.score(attack, "7")
+    assert reward == 0.0 and feedback and "\n" not in feedback
+    assert time.monotonic() - start < 2.0
+
+
 def wait_for_idle_workers(n, seconds=60):
     """Let background start-ups finish: until n workers are idle."""
     for _ in range(int(seconds * 10)):
