@@ -77,11 +77,11 @@ _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
 # a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
 _SIGNATURE_RE = re.compile(
-    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}|(?:solution |posted |written |proposed |submitted |edit(?:ed)? )?by:?[ \t]+"
-    r"[A-Za-z@][^\n]{0,60}|@\w[^\n]{0,60}|\[?(?:author|source|credits?)\b[^\n]{0,80})[ \t]*$",
-    re.IGNORECASE)
-_STOP_WORDS_RE = re.compile(r"\b(?:wait|but|actually|however|instead|no|not|mistake|wrong|correct|"
-                            r"check|final|answer|therefore|thus|hence|so|then|next|now|step)\b", re.IGNORECASE)
+    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}"
+    r"|(?:solution |posted |written |proposed |submitted |edit(?:ed)? )?by:?[ \t]+[A-Za-z@][^\n]{0,60}"
+    r"|@\w[^\n]{0,60}|\[?(?:author|source|credits?)\b[^\n]{0,80})[ \t]*$", re.IGNORECASE)
+_STOP_WORDS_RE = re.compile(r"\b(?:wait|but|actually|however|instead|no|not|mistake|wrong|correct|check"
+                            r"|final|answer|therefore|thus|hence|so|then|next|now|step)\b", re.IGNORECASE)
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
 _DOUBLED_RE = re.compile(r"\\\\(?=[A-Za-z{}%$])")
 
@@ -285,8 +285,9 @@ _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ
 _NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
 # 'x \in', 'y(x) =', '(x, y) =': a name in front of the answer (one '=' only); f(x) = .. is kept
 # whole, for the reader's function letters (_FUNC_LETTERS), so f(x) = x^2 and f(y) = y^2 agree
-_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|(?![fghFGHPQW]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)|"
-                        r"\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
+_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])"
+                        r"|(?![fghFGHPQW]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)"
+                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
             "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
