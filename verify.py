@@ -133,8 +133,9 @@ def _final_boxes(text):
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         gap = text[box[1]:group[0][0]]
-        if len(gap) > 80 or re.search(r"[.!?](?:\s|$)|\n\s*\n", gap) or _STOP_WORDS_RE.search(gap):
-            break
+        if len(gap) > 80 or re.search(r"[.!?](?:\s|$)", gap) or _STOP_WORDS_RE.search(gap) \
+                or (re.search(r"\n\s*\n", gap) and re.search(r"[A-Za-z]", gap)):
+            break  # a blank line with words in between: a new step, not the same answer
         group.insert(0, box)
     contents = []
     for _, _, content in group:  # the same box written twice is one answer
@@ -254,7 +255,7 @@ _UNIT_WORDS = (
     "cm|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|feet|foot|ft|yards?|miles?|"
     "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
     "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
-    "people|students|apples|points|mph|km/h|percent(?:age)?|pct|yuan|euros?")
+    "people|students|apples|points|mph|km/h|per ?cent(?:age)?|pct|yuan|euros?")
 _WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}(?![A-Za-z])")  # 'so we get'
 _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z}(])" % _UNIT_WORDS)
 
@@ -272,7 +273,7 @@ _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(?:\s*(?:%s)|\s+(?:m|s|g|in))(?:\^\{?[23]\}?)?"
                                % _UNIT_WORDS)
-_PERCENT_RE = re.compile(r"%|\bpct\b|\bpercent(?:age)?\b")
+_PERCENT_RE = re.compile(r"%|\bpct\b|\bper ?cent(?:age)?\b")
 _SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
 _DROP_RE = re.compile(
     r"\\left(?![a-z])|\\right(?![a-z])|\\[bB]ig[lr]?(?![a-z])|\\displaystyle|\\limits|"
@@ -301,11 +302,15 @@ _ALIASES = [(needle, re.compile(p.replace("END", _END)), r) for needle, p, r in 
     ("\\lt", r"\\ltEND", "<"), ("\\gt", r"\\gtEND", ">"), (",", r"\s*\{\s*,\s*\}\s*", ","),
     ("infin", r"\\infinEND", r"\\infty"), ("dots", r"\\(?:l|c)?dotsEND", r"\\ldots"),
     ("{e}", r"\\(?:mathrm|mathit)\{e\}", "e"), ("R", r"\\mathbb\s*\{?R\}?|\\RealsEND", r"(-\\infty,\\infty)"),
-    ("\\", r"\\(?:emptyset|varnothing)END", r"\\{\\}"),
+    ("\\", r"\\(?:emptyset|varnothing)END", r"\\{\\}"), ("colon", r"\\colonEND", ":"),
+    ("not", r"\\not\s*=", r"\\ne "),
+    # \overline{AB}, \angle ABC, \triangle ABC: the name of a segment, angle or figure
+    ("\\", r"\\(?:overline|bar|vec|hat|widehat|overrightarrow|mathcal)\s*\{([^{}]*)\}", r"\1"),
+    ("\\", r"\\(?:angle|measuredangle|triangle)END\s*", ""),
 ]]
 _THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
-_INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:infinity|inf|oo)(?![A-Za-z])")
+_INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:(?i:infinity|inf)|oo)(?![A-Za-z])")
 _BASE_RE = re.compile(r"\{?(\d+)\}?_\{\s*(\w+)\s*\}")  # 31_{4}, {31}_{4}: 31_4, a numeral in base 4
 
 
@@ -377,7 +382,7 @@ def _clean(answer):
     s = _DROP_RE.sub("", s)
     if "!=" in s:
         s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
-    if "inf" in s or "oo" in s:
+    if "inf" in s or "oo" in s or "Inf" in s or "INF" in s:
         s = _INFINITY_RE.sub(r"\\infty", s)
     if "real numbers" in s.lower():  # 'all real numbers' is the interval (-oo, oo)
         s = re.sub(r"(?i)^(?:the set of |all |any )?real numbers$", r"(-\\infty,\\infty)", s.strip())

@@ -232,6 +232,12 @@ CASES = [
     ("named", "x=1, y=2", "(1, 2)", True),
     ("named", "x=1, y=2", "(2, 1)", False),
     ("named", "7 = 11a+c", "11a+c", False),
+    ("named", "\\overline{AB} = 4", "4", True),
+    ("named", "\\angle ABC = 30^\\circ", "30", True),
+    ("ratio", "3\\colon 8", "3:8", True),
+    ("not_equal", "x \\not= 3", "x \\ne 3", True),
+    ("units", "28 per cent", "28\\%", True),
+    ("infinity", "Infinity", "\\infty", True),
     ("named", "x+1 = 25", "25", False),
     # inequalities and intervals, ratios, not-equal
     ("interval_rel", "-3 < x < 7", "(-3,7)", True),
@@ -324,6 +330,8 @@ def test_symmetric(kind, pred, gold, equal):
     # several boxes side by side are one answer; a box far back is an earlier step
     ("so \\boxed{1} and \\boxed{2}", "1, 2"),
     ("\\boxed{3} \\boxed{3}", "3"),
+    ("Final answers:\n\n\\boxed{3}\n\n\\boxed{5}", "3, 5"),
+    ("we get \\boxed{3}.\n\nNow the next part gives \\boxed{5}", "5"),
     ("we get \\boxed{12}. Then a later step gives the final answer: the final answer is $15$.", "15"),
     # answers without a box
     ("Final Answer: The final answer is 7. I hope it is correct.", "7"),
