@@ -1250,6 +1250,21 @@ def _rels_union(answer, sp):
     return ("union", parts) if all(parts) else None
 
 
+def _rels_between(answer, sp):
+    """'x > -3 and x < 7' (read as a list of two bounds) as the interval (-3, 7), or None."""
+    if len(answer[1]) != 2 or any(x[0] != "rel" for x in answer[1]):
+        return None
+    halves = [_rel_interval(x, sp) for x in answer[1]]
+    if not all(halves):
+        return None
+    lower = [h for h in halves if h[3][1][1] == sp.oo]   # (a, oo)
+    upper = [h for h in halves if h[3][0][1] == -sp.oo]  # (-oo, b)
+    if len(lower) != 1 or len(upper) != 1:
+        return None
+    (_, lo_open, _, (low, _)), (_, _, hi_close, (_, high)) = lower[0], upper[0]
+    return ("seq", lo_open, hi_close, [low, high])
+
+
 def _compare_assign(p, g, sp):
     """'x = 1, y = 2' against the same assignments, a tuple (in name order) or a list."""
     if p[0] == g[0]:
@@ -1280,6 +1295,10 @@ def _compare(p, g, sp):
         return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
     if "assign" in (kp, kg):
         return _compare_assign(p, g, sp)
+    if kp == "list" and kg == "seq" and _rels_between(p, sp):  # x > -3 and x < 7
+        return _compare(_rels_between(p, sp), g, sp)
+    if kg == "list" and kp == "seq" and _rels_between(g, sp):
+        return _compare(p, _rels_between(g, sp), sp)
     if kp == "list" and kg == "union" and _rels_union(p, sp):  # x < 2 or x > 3
         return _compare(_rels_union(p, sp), g, sp)
     if kg == "list" and kp == "union" and _rels_union(g, sp):

@@ -249,6 +249,8 @@ CASES = [
     ("interval_rel", "x < 2 \\text{ or } x > 3", "(-\\infty, 2) \\cup (3, \\infty)", True),
     ("interval_rel", "x < 2 \\text{ or } x > 3", "(-\\infty, 2] \\cup [3, \\infty)", False),
     ("interval_rel", "\\mathbb{R}", "(-\\infty, \\infty)", True),
+    ("interval_rel", "x > -3 \\text{ and } x < 7", "(-3, 7)", True),
+    ("interval_rel", "x \\ge -3 \\text{ and } x < 7", "(-3, 7)", False),
     ("interval_rel", "\\text{all real numbers}", "\\mathbb{R}", True),
     ("interval_rel", "\\emptyset", "\\varnothing", True),
     ("interval_rel", "\\emptyset", "\\{0\\}", False),
