@@ -120,7 +120,7 @@ class Config:
     reflector_model: str = opt("", "model name sent to an http reflector")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     # evaluation, logging, checkpoints
-    eval: list = opt([], "evaluation file, as PATH or NAME=PATH (repeatable): greedy pass@1 at start, every "
+    eval: list = opt([], "evaluation file, as PATH or NAME=PATH: greedy pass@1 at start, every "
                      "--eval-every, at end; the name defaults to the file's stem (its folder's name for "
                      "test/train/... files: ../math500/test.jsonl -> math500)")
     eval_every: int = opt(50, "evaluate every N steps (0 = only start and end)")
@@ -244,7 +244,7 @@ def problem_from_row(row, n: int, stem: str) -> dict | None:
 
 def load_problems(path: str, warn: bool = True) -> list[dict]:
     """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
-    are skipped with one warning (public sets have a few: MATH train has 2 empty answers); a
+    are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
     malformed line, or a file with nothing usable, is an error."""
     p = Path(path)
     if not p.is_file():
@@ -965,7 +965,8 @@ def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) 
     return m
 
 
-def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: str, template: str = "") -> list[list[dict]]:
+def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: str,
+                 template: str = "") -> list[list[dict]]:
     """k sampled answers per problem (k=0: one greedy answer), generated --gen-batch-size at a
     time under a progress bar: per problem, a list of {answer, correct, completion, length}."""
     jobs = [p for p in problems for _ in range(max(k, 1))]
