@@ -929,12 +929,10 @@ def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
     number appended (gsm8k, gsm8k-train)."""
     parsed = []
     for spec in specs:
-        if "=" in spec and not Path(spec).exists():
-            name, path = spec.split("=", 1)
-            if not name or any(c in name for c in "/ \t") or not path:
-                raise UserError(f"--eval {spec}: NAME=PATH needs a name without '/' or spaces, and a path")
+        name, _, path = spec.partition("=")
+        if path and name and not any(c in name for c in "/\\ \t") and not Path(spec).exists():
             parsed.append((name, path, True))
-        else:
+        else:  # a path (one with '=' in a folder name, like runs/lr=1e-5/test.jsonl, too)
             p = Path(spec)
             parent = p.resolve().parent.name
             name = parent if p.stem.lower() in GENERIC_STEMS and parent else p.stem

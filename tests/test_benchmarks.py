@@ -170,8 +170,9 @@ def test_eval_names(tmp_path):
     assert [n for n, _ in p2o.eval_sets(["foo=x/a.jsonl", "y/foo.jsonl"])] == ["foo", "foo-foo"]
     with pytest.raises(p2o.UserError, match="given twice"):
         p2o.eval_sets(["x=a.jsonl", "x=b.jsonl"])
-    with pytest.raises(p2o.UserError, match="NAME=PATH"):
-        p2o.eval_sets(["=a.jsonl"])
+    # '=' that does not follow a plain name belongs to the path
+    assert p2o.eval_sets(["runs/lr=1e-5/test.jsonl", "x/=a.jsonl"]) == [
+        ("lr=1e-5", "runs/lr=1e-5/test.jsonl"), ("=a", "x/=a.jsonl")]
     weird = tmp_path / "a=b.jsonl"  # an existing file with '=' in its name is a path
     weird.write_text("")
     assert p2o.eval_sets([str(weird)]) == [("a=b", str(weird))]
