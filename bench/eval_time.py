@@ -33,7 +33,8 @@ RUNS = [("greedy, batch 64", 0, 64), ("greedy + avg@4, batch 64", 4, 64), ("gree
 def parse_args():
     ap = argparse.ArgumentParser(description="p2o.py evaluation time and memory on Qwen2.5 shapes")
     ap.add_argument("--sizes", default="0.5B,1.5B")
-    ap.add_argument("--eval", default=MATH500 if os.path.exists(MATH500) else os.path.join(ROOT, "data", "arith_test.jsonl"))
+    ap.add_argument("--eval", default=MATH500 if os.path.exists(MATH500) else
+                    os.path.join(ROOT, "data", "arith_test.jsonl"))
     ap.add_argument("--limit", type=int, default=64, help="problems evaluated")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--json", default=None, help="default: bench/results/eval_time.json (dry run: not written)")
