@@ -229,7 +229,7 @@ def problem_from_row(row, n: int, stem: str) -> dict | None:
     if not isinstance(row, dict):
         return None
     q = next((row[k] for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-    gold_key = next((k for k in GOLD_KEYS if row.get(k) not in (None, "", [])), None)
+    gold_key = next((k for k in GOLD_KEYS if row.get(k) is not None and gold_text(row[k]).strip()), None)
     if q is None or gold_key is None:
         return None
     gold = gold_text(row[gold_key])
@@ -267,13 +267,16 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); each line must be one JSON object") from None
     if not rows:
         raise UserError(f"{path}: no problems in the file")
-    problems, skipped = [], []
+    problems, skipped, ids = [], [], set()
     for n, row in rows:
         prob = problem_from_row(row, n, p.stem)
         if prob is None:
             skipped.append(n)
-        else:
-            problems.append(prob)
+            continue
+        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
+            prob["id"] = f"{prob['id']}:{n}"
+        ids.add(prob["id"])
+        problems.append(prob)
     need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
             "with a final answer in it")
     if not problems:

@@ -148,6 +148,15 @@ def test_bad_rows_are_skipped_counted_and_named(tmp_path, capsys):
     assert "skipped 8 of 9 rows" in err and "items 2, 3, 4, 5, 6, ...)" in err
 
 
+def test_gold_falls_through_blank_fields_and_ids_stay_unique(tmp_path):
+    f = tmp_path / "ids.jsonl"
+    rows = [{"id": 7, "problem": "a", "answer": "  ", "solution": "so $\\boxed{12}$"},
+            {"id": 7, "problem": "b", "answer": "3"}, {"problem": "c", "answer": [" "], "ground_truth": "4"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probs = p2o.load_problems(str(f))
+    assert [(p["id"], p["answer"]) for p in probs] == [("7", "12"), ("7:2", "3"), ("ids:3", "4")]
+
+
 def test_a_file_with_nothing_usable_is_refused(tmp_path, tiny_model, capsys):
     f = tmp_path / "nogolds.jsonl"
     f.write_text('{"question": "a"}\n{"question": "b", "answer": ""}\n')
