@@ -279,8 +279,9 @@ _DROP_RE = re.compile(
     r"\\left(?![a-z])|\\right(?![a-z])|\\[bB]ig[lr]?(?![a-z])|\\displaystyle|\\limits|"
     r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\\%|%|\\\$|\$")
 _MATH_DELIMS_RE = re.compile(r"^\\\(|\\\)$|^\\\[|\\\]$")
-# 'and'/'or' between answers, also unspaced: '(11,7)or(7,11)', '1orW(x)=-1' (not 'for', 'orange')
-_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?![a-z])")
+# 'and'/'or' between answers, also unspaced: '(11,7)or(7,11)', '1orW(x)=-1', 'x=1orx=2' (a
+# one-letter name and '=' follow); not 'for', 'orange', '1 order'
+_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?=[^a-z]|[a-z]\s*=|$)")
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-z])")
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
 _NAME = r"[A-Za-z](?:_\{?\w+\}?)?"

@@ -265,6 +265,8 @@ CASES = [
     ("plusminus", "\\{-a, a\\}", "\\pm a", True),
     ("plusminus", "\\{\\pm 2\\}", "\\{2\\}", False),
     ("set", "(1,2)or(2,1)", "(2,1), (1,2)", True),
+    ("set", "x=1orx=2", "1, 2", True),
+    ("set", "x=1orx=2", "1, 3", False),
     ("set", "(1,2), (2,1), (1,2)", "(2,1), (1,2)", True),
     ("set", "1, 1, 2", "1, 2, 3", False),
     # percent words, units left on the gold, odd roots, infinity, letters, full-width digits
