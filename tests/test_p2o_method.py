@@ -457,12 +457,12 @@ def test_eval_only_with_a_template(tiny_model, tmp_path, monkeypatch, capsys):
     real = p2o.generate
     monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: seen.append(list(prompts)) or real(m, t, prompts, *a, **k))
     base = ["--eval-only", "--model", str(tiny_model), "--eval", str(data), "--max-new-tokens", "4", "--device", "cpu"]
-    assert p2o.main(base + ["--template", "Carry the ones."]) == 0
+    assert p2o.main(base + ["--template", "Carry the ones.", "--out", str(tmp_path / "e1")]) == 0
     assert all("Carry the ones.\n\nWhat is" in p for p in seen[-1])
     f = tmp_path / "tmpl.txt"
     f.write_text("From a file.\n")
-    assert p2o.main(base + ["--template", str(f)]) == 0
+    assert p2o.main(base + ["--template", str(f), "--out", str(tmp_path / "e2")]) == 0
     assert all("From a file.\n\nWhat is" in p for p in seen[-1])
-    assert p2o.main(base) == 0 and not any("From a file" in p for p in seen[-1])
+    assert p2o.main(base + ["--out", str(tmp_path / "e3")]) == 0 and not any("From a file" in p for p in seen[-1])
     assert p2o.main(["--model", str(tiny_model), "--template", "x", "--device", "cpu"]) == 2
     assert "--template is for --eval-only" in capsys.readouterr().err
