@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -36,6 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 def level_of(row):
     return int(row.get("level", 0))
+
+
+def level_of_id(problem_id):
+    """make_arith.py ids carry the level: demo-L6-00001 -> 6 (training problems are not in the test files)."""
+    m = re.search(r"-L(\d+)-", problem_id)
+    return int(m.group(1)) if m else None
 
 
 def read_rows(path):
@@ -128,20 +135,48 @@ def run_all(jobs, n_parallel, runs_dir, steps, hard_levels):
             sys.exit(f"{kind} seed {seed} failed; see {runs_dir / f'{kind}-{seed}.log'}")
         res = json.loads((out / "bench.json").read_text())
         res["wall_s"], res["peak_rss_mb"] = time.time() - t0, usage.ru_maxrss / 1024
+        res["cpu_s"] = usage.ru_utime + usage.ru_stime
+        (out / "parent.json").write_text(json.dumps({k: res[k] for k in ("wall_s", "peak_rss_mb", "cpu_s")}))
         done[(kind, seed)] = res
         print(f"finished {kind} seed {seed} in {res['wall_s']:.0f} s", flush=True)
     return done
 
 
-def acc(res, levels=None, key="plain"):
-    xs = [v[key] for v in res["problems"].values() if (levels is None or v["level"] in levels) and v[key] is not None]
+def load_runs(runs_dir):
+    """The finished runs in runs_dir (for --summarize: a bench stopped early, or rerun tables)."""
+    done = {}
+    for f in sorted(runs_dir.glob("*/bench.json")):
+        res = json.loads(f.read_text())
+        parent = f.parent / "parent.json"
+        res.update(json.loads(parent.read_text()) if parent.is_file() else
+                   {"wall_s": float("nan"), "peak_rss_mb": float("nan"), "cpu_s": None})
+        done[(res["kind"], res["seed"])] = res
+    return done
+
+
+def copyable_ids():
+    """Test problems whose gold answer appears as a number in the question: a policy that echoes a
+    number can solve them without knowing any rule (level 6's "n + k" problems are such)."""
+    import p2o
+    ids = set()
+    for path in p2o.DEMO["eval"]:
+        for r in read_rows(path):
+            if r["answer"] in re.findall(r"-?\d+", r["question"]):
+                ids.add(r["id"])
+    return ids
+
+
+def acc(res, levels=None, key="plain", only=None):
+    xs = [v[key] for i, v in res["problems"].items()
+          if (levels is None or v["level"] in levels) and v[key] is not None and (only is None or only(i))]
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def paired_bootstrap(pairs, levels, n_boot=4000, seed=0):
+def paired_bootstrap(pairs, levels, n_boot=4000, seed=0, only=None):
     """Mean over seeds of (P²O - GRPO) accuracy on `levels`, with a 95% interval from resampling
     seeds and, within them, test problems (the same problems for both arms: paired)."""
-    ids = sorted({i for a, _ in pairs for i, v in a["problems"].items() if v["level"] in levels})
+    ids = sorted({i for a, _ in pairs for i, v in a["problems"].items()
+                  if v["level"] in levels and (only is None or only(i))})
     diff = [[a["problems"][i]["plain"] - b["problems"][i]["plain"] for i in ids] for a, b in pairs]
     point = sum(sum(d) / len(d) for d in diff) / len(diff)
     rng = random.Random(seed)
@@ -161,7 +196,7 @@ def nonzero_frac(groups, pred):
 def summarize(done, seeds, hard_levels):
     base = done[("base", 0)]
     levels_of = {i: v["level"] for i, v in base["problems"].items()}
-    is_hard = lambda g: levels_of.get(g["id"]) in hard_levels
+    is_hard = lambda g: level_of_id(g["id"]) in hard_levels
     per_seed = []
     for s in seeds:
         row = {"seed": s}
@@ -178,20 +213,29 @@ def summarize(done, seeds, hard_levels):
                 "guided_groups": nonzero_frac(r["groups"], lambda g: g["guided"])[1],
                 "rho_masked_frac": sum(rho) / len(rho) if rho else None,
                 "gepa_s": gepa_s, "train_s": r["train_s"], "gepa_share": gepa_s / max(r["train_s"], 1e-9),
-                "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"],
+                "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"], "cpu_s": r.get("cpu_s"),
                 "templates_in_use": m[-1].get("p2o/templates") if m else None}
         per_seed.append(row)
+    copy = copyable_ids()
+    nocopy = lambda i: i not in copy
+    for row, s in zip(per_seed, seeds):
+        for kind in ("grpo", "p2o"):
+            row[kind]["hard_acc_not_copyable"] = acc(done[(kind, s)], hard_levels, only=nocopy)
     pairs = [(done[("p2o", s)], done[("grpo", s)]) for s in seeds]
     all_levels = sorted({v for v in levels_of.values()})
     mean = lambda k, kind: sum(r[kind][k] for r in per_seed) / len(per_seed)
     summary = {
         "before": {"hard_acc": acc(base, hard_levels), "all_acc": acc(base),
+                   "hard_acc_not_copyable": acc(base, hard_levels, only=nocopy),
                    "hard_acc_with_template": acc(base, hard_levels, "template")},
         "after_mean": {kind: {k: mean(k, kind) for k in ("hard_acc", "all_acc", "hard_acc_with_template",
+                                                         "hard_acc_not_copyable",
                                                          "hard_groups_nonzero_adv", "gepa_share", "wall_s")}
                        for kind in ("grpo", "p2o")},
         "paired_diff_hard": dict(zip(("mean", "ci_low", "ci_high"), paired_bootstrap(pairs, hard_levels))),
         "paired_diff_all": dict(zip(("mean", "ci_low", "ci_high"), paired_bootstrap(pairs, all_levels))),
+        "paired_diff_hard_not_copyable": dict(zip(("mean", "ci_low", "ci_high"),
+                                                  paired_bootstrap(pairs, hard_levels, only=nocopy))),
         "p2o_guided_groups_nonzero_adv": (sum(r["p2o"]["guided_groups_nonzero_adv"] * r["p2o"]["guided_groups"]
                                               for r in per_seed if r["p2o"]["guided_groups"])
                                           / max(1, sum(r["p2o"]["guided_groups"] for r in per_seed))),
@@ -206,6 +250,9 @@ def table(per_seed, summary, hard_levels):
     lines = [f"| (mean of {len(per_seed)} seeds) | before | GRPO after | P²O after |", "|---|---|---|---|",
              f"| held-out accuracy, hard levels {hard_levels}, no template | {f(b['hard_acc'])} | "
              f"{f(a['grpo']['hard_acc'])} | {f(a['p2o']['hard_acc'])} |",
+             f"| ... of which answers not copyable from the question ('n * k'), no template | "
+             f"{f(b['hard_acc_not_copyable'])} | {f(a['grpo']['hard_acc_not_copyable'])} | "
+             f"{f(a['p2o']['hard_acc_not_copyable'])} |",
              f"| held-out accuracy, all levels, no template | {f(b['all_acc'])} | {f(a['grpo']['all_acc'])} | "
              f"{f(a['p2o']['all_acc'])} |",
              f"| hard levels with the seed template in the prompt | {f(b['hard_acc_with_template'])} | "
@@ -215,9 +262,10 @@ def table(per_seed, summary, hard_levels):
              f"| template-guided groups with nonzero advantage | - | - | "
              f"{f(summary['p2o_guided_groups_nonzero_adv'])} of {summary['p2o_guided_groups']} |",
              f"| GEPA share of training wall time | - | - | {f(a['p2o']['gepa_share'])} |",
-             f"| run wall time, s (2 runs at a time, 1 thread each) | - | {a['grpo']['wall_s']:.0f} | "
-             f"{a['p2o']['wall_s']:.0f} |"]
-    for key, name in (("paired_diff_hard", "hard levels"), ("paired_diff_all", "all levels")):
+             f"| run wall time, s (2 runs at a time, 1 thread each, shared machine) | - | "
+             f"{a['grpo']['wall_s']:.0f} | {a['p2o']['wall_s']:.0f} |"]
+    for key, name in (("paired_diff_hard", "hard levels"), ("paired_diff_hard_not_copyable", "hard levels, not copyable"),
+                      ("paired_diff_all", "all levels")):
         d = summary[key]
         lines.append(f"\nP²O - GRPO, {name}: {d['mean']:+.3f} (95% bootstrap interval {d['ci_low']:+.3f} .. "
                      f"{d['ci_high']:+.3f})")
@@ -239,6 +287,8 @@ def main():
     ap.add_argument("--child", choices=["base", "grpo", "p2o"], help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
+    ap.add_argument("--summarize", action="store_true",
+                    help="no new runs: compare the finished runs in --runs (seeds with both arms)")
     args = ap.parse_args()
     hard_levels = [int(x) for x in args.hard_levels.split(",")]
     if args.child:
@@ -247,11 +297,17 @@ def main():
         child(args.child, args.seed, out, args.steps, hard_levels)
         return
     runs_dir = ROOT / args.runs
-    shutil.rmtree(runs_dir, ignore_errors=True)
-    runs_dir.mkdir(parents=True)
-    jobs = [("base", 0)] + [(kind, s) for s in args.seeds for kind in ("p2o", "grpo")]
     t0, load0 = time.time(), os.getloadavg()[0]
-    done = run_all(jobs, args.jobs, runs_dir, args.steps, hard_levels)
+    if args.summarize:
+        done = load_runs(runs_dir)
+        args.seeds = [s for s in args.seeds if ("p2o", s) in done and ("grpo", s) in done]
+        if ("base", 0) not in done or not args.seeds:
+            sys.exit(f"--summarize: {runs_dir} has no base run or no seed with both arms finished")
+    else:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+        runs_dir.mkdir(parents=True)
+        jobs = [("base", 0)] + [(kind, s) for s in args.seeds for kind in ("p2o", "grpo")]
+        done = run_all(jobs, args.jobs, runs_dir, args.steps, hard_levels)
     per_seed, summary = summarize(done, args.seeds, hard_levels)
     print(table(per_seed, summary, hard_levels))
     import p2o
