@@ -900,7 +900,7 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     p2o["gepa"] = state.to_json()
     # the empty template is the original prompt (gepa keeps it through re-scoring): problems the
     # policy now solves with it leave the buffer
-    for ex, s in zip(val, state.val_scores[state.candidates.index("")]):
+    for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
             p2o["hard"].pop(ex["id"], None)
     # template set: fewest candidates covering every problem some candidate solves (none: no guidance)

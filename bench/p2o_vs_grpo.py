@@ -39,6 +39,9 @@ def level_of(row):
     return int(row.get("level", 0))
 
 
+DEMO_G = 4  # p2o.DEMO's group size (checked in main)
+
+
 def level_of_id(problem_id):
     """make_arith.py ids carry the level: demo-L6-00001 -> 6 (training problems are not in the test files)."""
     m = re.search(r"-L(\d+)-", problem_id)
@@ -66,10 +69,13 @@ def child(kind, seed, out, steps, hard_levels):
 
         def sample(*a, **k):
             last["batch"] = real_sample(*a, **k)
+            last["pending"] = True  # the next reward call scores these rollouts (not GEPA's or an eval's)
             return last["batch"]
 
         def reward(texts, golds):
             rs, fb = real_reward(texts, golds)
+            if not last.pop("pending", False):
+                return rs, fb
             b = last["batch"]
             G = len(rs) // len(b["problems"])
             for g, prob in enumerate(b["problems"]):
@@ -189,7 +195,9 @@ def paired_bootstrap(pairs, levels, n_boot=4000, seed=0, only=None):
 
 
 def nonzero_frac(groups, pred):
-    gs = [g for g in groups if pred(g)]
+    # (records with another G came from GEPA's and the evaluation's reward calls in runs made before
+    # the child recorded training groups only)
+    gs = [g for g in groups if pred(g) and g["G"] == DEMO_G]
     return (sum(0 < g["successes"] < g["G"] for g in gs) / len(gs) if gs else float("nan")), len(gs)
 
 
@@ -291,6 +299,8 @@ def main():
                     help="no new runs: compare the finished runs in --runs (seeds with both arms)")
     args = ap.parse_args()
     hard_levels = [int(x) for x in args.hard_levels.split(",")]
+    import p2o
+    assert p2o.DEMO["group_size"] == DEMO_G, "update DEMO_G"
     if args.child:
         out = Path(args.run_dir)
         out.mkdir(parents=True, exist_ok=True) if args.child == "base" else None
