@@ -1132,7 +1132,8 @@ def on_ctrl_c(signum, frame):
     if not CTRL_C["in_loop"] or CTRL_C["stop"]:
         raise KeyboardInterrupt
     CTRL_C["stop"] = True
-    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)")
+    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)",
+               file=sys.stderr)
 
 
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
