@@ -251,6 +251,8 @@ GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
 
 def load_problems(path: str) -> list[dict]:
     p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (HERE / p).is_file():
+        p = HERE / p  # the bundled data/ files, also when p2o.py is run from another folder
     if not p.is_file():
         raise UserError(f"data file not found: {path} (make one with `python data/make_arith.py` or pass a JSONL path)")
     try:
@@ -1341,7 +1343,7 @@ def plot_run(folder: str) -> Path:
                                                            and k.endswith("/accuracy"))]) for title, keys in PLOT_PANELS]
     panels = [(t, ks) for t, ks in panels if ks]
     x0, x1 = min(r["step"] for r in rows), max(r["step"] for r in rows)
-    W, H, L, PW = 820, 150, 56, 560  # width, panel height, left margin, plot width
+    W, H, L, PW = 900, 150, 56, 560  # width, panel height, left margin, plot width
     colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
     sx = lambda x: L + PW * (x - x0) / max(x1 - x0, 1)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H * len(panels) + 30}" '

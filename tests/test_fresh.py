@@ -129,6 +129,23 @@ def test_unknown_tracker_is_refused(capsys, tiny_model, tiny_data, tmp_path):
     assert one_line_error(rc, err) and "--report-to" in err
 
 
+@pytest.mark.parametrize("tracker", ["wandb", "trackio"])
+def test_tracker_gets_every_metrics_row(tiny_model, tiny_data, tmp_path, monkeypatch, tracker):
+    """wandb and trackio share init(project, name, config) / log(dict, step); a stand-in module records."""
+    import types
+    calls = []
+    fake = types.SimpleNamespace(init=lambda **kw: calls.append(("init", kw)),
+                                 log=lambda row, step: calls.append(("log", step, row)))
+    monkeypatch.setitem(sys.modules, tracker, fake)
+    out = tmp_path / "run"
+    assert p2o.main([str(a) for a in ["--model", tiny_model, "--data", tiny_data, "--out", out, *FAST, "--steps", "2",
+                                      "--report-to", tracker]]) == 0
+    assert calls[0][0] == "init" and calls[0][1]["project"] == "p2o" and calls[0][1]["config"]["steps"] == 2
+    logged = [(step, row) for kind, step, row in calls[1:]]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert logged == [(m["step"], {k: v for k, v in m.items() if k != "step"}) for m in metrics]
+
+
 def test_tensorboard_events_load_with_metrics_names(tiny_model, tiny_data, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -183,7 +200,7 @@ def test_plot_of_a_folder_without_metrics_is_one_line(tmp_path, capsys):
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(capsys, monkeypatch, tiny_model, tiny_data,
                                                                  tmp_path):
     real_load, real_update = p2o.load_model, p2o.update_policy
-    argv = ["--model", tiny_model, "--data", tiny_data, *FAST, "--steps", "2", "--eval", tiny_data]
+    argv = ["--model", tiny_model, "--data", tiny_data, *FAST, "--steps", "2", "--eval", tiny_data, "--eval-limit", "2"]
 
     def fail_load(*a, **k):
         raise p2o.UserError("model load failed")
@@ -362,3 +379,10 @@ def test_evaluation_shows_progress(capsys, tiny_model, tiny_data, tmp_path):
     p2o.eval_only(cfg)
     err = capsys.readouterr().err
     assert "eval train" in err and "12/12" in err and "5/12" in err  # a bar over the generate batches
+
+
+def test_bundled_data_is_found_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # e.g. python ~/p2o/p2o.py --demo, run from the home folder
+    assert len(p2o.load_problems(p2o.Config().data)) == len(p2o.load_problems(str(ROOT / "data" / "arith_train.jsonl")))
+    with pytest.raises(p2o.UserError, match="not found"):
+        p2o.load_problems("data/no_such_file.jsonl")
