@@ -1407,7 +1407,8 @@ def main(argv: list[str] | None = None) -> int:
             eval_only(cfg)
             return 0
         out = train(cfg, given)
-        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}")
+        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}  "
+              f"(draw them: python p2o.py --plot {out})")
         if cfg.demo:
             print(demo_table(out))
         return 0
@@ -1419,7 +1420,9 @@ def main(argv: list[str] | None = None) -> int:
               "--max-new-tokens or --group-size x --prompts-per-step), or keep 4-bit on", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if cfg is not None and not cfg.eval_only and has_checkpoint(Path(cfg.out)):
+        if cfg is not None and (cfg.eval_only or cfg.plot):
+            print("p2o: interrupted", file=sys.stderr)
+        elif cfg is not None and has_checkpoint(Path(cfg.out)):
             print(f"p2o: interrupted; continue from the last checkpoint with: python p2o.py --out {cfg.out} --resume",
                   file=sys.stderr)
         else:
