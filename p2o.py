@@ -1252,6 +1252,9 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
             return out
     CTRL_C["in_loop"] = False
     bar.close()
+    if cfg.p2o and p2o["failures"]:  # the run went on as plain GRPO where GEPA could not reflect: say so
+        print(f"p2o: note: the reflector failed {p2o['failures']} times in {p2o['runs']} GEPA runs "
+              f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
     if cfg.eval:
         run_evals(model, tok, cfg, cfg.steps, log)
     return out

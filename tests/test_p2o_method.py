@@ -227,7 +227,9 @@ def test_broken_reflector_does_not_stop_training(scripted, reflector, tiny_model
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out), *ARGS, *extra,
                                "--steps", "5"])
     p2o.train(cfg, reflector_lm=lm)
-    assert "p2o: warning: GEPA: gepa: the reflection LM" in capsys.readouterr().out  # said, not swallowed
+    printed = capsys.readouterr()
+    assert "p2o: warning: GEPA: gepa: the reflection LM" in printed.out  # said, not swallowed
+    assert ("the reflector failed" in printed.err) == (reflector != "garbage")  # and summed up at the end
     steps = [r for r in rows(out) if "loss" in r]
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]  # GEPA ran after steps 2 and 4
     assert steps[-1]["p2o/gepa_runs"] == 2 and steps[-1]["p2o/templates"] == 0
