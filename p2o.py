@@ -4,6 +4,7 @@
     python p2o.py --model Qwen2.5-0.5B --data gsm8k.jsonl --eval gsm8k_test.jsonl
     python p2o.py --demo                                    # CPU-sized P²O run on SmolLM2-135M
     python p2o.py --eval-only --model Qwen2.5-0.5B --adapter runs/x/adapter --eval test.jsonl
+    python p2o.py --plot runs/x                             # runs/x/run.svg from its metrics.jsonl
 
 One training step, top to bottom (see `train`):
   1. draw `prompts_per_step` problems                               next_problems
