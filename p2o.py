@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif f.type == "bool | None":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
         elif f.type == "bool" and f.default:
-            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help, **kw)
+            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help,
+                                **kw)
         elif f.type == "bool":
             parser.add_argument(flag, action="store_true", help=help, **kw)
         else:
@@ -1343,8 +1344,8 @@ def plot_run(folder: str) -> Path:
                 series.setdefault(k, []).append((r["step"], v))
     runs = [0] + [r["p2o/gepa_runs"] for r in rows if "p2o/gepa_runs" in r]
     gepa_steps = [r["step"] for r, a, b in zip([r for r in rows if "p2o/gepa_runs" in r], runs, runs[1:]) if b > a]
-    panels = [(title, [k for k in series if k in keys or (keys == ("eval/",) and k.startswith("eval/")
-                                                           and k.endswith("/accuracy"))]) for title, keys in PLOT_PANELS]
+    wanted = lambda k, keys: k in keys or (keys == ("eval/",) and k.startswith("eval/") and k.endswith("/accuracy"))
+    panels = [(title, [k for k in series if wanted(k, keys)]) for title, keys in PLOT_PANELS]
     panels = [(t, ks) for t, ks in panels if ks]
     x0, x1 = min(r["step"] for r in rows), max(r["step"] for r in rows)
     W, H, L, PW = 900, 150, 56, 560  # width, panel height, left margin, plot width

@@ -125,7 +125,8 @@ def test_missing_tracking_package_is_one_line(capsys, monkeypatch, tiny_model, t
 
 
 def test_unknown_tracker_is_refused(capsys, tiny_model, tiny_data, tmp_path):
-    rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", tmp_path / "o", "--report-to", "mlflow")
+    rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", tmp_path / "o",
+                       "--report-to", "mlflow")
     assert one_line_error(rc, err) and "--report-to" in err
 
 
