@@ -767,12 +767,31 @@ def split_hard(hard: list[dict], cap: int = 300) -> tuple[list[dict], list[dict]
     return hard[-n_val:], hard[:-n_val] or hard[-n_val:]
 
 
+@contextlib.contextmanager
+def ticking_bar(total: int, desc: str):
+    """A progress bar whose clock moves every second, also during one long generate call (a
+    50-problem evaluation is one batch and takes minutes on a CPU). No desc: no bar."""
+    bar = tqdm(total=total, desc=desc, unit="problem", leave=False, dynamic_ncols=True, disable=not desc)
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(1.0):
+            bar.refresh()
+    if desc:
+        threading.Thread(target=tick, daemon=True).start()
+    try:
+        yield bar
+    finally:
+        done.set()
+        bar.close()
+
+
 def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str = "", progress: str = ""):
     """Greedy answers to `problems` (with a template when given): (rewards, texts, feedback, lengths).
     `progress` names a bar counting answered problems (evaluations take minutes on a CPU)."""
     prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in problems]
     texts, lengths = [], []
-    with tqdm(total=len(prompts), desc=progress, unit="problem", leave=False, disable=not progress) as bar:
+    with ticking_bar(len(prompts), progress) as bar:
         for s in range(0, len(prompts), cfg.gen_batch_size):  # the batches generate() would make anyway
             _, comp, mask = generate(model, tok, prompts[s:s + cfg.gen_batch_size], cfg, greedy=True)
             texts += decode(tok, comp, mask)

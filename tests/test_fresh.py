@@ -387,3 +387,11 @@ def test_bundled_data_is_found_from_another_folder(tmp_path, monkeypatch):
     assert len(p2o.load_problems(p2o.Config().data)) == len(p2o.load_problems(str(ROOT / "data" / "arith_train.jsonl")))
     with pytest.raises(p2o.UserError, match="not found"):
         p2o.load_problems("data/no_such_file.jsonl")
+
+
+def test_progress_clock_moves_during_one_long_batch(capsys):
+    with p2o.ticking_bar(50, "eval slow") as bar:
+        time.sleep(2.5)  # one generate call of a whole evaluation, as on a CPU
+        bar.update(50)
+    err = capsys.readouterr().err
+    assert "0/50 [00:02<" in err and "50/50" in err
