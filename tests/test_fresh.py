@@ -374,12 +374,19 @@ def test_no_futurewarning_when_loading_the_model(tiny_model):
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
 
 
-def test_evaluation_shows_progress(capsys, tiny_model, tiny_data, tmp_path):
+def test_evaluation_shows_progress(capsys, tiny_model, tiny_data, tmp_path, monkeypatch):
     cfg, _ = p2o.parse_config(["--eval-only", "--model", str(tiny_model), "--eval", str(tiny_data), "--device", "cpu",
                                "--max-new-tokens", "4", "--gen-batch-size", "5"])
-    p2o.eval_only(cfg)
+    sizes, real = [], p2o.generate
+
+    def spy(model, tok, prompts, *a, **k):
+        sizes.append(len(prompts))
+        return real(model, tok, prompts, *a, **k)
+    monkeypatch.setattr(p2o, "generate", spy)
+    row = p2o.eval_only(cfg)
     err = capsys.readouterr().err
-    assert "eval train" in err and "12/12" in err and "5/12" in err  # a bar over the generate batches
+    assert "eval train:" in err and "/12 [" in err  # the bar (tqdm redraws at most every 0.1 s)
+    assert sizes == [5, 5, 2] and row["eval/train/n"] == 12  # it advances after each generate batch
 
 
 def test_bundled_data_is_found_from_another_folder(tmp_path, monkeypatch):
