@@ -190,10 +190,10 @@ DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=[
 
 def demo_help() -> str:
     """--help's account of what --demo sets, generated from DEMO so it cannot go stale."""
-    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                     for k, v in DEMO.items())
+    flags = " ".join(f"--{k.replace('_', '-')} {x}" for k, v in DEMO.items()
+                     for x in (v if isinstance(v, list) else [v]))  # a list flag is repeated
     return (f"--demo sets: {flags}. It writes runs/demo-DATE-TIME/ (or --out) and prints a before/after "
-            "table; a stopped demo continues with: python p2o.py --out runs/demo-DATE-TIME --resume")
+            "table; a stopped demo continues with: python p2o.py --demo --resume (the newest runs/demo-*)")
 
 
 def check_config(cfg: Config) -> None:
