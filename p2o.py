@@ -1313,6 +1313,14 @@ def on_ctrl_c(signum, frame):
                file=sys.stderr)
 
 
+def step_bar(step: int, cfg: Config):
+    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
+    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
+    step, which recurs, moves the ETA by what it costs on average."""
+    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+                dynamic_ncols=True, smoothing=0)
+
+
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
     """The whole run. `stop_after` ends early as if killed after that step (tests use it);
     `reflector_lm` overrides --reflector with any callable (tests script it)."""
@@ -1342,8 +1350,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
         if cfg.eval:
             run_evals(model, tok, cfg, 0, log, out)
-    bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
-               dynamic_ncols=True)
+    bar = step_bar(step, cfg)
     CTRL_C.update(in_loop=True, stop=False)
     for step in bar:
         t0 = time.time()

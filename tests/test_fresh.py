@@ -402,3 +402,18 @@ def test_progress_clock_moves_during_one_long_batch(capsys):
         time.sleep(2.5)  # one generate call of a whole evaluation, as on a CPU
     err = capsys.readouterr().err
     assert "0/1 [00:02<" in err and "1/1" in err
+
+
+def test_eta_after_a_resume_counts_only_this_sessions_steps():
+    """Resumed at step 20 of 24; one slow step (GEPA, 120 s), then 30 s steps: the rate shown is this
+    session's average (ETA = steps left x average), not counting the 20 steps done before."""
+    bar = p2o.step_bar(20, p2o.Config(steps=24))
+    clock = [bar.start_t]
+    bar._time = lambda: clock[0]
+    shown = []
+    for i, step in enumerate(bar):
+        shown.append(bar.format_meter(**bar.format_dict))
+        clock[0] += 120 if i == 0 else 30
+    assert "21/24 [02:00<06:00, 120.00s/it]" in shown[1]
+    assert "22/24 [02:30<02:30, 75.00s/it]" in shown[2]  # (120 + 30) / 2; an EMA would say 67 s/it
+    assert "23/24 [03:00<01:00, 60.00s/it]" in shown[3]
