@@ -528,6 +528,7 @@ def build_twin(model, dtype: torch.dtype, device: torch.device):
     with torch.device("meta"):
         twin = type(base)._from_config(config, dtype=dtype)
     twin.to_empty(device=device)
+    twin.tie_weights()  # to_empty unties a tied lm head; one tensor again, as in the policy
     twin.requires_grad_(False).eval()
     twin.generation_config = copy.deepcopy(base.generation_config)
     TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
