@@ -603,9 +603,11 @@ class SampledLogprobs:
         return scores
 
     def result(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """[rows of last_tokens, steps]; rows beyond them (bucket padding) are dropped."""
+        n = len(last_tokens)
         if self.prev is not None:
-            self.logp.append(self.prev.gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
-        return torch.stack(self.logp, 1)
+            self.logp.append(self.prev[:n].gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
+        return torch.stack([lp[:n] for lp in self.logp], 1)
 
 
 def _prefill_shared(gen_model, enc) -> dict:
@@ -661,7 +663,7 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
         out = gen_model.generate(**inputs, **kw)[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
         if record is not None:
-            logps.append(F.pad(record.result(comp[:, -1])[:n], (0, max_new - comp.shape[1])))
+            logps.append(F.pad(record.result(comp[:, -1]), (0, max_new - comp.shape[1])))
         comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
         completions.append(comp)
         for row, m in zip(enc["input_ids"], enc["attention_mask"]):

@@ -155,6 +155,12 @@ def test_static_cache_bucketed_path_gives_the_same_greedy_answers(tiny_model):
     _, static, _ = p2o.generate(model, tok, prompts, cfg, greedy=True)
     assert torch.equal(dyn, static)
     assert entry["shapes"] == {(8, 256)} and entry["compile_s"] > 0
+    # sampled, with the padded rows dropped from completions and from the sampler's log-probs
+    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+    assert comp.shape == slogp.shape == (5, cfg.max_new_tokens) and len(pids) == 5
+    lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
+    assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
+    assert entry["shapes"] == {(8, 256)}  # same bucket: nothing new to compile
 
 
 def test_self_reflector_generates_from_the_base(tiny_model, monkeypatch):
