@@ -506,9 +506,13 @@ def refresh_twin(model, lora: bool = True) -> None:
         if isinstance(src, LoraLayer):
             if lora and not src.disable_adapters:
                 for a in src.active_adapters:
-                    if a in src.lora_A:
-                        d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
-                        delta = d if delta is None else delta + d
+                    if a not in src.lora_A:
+                        continue
+                    if src.use_dora.get(a):
+                        raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
+                    d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
+                    d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
+                    delta = d if delta is None else delta + d
             src = src.get_base_layer()
         for pname, t in own:
             if pname == "weight" and hasattr(src, "weight"):
@@ -545,18 +549,24 @@ def model_params(model) -> int:
     return n
 
 
+def available_ram() -> int:
+    try:  # MemAvailable counts reclaimable page cache, which free memory does not
+        line = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
     """Pick the engine (auto: the twin when the device has room for it) and build the twin."""
     dtype = twin_dtype(device)
     need = model_params(model) * torch.finfo(dtype).bits // 8
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-    else:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     engine = cfg.rollout_engine
-    if engine == "auto":  # keep a quarter of the device for training's activations and the KV cache
+    if engine == "auto" and device.type == "cuda":  # keep a quarter of the GPU for training and the KV cache
+        free, total = torch.cuda.mem_get_info(device)
         engine = "twin" if free - need >= total // 4 else "peft"
+    elif engine == "auto":  # CPU: the twin is faster (see twin_dtype) and RAM is rarely the limit
+        engine = "twin" if need <= available_ram() // 2 else "peft"
     TWINS.pop(model, None)
     if engine == "twin":
         build_twin(model, dtype, device)

@@ -17,7 +17,9 @@ Peak memory: torch.cuda.max_memory_allocated during the timed calls (CUDA); the 
 (CPU, one figure for all engines).
 
 mismatch_frac: fraction of completion tokens whose probability ratio training forward / sampler is
-outside [0.9, 1.1] (what p2o logs as rollout/mismatch_frac). With random weights the next-token
+outside [0.9, 1.1] (what p2o logs as rollout/mismatch_frac). Forced lengths suppress EOS in the
+sampler only, which shows up as mismatch wherever a real model wants to stop: measure it with
+--no-force. With random weights the next-token
 distributions are nearly flat, so this understates what a trained model shows; use --model.
 Targets (issue 8, H100-class GPU): twin compiled >= 10,000 tokens/s at 0.5B and >= 5,000 at 1.5B.
 """
@@ -48,7 +50,12 @@ def parse_args(argv=None):
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-force", dest="force", action="store_false",
+                    help="let completions end at EOS (min_new_tokens 0): for mismatch figures on a real model, "
+                         "since forcing the length suppresses EOS in the sampler but not in the training forward")
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--twin-dtype", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto: p2o's choice (p2o.twin_dtype); the others to compare on CPU")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--dry-run", action="store_true", help="CPU check: 2-layer models, batch 8, 32 + 32 tokens")
     ap.add_argument("--json", default=None, help="write results here (e.g. bench/results/rollout_speed.json)")
@@ -95,7 +102,8 @@ def measure(model, tok, prompts, cfg, device, repeats):
         best = min(best, time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     # training log-probs of the same tokens (no grad, micro-batches of 8) vs the sampler's
-    off = total = 0
+    off = total = far = 0
+    seq_far = []
     with torch.no_grad():
         for s in range(0, len(pids), 8):
             lp, _ = p2o.completion_logprobs(model, pids[s:s + 8], comp[s:s + 8], mask[s:s + 8],
@@ -103,18 +111,28 @@ def measure(model, tok, prompts, cfg, device, repeats):
             r = torch.exp(lp - slogp[s:s + 8])
             m = mask[s:s + 8].bool()
             off += (((r < 0.9) | (r > 1.1)) & m).sum().item()
+            outside = ((r < 1 / 3) | (r > 3)) & m  # what --is-clip 3 acts on
+            far += outside.sum().item()
+            seq_far += outside.any(1).tolist()
             total += m.sum().item()
     tokens = int(mask.sum().item())
     return {"seconds": best, "tokens": tokens, "tokens_per_s": tokens / best, "peak_alloc_mb": peak,
             "warmup_s": warm_s, "compile_s": entry["compile_s"] if entry else 0.0,
-            "mismatch_frac": off / max(total, 1)}
+            "mismatch_frac": off / max(total, 1), "tokens_outside_clip3_frac": far / max(total, 1),
+            "seqs_outside_clip3_frac": sum(seq_far) / max(len(seq_far), 1)}
+
+
+def twin_dtype(args, device):
+    import torch
+    import p2o
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}.get(args.twin_dtype) or p2o.twin_dtype(device)
 
 
 def run_model(path, label, args, device):
     import torch
     import p2o
     cfg = p2o.Config(model=path, device=device.type, rollout_engine="peft", max_new_tokens=args.new_tokens,
-                     min_new_tokens=args.new_tokens, gen_batch_size=args.batch, temperature=1.0)
+                     min_new_tokens=args.new_tokens if args.force else 0, gen_batch_size=args.batch, temperature=1.0)
     model, tok = p2o.load_model(cfg, device)
     torch.manual_seed(0)
     with torch.no_grad():  # a nonzero adapter, as after some training: folding it in must cost nothing
@@ -128,7 +146,7 @@ def run_model(path, label, args, device):
         p2o.TWINS.pop(model, None)
         if engine != "peft":
             t0 = time.perf_counter()
-            p2o.build_twin(model, p2o.twin_dtype(device), device)
+            p2o.build_twin(model, twin_dtype(args, device), device)
             build_s = time.perf_counter() - t0
             p2o.TWINS[model]["compile"] = engine == "twin_compiled"
             t0 = time.perf_counter()
@@ -139,7 +157,7 @@ def run_model(path, label, args, device):
         torch.manual_seed(1)
         r = measure(model, tok, prompts, cfg, device, args.repeats)
         if engine != "peft":
-            r |= {"twin_dtype": str(p2o.twin_dtype(device)).split(".")[-1], "build_s": build_s,
+            r |= {"twin_dtype": str(twin_dtype(args, device)).split(".")[-1], "build_s": build_s,
                   "refresh_s": refresh_s, "compiled": device.type == "cuda" and engine == "twin_compiled"}
         out["engines"][engine] = r
         print(f"  {label:>10} {engine:>14}: {r['tokens_per_s']:9.0f} tokens/s  "
@@ -183,7 +201,8 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     import p2o
     import transformers
-    results |= {"settings": {k: getattr(args, k) for k in ("batch", "prompt_len", "new_tokens", "repeats", "threads")}
+    results |= {"settings": {k: getattr(args, k) for k in ("batch", "prompt_len", "new_tokens", "repeats", "threads",
+                                                           "twin_dtype", "model", "force")}
                 | {"G": 8, "device": device.type, "load_in_4bit": device.type == "cuda"},
                 "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
