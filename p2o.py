@@ -462,8 +462,10 @@ GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to
 
 def twin_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions: on
-    SmolLM2-135M (one thread, 8 x 64 tokens, avx512_bf16 EPYC) bf16 took 5.7 s and fp32 8.5-10.8 s;
-    without them bf16 is emulated and slower than fp32."""
+    SmolLM2-135M (one thread, 64 forced tokens, avx512_bf16 EPYC, same process, alternating) bf16
+    took 10.6 s and fp32 12.3 s at batch 8, and 20.9 vs 21.2 s at batch 16 (medians of 3); without
+    them bf16 is emulated and slower than fp32. fp32 would match training exactly; bf16 costs a
+    small train/sampler mismatch, which rollout/mismatch_frac reports and --is-correction handles."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
