@@ -129,9 +129,16 @@ class Config:
     reflector_model: str = opt("", "model name sent to an http reflector")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     # evaluation, logging, checkpoints
-    eval: list = opt([], "evaluation file (repeatable): greedy pass@1 at start, every --eval-every, at end")
+    eval: list = opt([], "evaluation file, as PATH or NAME=PATH: greedy pass@1 at start, every "
+                     "--eval-every, at end; the name defaults to the file's stem (its folder's name for "
+                     "test/train/... files: ../math500/test.jsonl -> math500)")
     eval_every: int = opt(50, "evaluate every N steps (0 = only start and end)")
     eval_limit: int = opt(500, "evaluate at most this many problems per file")
+    eval_samples: int = opt(0, "K: also sample K answers per problem and report avg@K (mean accuracy of "
+                            "the samples) and pass@K (any sample right); 0 = greedy only")
+    eval_temperature: float = opt(0.6, "sampling temperature of the --eval-samples answers")
+    eval_top_p: float = opt(0.95, "nucleus sampling of the --eval-samples answers")
+    eval_max_new_tokens: int = opt(0, "answer length limit in evaluation; 0 = --max-new-tokens")
     eval_only: bool = opt(False, "only evaluate (the base model, or --adapter) and exit")
     adapter: str = opt("", "trained adapter folder for --eval-only")
     save_every: int = opt(50, "checkpoint every N steps (and at the end)")
@@ -204,6 +211,11 @@ def check_config(cfg: Config) -> None:
         bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
     if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
     if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
+    if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
+        bad("--eval-limit must be >= 1, --eval-samples and --eval-max-new-tokens >= 0")
+    if cfg.eval_samples and (cfg.eval_temperature <= 0 or not 0 < cfg.eval_top_p <= 1):
+        bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
+    eval_sets(cfg.eval)  # names: unique, usable in metric keys
     if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
 
 
@@ -212,9 +224,41 @@ def check_config(cfg: Config) -> None:
 
 QUESTION_KEYS = ("question", "problem", "prompt")
 GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
+ID_KEYS = ("id", "unique_id", "idx")
 
 
-def load_problems(path: str) -> list[dict]:
+def gold_text(value) -> str:
+    """A gold value as text. JSON numbers that are whole (AMC's `27.0`) become `27`, the form a
+    model writes; OlympiadBench's `final_answer` is a list of answers."""
+    if isinstance(value, list):
+        return ", ".join(gold_text(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def problem_from_row(row, n: int, stem: str) -> dict | None:
+    """{"id", "question", "answer"} from one row, or None when it has no usable question or gold."""
+    if not isinstance(row, dict):
+        return None
+    q = next((row[k] for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+    gold_key = next((k for k in GOLD_KEYS if row.get(k) is not None and gold_text(row[k]).strip()), None)
+    if q is None or gold_key is None:
+        return None
+    gold = gold_text(row[gold_key])
+    # GSM8K "#### 72" and MATH/Minerva solutions carry the answer inside a longer text
+    worked = gold_key == "solution" or "####" in gold or "\\boxed" in gold
+    answer = verify.extract_answer(gold) if worked else gold
+    if not answer or not answer.strip():
+        return None
+    pid = next((row[k] for k in ID_KEYS if row.get(k) not in (None, "")), f"{stem}:{n}")
+    return {"id": str(pid), "question": q.strip(), "answer": answer.strip()}
+
+
+def load_problems(path: str, warn: bool = True) -> list[dict]:
+    """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
+    are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
+    malformed line, or a file with nothing usable, is an error."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"data file not found: {path} (make one with `python data/make_arith.py` or pass a JSONL path)")
@@ -234,28 +278,29 @@ def load_problems(path: str) -> list[dict]:
                 rows.append((n, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); each line must be one JSON object") from None
-    problems = []
-    for n, row in rows:
-        if not isinstance(row, dict):
-            raise UserError(f"{path}: {where} {n} is not a JSON object")
-        q = next((row[k] for k in QUESTION_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-        gold_key = next((k for k in GOLD_KEYS if row.get(k) not in (None, "", [])), None)
-        gold = row[gold_key] if gold_key else None
-        if q is None or gold is None:
-            raise UserError(f"{path}: {where} {n} needs a question ({'/'.join(QUESTION_KEYS)}) and a gold "
-                            f"answer ({'/'.join(GOLD_KEYS)}); it has keys {sorted(row)}")
-        if isinstance(gold, list):  # OlympiadBench's final_answer is a list
-            gold = ", ".join(map(str, gold))
-        gold = str(gold)
-        # GSM8K "#### 72" and MATH solutions carry the answer inside a longer text
-        worked = gold_key == "solution" or "####" in gold or "\\boxed" in gold
-        answer = verify.extract_answer(gold) if worked else gold
-        if not answer:
-            raise UserError(f"{path}: {where} {n}: no final answer found in the gold field {gold[:60]!r}")
-        problems.append({"id": str(row.get("id", row.get("unique_id", f"{p.stem}:{n}"))),
-                         "question": q.strip(), "answer": answer.strip()})
-    if not problems:
+    if not rows:
         raise UserError(f"{path}: no problems in the file")
+    problems, skipped, ids = [], [], set()
+    for n, row in rows:
+        prob = problem_from_row(row, n, p.stem)
+        if prob is None:
+            skipped.append(n)
+            continue
+        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
+            prob["id"] = f"{prob['id']}:{n}"
+        ids.add(prob["id"])
+        problems.append(prob)
+    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
+            "with a final answer in it")
+    if not problems:
+        first = rows[0][1]
+        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
+        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
+                        f"{where} {rows[0][0]} has {has}")
+    if skipped and warn:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
+              f"or gold answer ({where}s {shown})", file=sys.stderr)
     return problems
 
 
@@ -1159,25 +1204,143 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation and logging.
+# Evaluation, as papers report it: greedy pass@1, and with K samples avg@K and pass@K.
 
-def evaluate_file(model, tok, cfg: Config, path: str) -> dict:
-    """Greedy pass@1 on the first `eval_limit` problems of an evaluation file."""
-    rewards, _, _, lengths = answer_greedily(model, tok, cfg, load_problems(path)[:cfg.eval_limit])
-    name = Path(path).stem
-    return {f"eval/{name}/accuracy": sum(rewards) / len(rewards), f"eval/{name}/n": len(rewards),
-            f"eval/{name}/mean_length": sum(lengths) / len(lengths)}
+GENERIC_STEMS = {"test", "train", "val", "valid", "validation", "dev", "eval", "data", "problems"}
 
 
-def run_evals(model, tok, cfg: Config, step: int, log) -> dict:
-    row = {"step": step}
-    for path in cfg.eval:
-        row.update(evaluate_file(model, tok, cfg, path))
+def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
+    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when
+    the stem says nothing (math500/test.jsonl -> math500). Names become metric keys
+    (eval/<name>/...), so they hold no '/' and are unique: a repeated default gets its stem or a
+    number appended (gsm8k, gsm8k-train)."""
+    parsed = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if path and name and not any(c in name for c in "/\\ \t") and not Path(spec).exists():
+            parsed.append((name, path, True))
+        else:  # a path (one with '=' in a folder name, like runs/lr=1e-5/test.jsonl, too)
+            p = Path(spec)
+            parent = p.resolve().parent.name
+            name = parent if p.stem.lower() in GENERIC_STEMS and parent else p.stem
+            parsed.append(("_".join(name.split()).replace("/", "_"), spec, False))
+    explicit = [n for n, _, e in parsed if e]
+    if len(set(explicit)) < len(explicit):
+        raise UserError(f"--eval: the name {next(n for n in explicit if explicit.count(n) > 1)!r} is given twice")
+    taken, out = set(explicit), []
+    for name, path, is_explicit in parsed:
+        if not is_explicit:
+            stem = Path(path).stem
+            options = [name, f"{name}-{stem}"] + [f"{name}-{i}" for i in range(2, len(parsed) + 2)]
+            name = next(o for o in options if o not in taken)
+            taken.add(name)
+        out.append((name, path))
+    return out
+
+
+def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) -> dict:
+    """`accuracy`: greedy pass@1. With K sampled verdicts per problem: avg@K, the mean accuracy
+    over all K samples (the expected pass@1 when sampling; what papers report for AIME/AMC), and
+    pass@K, the share of problems at least one sample solves."""
+    m = {"accuracy": sum(greedy) / len(greedy)}
+    if sampled:
+        k = len(sampled[0])
+        m[f"avg@{k}"] = sum(sum(v) / k for v in sampled) / len(sampled)
+        m[f"pass@{k}"] = sum(max(v) > 0 for v in sampled) / len(sampled)
+    return m
+
+
+def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: str,
+                 template: str = "") -> list[list[dict]]:
+    """k sampled answers per problem (k=0: one greedy answer), generated --gen-batch-size at a
+    time under a progress bar: per problem, a list of {answer, correct, completion, length}."""
+    jobs = [p for p in problems for _ in range(max(k, 1))]
+    ecfg = dataclasses.replace(cfg, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, min_new_tokens=0)
+    max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
+    answers = []
+    for s in tqdm(range(0, len(jobs), cfg.gen_batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+        chunk = jobs[s:s + cfg.gen_batch_size]
+        prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in chunk]
+        _, comp, mask = generate(model, tok, prompts, ecfg, greedy=k == 0, max_new_tokens=max_new)
+        texts = decode(tok, comp, mask)
+        rewards, _ = reward_rollouts(texts, [p["answer"] for p in chunk])
+        answers += [{"answer": verify.extract_answer(t), "correct": r, "completion": t, "length": n}
+                    for t, r, n in zip(texts, rewards, mask.sum(1).tolist())]
+    n = max(k, 1)
+    return [answers[i * n:(i + 1) * n] for i in range(len(problems))]
+
+
+def evaluate_file(model, tok, cfg: Config, path: str, name: str = "", template: str = "") -> tuple[dict, list[dict]]:
+    """The first `eval_limit` problems of a file: greedy answers, plus `eval_samples` sampled ones
+    (drawn from a fixed seed, so evaluations repeat and training's random stream is untouched).
+    Returns (metrics without the eval/<name>/ prefix, one readable row per problem)."""
+    name = name or eval_sets([path])[0][0]
+    problems = load_problems(path, warn=False)[:cfg.eval_limit]  # (train/eval_only warned once)
+    greedy = eval_answers(model, tok, cfg, problems, 0, f"eval {name} (greedy)", template)
+    sampled = None
+    if cfg.eval_samples:
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            sampled = eval_answers(model, tok, cfg, problems, cfg.eval_samples,
+                                   f"eval {name} ({cfg.eval_samples} samples)", template)
+    m = {"n": len(problems), **eval_metrics([g[0]["correct"] for g in greedy],
+                                            [[a["correct"] for a in s] for s in sampled] if sampled else None),
+         "mean_length": sum(g[0]["length"] for g in greedy) / len(greedy)}
+    rows = []
+    for i, p in enumerate(problems):
+        row = {"benchmark": name, "id": p["id"], "gold": p["answer"], "greedy_answer": greedy[i][0]["answer"],
+               "greedy_correct": greedy[i][0]["correct"]}
+        if sampled:
+            row.update(sample_answers=[a["answer"] for a in sampled[i]],
+                       sample_correct=[a["correct"] for a in sampled[i]])
+        row.update(question=p["question"], greedy_completion=greedy[i][0]["completion"])
+        if sampled:
+            row["sample_completions"] = [a["completion"] for a in sampled[i]]
+        rows.append(row)
+    return m, rows
+
+
+def eval_table(results: list[tuple[str, dict]], cfg: Config) -> str:
+    """One markdown table: benchmark, n, metric, value (and the mean over benchmarks, as papers give)."""
+    labels = {"accuracy": "pass@1 (greedy)"}
+    if cfg.eval_samples:
+        k = cfg.eval_samples
+        labels.update({f"avg@{k}": f"avg@{k} (T={cfg.eval_temperature:g}, top_p={cfg.eval_top_p:g})",
+                       f"pass@{k}": f"pass@{k}"})
+    lines = ["| benchmark | n | metric | value |", "|---|---:|---|---:|"]
+    for name, m in results:
+        lines += [f"| {name} | {m['n']} | {label} | {m[key]:.3f} |" for key, label in labels.items()]
+    if len(results) > 1:
+        n = sum(m["n"] for _, m in results)
+        lines += [f"| mean of {len(results)} | {n} | {label} | {np.mean([m[key] for _, m in results]):.3f} |"
+                  for key, label in labels.items()]
+    return "\n".join(lines)
+
+
+def run_evals(model, tok, cfg: Config, step: int, log, out: Path | None = None, template: str = "") -> dict:
+    """Every --eval file: metrics under eval/<name>/... logged with the step; the table printed;
+    with `out`, the table and the per-problem answers in out/evals/step_<N>.md and .jsonl."""
+    row, results, problems = {"step": step}, [], []
+    for name, path in eval_sets(cfg.eval):
+        m, rows = evaluate_file(model, tok, cfg, path, name, template)
+        row.update({f"eval/{name}/{k}": v for k, v in m.items()})
+        results.append((name, m))
+        problems += [{"step": step, **r} for r in rows]
     log(row)
-    tqdm.write("p2o: eval at step %d: %s" % (step, ", ".join(f"{k}={v:.3f}" for k, v in row.items()
-                                                             if k.endswith("accuracy"))))
+    table = eval_table(results, cfg)
+    tqdm.write(f"p2o: evaluation at step {step}\n{table}")
+    if out is not None:
+        (out / "evals").mkdir(parents=True, exist_ok=True)
+        for suffix, text in ((".md", table + "\n"), (".jsonl", "".join(json.dumps(r) + "\n" for r in problems))):
+            tmp = out / "evals" / f"step_{step}{suffix}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, out / "evals" / f"step_{step}{suffix}")
     return row
 
+
+# ----------------------------------------------------------------------------------------------
+# Logging.
 
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
@@ -1247,8 +1410,8 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         raise UserError(f"--out {out} already exists; pass --resume to continue it or choose another --out")
     check_config(cfg)
     problems = load_problems(cfg.data)
-    for path in cfg.eval:
-        load_problems(path)  # fail now, not after an hour of training
+    for _, path in eval_sets(cfg.eval):
+        load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
@@ -1264,7 +1427,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         _truncate_log(out / "samples.jsonl", step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
     elif cfg.eval:
-        run_evals(model, tok, cfg, 0, log)
+        run_evals(model, tok, cfg, 0, log, out)
     bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
                dynamic_ncols=True)
     for step in bar:
@@ -1335,14 +1498,14 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                             "template": batch["templates"][i], "completion": texts[i], "reward": rewards[i],
                             "feedback": feedback[i], "answer": golds[i]})
         if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            run_evals(model, tok, cfg, step + 1, log)
+            run_evals(model, tok, cfg, step + 1, log, out)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
         if stop_after is not None and step + 1 >= stop_after:
             return out
     bar.close()
     if cfg.eval:
-        run_evals(model, tok, cfg, cfg.steps, log)
+        run_evals(model, tok, cfg, cfg.steps, log, out)
     return out
 
 
@@ -1353,14 +1516,25 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(r + "\n" for r in rows))
 
 
-def eval_only(cfg: Config) -> dict:
+def eval_only(cfg: Config, out: Path | None = None) -> dict:
+    """Evaluate the base model (or --adapter) on every --eval file. With `out` (main passes --out,
+    or runs/eval-<time> when --out is not given), the folder gets config.json, metrics.jsonl (one
+    row, step 0) and evals/step_0.md/.jsonl, as a training run's evaluations do."""
     check_config(cfg)
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists; --eval-only writes a new folder: choose another --out")
+    for _, path in eval_sets(cfg.eval):
+        load_problems(path)  # fail (or warn about skipped rows) before the model loads
     device = pick_device(cfg)
     model, tok = load_model(cfg, device, adapter=cfg.adapter)
-    row = {"step": 0}
-    for path in cfg.eval:
-        row.update(evaluate_file(model, tok, cfg, path))
-    print(json.dumps(row, indent=2))
+    log = lambda row: None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        log = jsonl_writer(out / "metrics.jsonl")
+    row = run_evals(model, tok, cfg, 0, log, out)
+    if out is not None:
+        print(f"p2o: evaluation written to {out}/metrics.jsonl and {out}/evals/step_0.jsonl")
     return row
 
 
@@ -1392,7 +1566,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
             given |= set(DEMO)
         if cfg.eval_only:
-            eval_only(cfg)
+            eval_only(cfg, Path(cfg.out if "out" in given else f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"))
             return 0
         out = train(cfg, given)
         print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}")

@@ -11,22 +11,28 @@ Use it from Python (the names below come from `from verify import ...`):
 or from the shell:  python verify.py PRED GOLD
 
 How it decides, cheapest first:
-  1. extract the final answer (last \\boxed{}, GSM8K '#### x', 'the answer is x', last number);
-  2. clean LaTeX noise (\\left, \\text{units}, \\$, %, degrees, thousands separators, ...);
+  1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
+     \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
+     'the answer is x' / 'Answer: x' / 'Answer $x$' (trimmed: 'The smallest $k$ is 12.' -> 12);
+     a whole-text math span; else the last number or the last math span, after signature lines;
+  2. clean LaTeX noise (\\left, \\text{units}, \\$, %, degrees, thousands separators incl. ',\\!'
+     and '{,}', full-width digits, ...); a worked sum '12 + 13 = 25' is its last side;
   3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
      with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
-  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, expressions) goes to
-     a small worker process that reads the answers with our own LaTeX reader into sympy objects
+  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
+     goes to a worker process that reads the answers with our own LaTeX reader into sympy objects
      built from a whitelist and compares them, under a hard deadline: a call that runs past its
-     timeout kills the worker (a fresh one starts on the next call) and counts as not equal.
+     timeout kills its worker (a replacement starts in the background) and counts as not equal.
+     Up to MAX_WORKERS workers serve concurrent threads; a call's deadline starts once it has a
+     worker, so time queued behind another call's slow answer never counts against it.
 
 Safety: model output is never evaluated as Python - no eval/exec, no sympify/parse_expr on raw
 text. Sizes are bounded (answer length, nesting depth, power and factorial sizes), and the
 deadline is enforced by the parent process, so it holds from any thread (no signal.alarm).
-The worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
-imports only this file and sympy - never the caller's __main__ or torch - and it is started
-lazily on the first symbolic comparison and stopped at exit (or by shutdown_worker()).
+A worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
+imports only this file and sympy - never the caller's __main__ or torch - and workers are started
+lazily on the first symbolic comparisons and stopped at exit (or by shutdown_worker()).
 
 Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
@@ -51,15 +57,33 @@ MAX_DIGITS = 10_000             # largest exact number (in digits) a power may p
 MAX_FACTORIAL = 3_000           # n! allowed up to this n (3000! has ~9,100 digits)
 WORKER_FLAG = "--verify-worker"
 START_TIMEOUT = 60.0            # seconds a fresh worker may take to import sympy
+MAX_WORKERS = 4                 # symbolic comparisons run in up to this many processes at once
+QUEUE_WAIT = 60.0               # seconds a call may wait for a free worker (not its deadline)
 
 # ----------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)\s*(?:\*\*\s*)?([^\n]+)", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+# 'answer is', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right after the word)
+_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
+_FINAL_RE = re.compile(r"final\W{0,3}answer", re.IGNORECASE)
+_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
+# a number not glued to a word ('user123', 'x2' are names, not answers)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+_MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
+                           re.DOTALL)
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|which|where|I hope)\s|<\|")
+_CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
+_VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
+# a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
+_SIGNATURE_RE = re.compile(
+    r"\n[ \t]*(?:[-\u2014\u2013~]{1,3}[ \t]*[A-Za-z@][^\n]{0,60}"
+    r"|(?:solution |posted |written |proposed |submitted |edit(?:ed)? )?by:?[ \t]+[A-Za-z@][^\n]{0,60}"
+    r"|@\w[^\n]{0,60}|\[?(?:author|source|credits?)\b[^\n]{0,80})[ \t]*$", re.IGNORECASE)
+_STOP_WORDS_RE = re.compile(r"\b(?:wait|but|actually|however|instead|no|not|mistake|wrong|correct|check"
+                            r"|final|answer|therefore|thus|hence|so|then|next|now|step)\b", re.IGNORECASE)
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
+_DOUBLED_RE = re.compile(r"\\\\(?=[A-Za-z{}%$])")
 
 
 def _braced(text, start):
@@ -78,96 +102,217 @@ def _braced(text, start):
     return text[start + 1:stop] if len(text) > stop else None
 
 
-def _last_boxed(text):
-    """Content of the last closed \\boxed{...} / \\fbox{...} (or '\\boxed 5'), else None."""
-    starts = [m.end() for m in _BOX_RE.finditer(text)]
-    for end in reversed(starts[-20:]):  # truncated output: fall back to an earlier box
-        j = end
+def _boxes(text):
+    """[(start, end, content)] of the closed \\boxed{...} / \\fbox{...} (or '\\boxed 5'), in order.
+
+    Only the last 20 are read; an unclosed one (truncated output) is skipped."""
+    found = []
+    for m in list(_BOX_RE.finditer(text))[-20:]:
+        j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
             inner = _braced(text, j)
             if inner is not None:
-                return inner
-        elif j > end:  # '\boxed 5' (TeX allows an unbraced argument)
-            m = re.match(r"[^\s$]+", text[j:])
-            if m:
-                return m.group()
-    return None
+                found.append((m.start(), j + len(inner) + 2, inner))
+        elif j > m.end():  # '\boxed 5' (TeX allows an unbraced argument)
+            arg = re.match(r"[^\s$]+", text[j:j + MAX_ANSWER_CHARS])
+            if arg:
+                found.append((m.start(), j + arg.end(), arg.group()))
+    return found
+
+
+def _final_boxes(text):
+    """(content, end) of the answer given in boxes: the last box together with the boxes just
+    before it ('\\boxed{1} and \\boxed{2}' is the answer '1, 2'), or None without a box.
+
+    Boxes further back, or behind a sentence end or a 'wait'/'so', are earlier steps."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        gap = text[box[1]:group[0][0]]
+        if len(gap) > 80 or re.search(r"[.!?](?:\s|$)", gap) or _STOP_WORDS_RE.search(gap) \
+                or (re.search(r"\n\s*\n", gap) and re.search(r"[A-Za-z]", gap)):
+            break  # a blank line with words in between: a new step, not the same answer
+        group.insert(0, box)
+    contents = []
+    for _, _, content in group:  # the same box written twice is one answer
+        if content.strip() not in contents:
+            contents.append(content.strip())
+    return ", ".join(contents), group[-1][1]
+
+
+def _mask_math(s):
+    """s with its math spans blanked out (same length), so their '.' or ' is ' are not prose."""
+    return _MATH_SPAN_RE.sub(lambda m: "$" + "#" * (len(m.group()) - 2) + "$", s)
+
+
+def _span_text(m):
+    return next(g for g in m.groups() if g is not None).strip()
 
 
 def _clean_phrase(phrase):
-    """Trim the tail of 'the answer is ...' down to the answer itself."""
-    phrase = phrase[:MAX_ANSWER_CHARS]  # also keeps the searches below linear-time
-    math_part = re.search(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase)
-    if math_part:
-        return (math_part.group(1) or math_part.group(2)).strip()
-    phrase = re.split(r"\.(?:\s|$)|;|\s+(?:because|since|which)\s", phrase)[0]
-    return phrase.strip(" *.:")
+    """Trim what follows 'the answer is' down to the answer: 'The largest $n$ is 34. I hope it
+    is correct.' -> '34'; '$ 5 $' -> '5'; '$12$ and $13$' -> '12, 13'; 'Jane started 3 hours
+    ago' -> '3'."""
+    phrase = re.sub(r"^(?:\\?[\"'`]|\s)+", "", phrase[:MAX_ANSWER_CHARS])  # the cut keeps it linear
+    masked = _mask_math(phrase)  # a '.' or a line break inside $...$ does not end the sentence
+    cut = _SENTENCE_END_RE.search(masked)
+    if cut:
+        phrase, masked = phrase[:cut.start()], masked[:cut.start()]
+    verbs = list(_VERB_RE.finditer(masked))
+    if verbs:  # 'The volume of $ABCD$ is 120': the part after the last 'is'
+        phrase, masked = phrase[verbs[-1].end():], masked[verbs[-1].end():]
+    spans = list(_MATH_SPAN_RE.finditer(phrase))
+    if spans and _CONNECTORS_RE.fullmatch(_MATH_SPAN_RE.sub(" ", phrase)):
+        return ", ".join(_span_text(m) for m in spans)  # only math: '$12$ and $13$'
+    plain = phrase.replace("$", " ").replace("\\(", " ").replace("\\)", " ").strip(" *.:,\\\"'`")
+    if not _PROSE_RE.search(plain):
+        return plain
+    if spans:
+        return _span_text(spans[-1])
+    numbers = _NUMBER_RE.findall(masked)
+    if len(numbers) == 1:  # prose around one number: the number
+        return numbers[0].strip(",")
+    return plain
+
+
+def _said_answer(text):
+    """(answer, start, final) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or
+    None; final tells whether it said 'final answer'."""
+    last = None
+    for last in _ANSWER_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    lead = _ANSWER_LEAD_RE.match(text, last.start())
+    answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
+    final = re.search(r"final\W{0,3}$", text[max(0, last.start() - 12):last.start()], re.I) is not None
+    return (answer, last.start(), final) if answer else None
+
+
+def _whole_math(text):
+    """The content when the whole text is one math span ('$$f(y) = y$$', '\\(x\\)'), else None."""
+    t = text.strip()
+    if len(t) > MAX_ANSWER_CHARS or not t.startswith(("$", "\\(", "\\[")):
+        return None
+    m = _MATH_SPAN_RE.fullmatch(t)
+    return _span_text(m) if m and _span_text(m) else None
 
 
 def extract_answer(text):
     """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None."""
     if not isinstance(text, str) or not text.strip():
         return None
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed.strip()
+    if "\\\\" in text and "\\begin" not in text:  # '\\\\frac' from text escaped twice: '\\frac'
+        text = _DOUBLED_RE.sub(r"\\", text)
+    boxed = _final_boxes(text)
+    if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box
+        said = _said_answer(text) if _FINAL_RE.search(text, boxed[1]) else None
+        if said and said[2] and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
+                and not _PROSE_RE.search(said[0]):
+            return said[0]
+        return boxed[0]
+    said = _said_answer(text)
     gsm = _GSM_RE.findall(text)
     if gsm:
         return gsm[-1].strip().replace(",", "")
-    said = _ANSWER_IS_RE.findall(text)
-    if said and _clean_phrase(said[-1]):
-        return _clean_phrase(said[-1])
+    if said:
+        return said[0]
+    whole = _whole_math(text)
+    if whole:  # the whole text is one math span: '$$f(y) = y$$'
+        return whole
     bare = text.strip().strip("$").strip()
     if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)'
         return bare
-    numbers = _NUMBER_RE.findall(text)
+    # no marked answer: the last number, or the last math span if it ends later ('is $(7, 6)$.')
+    tail = text[-2 * MAX_ANSWER_CHARS:]
+    for _ in range(3):
+        tail = _SIGNATURE_RE.sub("", tail.rstrip())
+    numbers = list(_NUMBER_RE.finditer(tail))
+    spans = [m for m in _MATH_SPAN_RE.finditer(tail)
+             if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
+    if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
+        return _span_text(spans[-1])
     if numbers:
-        return numbers[-1].strip(",").replace(" ", "")
+        return numbers[-1].group().strip(",").replace(" ", "")
+    spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
+    if spans:  # no number anywhere: the last math span ('so we get $p - q$')
+        return _span_text(spans[-1])
+    if re.fullmatch(r"[A-Za-z]{2,20}", bare):  # one word: 'False', 'Evelyn'
+        return bare
     return None
 
 
 _PROSE_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\s+[A-Za-z]{2,}\b")
 
 
+# units that may follow a number directly ('5cm'); one-letter ones ('5 m', '3 s') need a space,
+# since '2m' or '3s' is a product with a variable
+_UNIT_WORDS = (
+    "cm|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|feet|foot|ft|yards?|miles?|"
+    "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
+    "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
+    "people|students|apples|points|mph|km/h|per ?cent(?:age)?|pct|yuan|euros?")
+_WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}(?![A-Za-z])")  # 'so we get'
+_STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z}(])" % _UNIT_WORDS)
+
+
 def _looks_bare(s):
-    """A short one-line answer with no prose in it (so not the last number of a sentence)."""
-    return (0 < len(s) <= 100 and "\n" not in s and not _PROSE_RE.search(s)
-            and (len(s) <= 3 or re.search(r"[\d\\]", s) is not None))
+    """A short one-line answer with no prose in it (so not the last number of a sentence, nor
+    'Total: 15', whose answer is its number)."""
+    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s)
+            and (len(s) <= 3 or re.search(r"[\d\\=+\-*/^_()]", s) is not None)
+            and not _STRAY_WORD_RE.search(s) and not _WORDS_RE.search(s))
 
 # ----------------------------------------------------------------------------- cleaning
 
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
-_UNIT_WORDS = (
-    "cm|mm|km|m|meters?|metres?|centimeters?|kilometers?|inches|inch|in|feet|foot|ft|yards?|miles?|"
-    "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
-    "sec|s|days?|weeks?|months?|years?|kg|g|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
-    "people|students|apples|points|mph|km/h|percent")
-_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)\s*(?:%s)(?:\^\{?[23]\}?)?" % _UNIT_WORDS)
-_SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0]")
+_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(?:\s*(?:%s)|\s+(?:m|s|g|in))(?:\^\{?[23]\}?)?"
+                               % _UNIT_WORDS)
+_PERCENT_RE = re.compile(r"%|\bpct\b|\bper ?cent(?:age)?\b")
+_SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
 _DROP_RE = re.compile(
     r"\\left(?![a-z])|\\right(?![a-z])|\\[bB]ig[lr]?(?![a-z])|\\displaystyle|\\limits|"
     r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|°|\\degree|\\%|%|\\\$|\$")
 _MATH_DELIMS_RE = re.compile(r"^\\\(|\\\)$|^\\\[|\\\]$")
-_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+")
+# 'and'/'or' between answers, also unspaced: '(11,7)or(7,11)', '1orW(x)=-1', 'x=1orx=2' (a
+# one-letter name and '=' follow); not 'for', 'orange', '1 order'
+_AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?=[^a-z]|[a-z]\s*=|$)")
 _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-z])")
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
-_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])|[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=))\s*")
+_NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
+# 'x \in', 'y(x) =', '(x, y) =': a name in front of the answer (one '=' only); f(x) = .. is kept
+# whole, for the reader's function letters (_FUNC_LETTERS), so f(x) = x^2 and f(y) = y^2 agree
+_PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])"
+                        r"|(?![fghFGHPQW]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)"
+                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
-            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp "}
+            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
+_FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # '１２' is 12
 _END = r"(?![A-Za-z])"  # end of a TeX command name (\b fails in '\tfrac34')
-_ALIASES = [(re.compile(p.replace("END", _END)), r) for p, r in [
-    (r"\\[dtc]fracEND", r"\\frac"), (r"\\[dt]binomEND", r"\\binom"),
-    (r"\\leq?slantEND|\\leqEND", r"\\le"), (r"\\geq?slantEND|\\geqEND", r"\\ge"),
-    (r"\\neqEND", r"\\ne"), (r"\\lbraceEND", r"\\{"), (r"\\rbraceEND", r"\\}"),
-    (r"\\ltEND", "<"), (r"\\gtEND", ">"), (r"\{,\}", ","), (r"\\infinEND", r"\\infty"),
-    (r"\\(?:l|c)?dotsEND", r"\\ldots"),
+# (text that must occur, pattern, replacement): the check skips most patterns on most answers
+_ALIASES = [(needle, re.compile(p.replace("END", _END)), r) for needle, p, r in [
+    ("frac", r"\\[dtc]fracEND", r"\\frac"), ("binom", r"\\[dt]binomEND", r"\\binom"),
+    ("\\le", r"\\leq?slantEND|\\leqEND", r"\\le"), ("\\ge", r"\\geq?slantEND|\\geqEND", r"\\ge"),
+    ("\\neq", r"\\neqEND", r"\\ne"), ("brace", r"\\lbraceEND", r"\\{"), ("brace", r"\\rbraceEND", r"\\}"),
+    ("\\lt", r"\\ltEND", "<"), ("\\gt", r"\\gtEND", ">"), (",", r"\s*\{\s*,\s*\}\s*", ","),
+    ("infin", r"\\infinEND", r"\\infty"), ("dots", r"\\(?:l|c)?dotsEND", r"\\ldots"),
+    ("{e}", r"\\(?:mathrm|mathit)\{e\}", "e"), ("R", r"\\mathbb\s*\{?R\}?|\\RealsEND", r"(-\\infty,\\infty)"),
+    ("\\", r"\\(?:emptyset|varnothing)END", r"\\{\\}"), ("colon", r"\\colonEND", ":"),
+    ("not", r"\\not\s*=", r"\\ne "),
+    # \overline{AB}, \angle ABC, \triangle ABC: the name of a segment, angle or figure
+    ("\\", r"\\(?:overline|bar|vec|hat|widehat|overrightarrow|mathcal)\s*\{([^{}]*)\}", r"\1"),
+    ("\\", r"\\(?:angle|measuredangle|triangle)END\s*", ""),
 ]]
-_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
+_THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?![\d,])(?:\.\d+)?")
 _SPACED_INT_RE = re.compile(r"-?\d{1,3}(?: \d{3})+")
+_INFINITY_RE = re.compile(r"(?<![A-Za-z\\])(?:(?i:infinity|inf)|oo)(?![A-Za-z])")
+_BASE_RE = re.compile(r"\{?(\d+)\}?_\{\s*(\w+)\s*\}")  # 31_{4}, {31}_{4}: 31_4, a numeral in base 4
 
 
 def _unwrap_text(s):
@@ -177,7 +322,8 @@ def _unwrap_text(s):
         if not m:
             return s
         inner = m.group(1).strip()
-        is_unit = m.end() == len(s) and m.start() > 0 and re.fullmatch(r"[A-Za-z ./^\d]*", inner)
+        is_unit = (not s[m.end():].strip(" .") and m.start() > 0
+                   and re.fullmatch(r"[A-Za-z ./^\d]*", inner))
         if inner in ("and", "or"):
             s = s[:m.start()] + "," + s[m.end():]
         elif is_unit and not re.search(r"[=,]\s*$", s[:m.start()]):
@@ -187,48 +333,95 @@ def _unwrap_text(s):
     return s
 
 
+def _without_approx(s):
+    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it)."""
+    head, _, tail = s.partition("\\approx")
+    if re.fullmatch(r"\s*%s\s*" % _NAME, head):
+        return head + "=" + tail.split("\\approx")[0]
+    return head if head.strip() else tail
+
+
 def _clean(answer):
     """LaTeX-noise-free form of a bare answer; the string the comparisons read."""
     s = answer.strip()
+    if "\\\\" in s and "\\begin" not in s:  # '\\\\frac' from text escaped twice
+        s = _DOUBLED_RE.sub(r"\\", s)
     for _ in range(5):  # nested \boxed{\boxed{..}} and boxes inside a gold solution
         if "\\boxed" not in s and "\\fbox" not in s:
             break
-        boxed = _last_boxed(s)
-        if boxed is None:
+        boxed = _final_boxes(s)
+        if boxed is None:  # '\boxed{W(n) = 1' never closed: what follows the opener
+            s = re.sub(r"^\\(?:boxed|fbox)\s*\{", "", s)
             break
-        s = boxed.strip()
+        s = boxed[0]
     if not s.isascii():
+        s = s.translate(_FULL_WIDTH)
         for a, b in _UNICODE.items():
             s = s.replace(a, b)
         s = _SPACE_RE.sub(" ", s)  # thin and no-break spaces
     if s.endswith(".") and not s.endswith("..."):
         s = s[:-1]
+    if "$" in s:
+        s = re.sub(r"(?<!\\)\$", "", s).strip()
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
-        s = _MATH_DELIMS_RE.sub("", s).strip()
+        if s.startswith(("\\(", "\\[")):
+            s = _MATH_DELIMS_RE.sub("", s).strip()
         if _TRIG_RE.search(s):  # \cos 60^\circ: inside a trig function a degree is pi/180
             s = _DEGREE_RE.sub(r"(\1\\pi/180)", s)
+        if "\\!" in s:
+            s = re.sub(r",\s*\\!\s*", ",", s)  # MATH's thousands separator: 12,\!345
         s = _SPACE_RE.sub(" ", s)
-        for pat, rep in _ALIASES:
-            s = pat.sub(rep, s)
-        s = _unwrap_text(s)
+        for needle, pat, rep in _ALIASES:
+            if needle in s:
+                s = pat.sub(rep, s)
+        if "\\text" in s or "\\m" in s or "\\operatorname" in s:
+            s = _unwrap_text(s)
+        if "_{" in s:
+            s = _BASE_RE.sub(r"\1_\2", s)
+        if "\\approx" in s:
+            s = _without_approx(s)
     s = _DROP_RE.sub("", s)
+    if "!=" in s:
+        s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
+    if "inf" in s or "oo" in s or "Inf" in s or "INF" in s:
+        s = _INFINITY_RE.sub(r"\\infty", s)
+    if "real numbers" in s.lower():  # 'all real numbers' is the interval (-oo, oo)
+        s = re.sub(r"(?i)^(?:the set of |all |any )?real numbers$", r"(-\\infty,\\infty)", s.strip())
     if "=" in s or "\\in" in s:
         s = _PREFIX_RE.sub("", s)
     s = s.strip()
+    if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):  # '{1, 3}': a TeX group
+        s = s[1:-1].strip()
     unit = _TRAILING_UNIT_RE.fullmatch(s)  # '5 cm' -> '5' (only after a plain number: 2m stays 2m)
     if unit:
         s = unit.group(1)
-    if " " in s:
+    if "and" in s or "or" in s:
         s = _AND_OR_RE.sub(",", s)
     if _SPACED_INT_RE.fullmatch(s):
         s = s.replace(" ", "")
     if "," in s and not s.startswith(("(", "[", "\\{", "\\langle")):  # (1,100) is a pair
         s = _THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), s)
+    if "=" in s:
+        s = _last_side_of_arithmetic(s)
     return s.strip().rstrip(".").strip()
+
+
+_ARITHMETIC_RE = re.compile(
+    r"(?:[\d\s.+\-*/()\[\]{}^!]|\\(?:times|cdot|div|frac|sqrt|binom|choose)(?![A-Za-z]))+")
+
+
+def _last_side_of_arithmetic(s):
+    """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every side is
+    plain arithmetic (digits and operators): 'x = 5' and '7 = 11a + c' stay equations."""
+    sides = s.split("=")
+    if len(sides) < 2 or any(not re.search(r"\d", x) or not _ARITHMETIC_RE.fullmatch(x)
+                             for x in sides):
+        return s
+    return sides[-1].strip()
 
 # ----------------------------------------------------------------------------- plain numbers
 
-_PLAIN_RE = re.compile(r"[+-]?\d+(?:\.\d+)?")
+_PLAIN_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
 _DECIMAL_RE = re.compile(r"(%s)(?:\s*(?:e|E|\\times\s*10\^|\*\s*10\^|\\cdot\s*10\^)\s*\{?\s*([+-]?\d{1,3})\s*\}?)?" % _NUM)
 _FRAC_RE = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
@@ -327,6 +520,8 @@ class Unreadable(ValueError):
 
 _TOKEN_RE = re.compile(r"""
     (?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+(?![A-Za-z]))?)
+  | (?P<env>\\(?:begin|end)\{(?:[pbBvV]?matrix|smallmatrix|array)\}(?:(?<=\{array\})\{[lcr|]*\})?)
+  | (?P<cell>&|\\\\)
   | (?P<cmd>\\[A-Za-z]+|\\[{}|])
   | (?P<word>[A-Za-z]+)
   | (?P<op>[-+*/^_()\[\]{}=<>!|,])
@@ -334,6 +529,8 @@ _TOKEN_RE = re.compile(r"""
 """, re.VERBOSE)
 _FUNCS = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh",
           "cosh", "tanh", "ln", "log", "exp", "det"}
+# letters that name functions when followed by '(': f(x), g(2), P(1); other letters multiply: a(b+c)
+_FUNC_LETTERS = {"f", "g", "h", "F", "G", "H", "P", "Q", "W"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
           "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
           "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
@@ -365,7 +562,7 @@ def _tokenize(s):
             continue
         if kind == "cmd":
             name = text[1:]
-            if name in ("frac", "sqrt", "binom", "lfloor", "rfloor", "lceil", "rceil"):
+            if name in ("frac", "sqrt", "binom", "lfloor", "rfloor", "lceil", "rceil", "sum", "prod"):
                 tokens.append(("cmd", name))
             elif name in _FUNCS or name in ("arcsec", "arccsc", "arccot"):
                 tokens.append(("func", name))
@@ -434,6 +631,8 @@ class _Reader:
 
     def starts_atom(self):
         kind, text = self.peek()
+        if kind == "env":
+            return text.startswith("\\begin")
         if kind in ("num", "var", "func", "const", "cmd"):
             return text not in ("rfloor", "rceil")
         return kind == "op" and (text in "([" or (text == "|" and not self.in_abs))
@@ -490,6 +689,10 @@ class _Reader:
             bound = exponent.evalf(15) if not exponent.free_symbols else None
             if bound is not None and bound.is_real and abs(bound) > 10 ** 6:
                 raise TooLarge("power too large")
+        if (exponent.is_Rational and not exponent.is_Integer and exponent.q % 2 == 1
+                and base.is_number and base.is_extended_negative):
+            # (-8)^{1/3} = -2, as \sqrt[3]{-8}: odd roots of negative numbers take the real branch
+            return (-1) ** exponent.p * sp.Pow(-base, exponent)
         return sp.Pow(base, exponent)
 
     def postfix(self):
@@ -548,6 +751,8 @@ class _Reader:
                 return sp.E
             if name == "i":
                 return sp.I
+            if self.peek() == ("op", "(") and (name in _FUNC_LETTERS or self.number_in_parens()):
+                return self.application(name)  # f(x), and a(3), k(0): a value of a function
             return sp.Symbol(name)
         if kind == "const":
             return sp.pi if text == "\\pi" else sp.oo
@@ -562,9 +767,54 @@ class _Reader:
             return sp.Abs(value)
         if kind == "cmd":
             return self.command(text)
+        if kind == "env" and text.startswith("\\begin"):
+            return self.matrix()
         if kind == "func":
             return self.function(text)
         raise Unreadable("unexpected %r" % (text or "end"))
+
+    def matrix(self):
+        """\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix} as a matrix, so sums and products of
+        matrices are read too."""
+        rows, row = [], []
+        while True:
+            if self.peek()[0] == "end":
+                raise Unreadable("matrix never ends")
+            if self.peek()[0] == "env":
+                self.take()
+                break
+            if self.peek() == ("cell", "\\\\") and not row:  # an empty last row
+                self.take()
+                continue
+            row.append(self.expr())
+            sep = self.peek()
+            if sep == ("cell", "&"):
+                self.take()
+            elif sep == ("cell", "\\\\"):
+                self.take()
+                rows.append(row)
+                row = []
+        if row:
+            rows.append(row)
+        if not rows or len({len(r) for r in rows}) != 1:
+            raise Unreadable("ragged matrix")
+        return self.sp.ImmutableMatrix(rows)
+
+    def number_in_parens(self):
+        """Whether the next tokens are '(3)' or '(-1)': after a letter, a function's argument."""
+        toks = self.toks[self.i:self.i + 4]
+        kinds = [t[1] if t[0] == "op" else t[0] for t in toks]
+        return kinds[:3] == ["(", "num", ")"] or kinds[:4] == ["(", "-", "num", ")"]
+
+    def application(self, name):
+        """f(0), g(x, y): a named function applied, never f*0 (so 2f(0) is not 0)."""
+        self.take("(")
+        args = [self.expr()]
+        while self.peek() == ("op", ","):
+            self.take()
+            args.append(self.expr())
+        self.take(")")
+        return self.sp.Function(name)(*args)
 
     def command(self, name):
         sp = self.sp
@@ -573,6 +823,20 @@ class _Reader:
             if den == 0:
                 raise Unreadable("division by zero")
             return num / den
+        if name in ("sum", "prod"):  # \sum_{k=0}^{n} body, kept unevaluated: compared at points
+            self.take("_")
+            self.take("(")
+            index = self.take()
+            if index[0] != "var":
+                raise Unreadable("\\%s needs an index variable" % name)
+            self.take("=")
+            low = self.expr()
+            self.take(")")
+            self.take("^")
+            high = self.group()
+            limits = (sp.Symbol(index[1]), low, high)
+            body = self.term()
+            return sp.Sum(body, limits) if name == "sum" else sp.Product(body, limits)
         if name == "binom":
             n, k = self.group(), self.group()
             if n.is_Number and abs(n) > MAX_FACTORIAL:
@@ -587,9 +851,9 @@ class _Reader:
             radicand = self.group()
             if index is None:
                 return sp.sqrt(radicand)
-            if index.is_Integer and index % 2 == 1:
-                return sp.real_root(radicand, index)  # \sqrt[3]{-8} = -2, not a complex root
-            return sp.root(radicand, index)
+            if index == 0:
+                raise Unreadable("zeroth root")
+            return self.safe_pow(radicand, 1 / index)  # \sqrt[3]{-8} = -2, as (-8)^{1/3}
         if name in ("lfloor", "lceil"):
             value = self.expr()
             self.take("rfloor" if name == "lfloor" else "rceil")
@@ -673,16 +937,19 @@ def _balanced(s):
 
 
 def _read_answer(s, sp):
-    """Structure of a cleaned answer: ('expr', e, decimal) | ('eq', l, r) | ('rel', op, l, r)
-    | ('seq', opener, closer, [items]) | ('list', [items]) | ('union', [items])
-    | ('matrix', [[items]]) | ('text', words)."""
+    """Structure of a cleaned answer: ('expr', e, decimal) | ('eq', l, r, named) | ('rel', op, l, r)
+    | ('seq', opener, closer, [items]) | ('list', [items]) | ('assign', [(name, item)])
+    | ('union', [items]) | ('matrix', [[items]]) | ('text', words)."""
     if len(s) > MAX_ANSWER_CHARS:
         raise TooLarge("answer too long")
     if not s:
         raise Unreadable("empty answer")
+    framed = re.fullmatch(r"[(\[]\s*(\\begin\{.*\})\s*[)\]]", s, re.S)  # \left[\begin{array}..\right]
+    if framed:
+        s = framed.group(1)
     m = re.fullmatch(r"\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:(?<=\{array\})\{[^{}]*\})?(.*)"
                      r"\\end\{\1\}", s, re.S)
-    if m:
+    if m and "\\begin" not in m.group(2):  # one matrix (a sum of matrices is read below)
         rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
         return ("matrix", [[_read_answer(c.strip(), sp) for c in r.split("&")] for r in rows])
     if _is_words(s):
@@ -690,36 +957,76 @@ def _read_answer(s, sp):
     parts = _split_top(s, ["\\cup"])
     if len(parts) > 1:
         return ("union", [_read_answer(p, sp) for p in parts])
-    if s.count("\\pm") + s.count("\\mp") == 1:  # 1\pm\sqrt2 means two values
-        a, b = ("+", "-") if "\\pm" in s else ("-", "+")
-        body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
-        plus, minus = body.replace("\\PM", a), body.replace("\\PM", b)
-        return ("list", [_read_answer(plus, sp), _read_answer(minus, sp)])
+    groups = _split_top(s, [";"])
+    if len(groups) > 1 and all("," in g and "=" in g for g in groups):  # 'p=5,q=2; p=7,q=2'
+        return ("list", [_read_answer(g, sp) for g in groups])
     wrapped = _outer_bracket(s)
     if wrapped:
         opener, closer, inner = wrapped
         items = _split_top(inner, [",", ";"])
         if len(items) > 1 or opener == "\\{":
-            return ("seq", opener, closer, [_read_answer(p, sp) for p in items if p or opener != "\\{"])
+            return ("seq", opener, closer, _read_items([p for p in items if p or opener != "\\{"], sp))
     items = _split_top(s, [",", ";"])
     if len(items) > 1:
-        return ("list", [_read_answer(p, sp) for p in items if p])
+        read = _read_items([p for p in items if p], sp)
+        names = [str(x[1]) for x in read if x[0] == "eq" and x[1].is_Symbol and not x[2].has(x[1])]
+        if len(names) == len(read) and len(set(names)) == len(names):  # 'x = 1, y = 2'
+            return ("assign", sorted(zip(names, read)))
+        return ("list", read)
+    if s.count("\\pm") + s.count("\\mp") == 1:  # 1\pm\sqrt2 means two values
+        a, b = ("+", "-") if "\\pm" in s else ("-", "+")
+        body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
+        plus, minus = body.replace("\\PM", a), body.replace("\\PM", b)
+        return ("list", [_read_answer(plus, sp), _read_answer(minus, sp)])
     sides = _split_rel(s)
     if sides:
-        ops, exprs = sides
-        values = [_read_expr(e, sp)[0] for e in exprs]
-        if ops == ["="] and len(values) == 2:
-            return ("eq", values[0], values[1])
-        if all(op == "=" for op in ops):  # x = y = 3: keep the outer sides
-            return ("eq", values[0], values[-1])
-        if len(ops) == 1:
-            op, (l, r) = ops[0], values
-            if op in (">", "\\ge"):
-                op, l, r = ("<" if op == ">" else "\\le"), r, l
-            return ("rel", op, l, r)
-        raise Unreadable("chained inequality")
+        return _read_relation(*sides, sp)
     value, decimal = _read_expr(s, sp)
+    if isinstance(value, sp.MatrixBase):  # a sum or product of matrices
+        return ("matrix", [[("expr", value[i, j], decimal) for j in range(value.cols)]
+                           for i in range(value.rows)])
     return ("expr", value, decimal)
+
+
+def _read_items(texts, sp):
+    """The items of a list or set, a '\\pm 2' among them counted as its two values."""
+    out = []
+    for text in texts:
+        item = _read_answer(text, sp)
+        if item[0] == "list" and ("\\pm" in text or "\\mp" in text):
+            out.extend(item[1])
+        else:
+            out.append(item)
+    return out
+
+
+def _read_relation(ops, texts, sp):
+    """'x = 3', 'x = y = 3', 'x < 3', 'x \\ne 3', and chains '-3 < x \\le 7' read as intervals."""
+    values = [_read_expr(t, sp)[0] for t in texts]
+    if all(op == "=" for op in ops):  # x = y = 3: keep the outer sides
+        # a named left side ('x', 'AB', '|PQ|', 'f(x)', 'A:B', no number in it) names the answer
+        named = not re.search(r"\d", re.sub(r"_\{[^{}]*\}|_\w", "", texts[0]))
+        return ("eq", values[0], values[-1], named)
+    if len(ops) == 1:
+        op, (l, r) = ops[0], values
+        if op in (">", "\\ge"):
+            op, l, r = ("<" if op == ">" else "\\le"), r, l
+        return ("rel", op, l, r)
+    if len(ops) == 2 and ops[0] in ("<", "\\le") and ops[1] in ("<", "\\le"):
+        lo, mid, hi = values
+    elif len(ops) == 2 and ops[0] in (">", "\\ge") and ops[1] in (">", "\\ge"):
+        hi, mid, lo = values
+        ops = [{">": "<", "\\ge": "\\le"}[op] for op in reversed(ops)]
+    else:
+        raise Unreadable("chained relation")
+    if not mid.free_symbols or lo.free_symbols or hi.free_symbols:
+        raise Unreadable("chained relation")
+    opener, closer = ("(" if ops[0] == "<" else "["), (")" if ops[1] == "<" else "]")
+    if isinstance(mid, sp.Abs) and lo.is_nonnegative:  # 1 \le |z| \le 2: two intervals
+        left = ("seq", "(" if closer == ")" else "[", ")" if opener == "(" else "]",
+                [("expr", -hi, False), ("expr", -lo, False)])
+        return ("union", [left, ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])])
+    return ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])
 
 
 def _is_words(s):
@@ -733,7 +1040,7 @@ def _is_words(s):
 def _split_rel(s):
     """([ops], [sides]) when s is a relation at top level, else None."""
     pieces, ops, depth, last = [], [], 0, 0
-    for m in re.finditer(r"\\le|\\ge|\\ne|<=|>=|<|>|=|[()\[\]{}]", s):
+    for m in re.finditer(r"\\le|\\ge|\\ne|<=|>=|!=|<|>|=|[()\[\]{}]", s):
         tok = m.group()
         if tok in "([{":
             depth += 1
@@ -741,7 +1048,7 @@ def _split_rel(s):
             depth -= 1
         elif depth == 0:
             pieces.append(s[last:m.start()])
-            ops.append({"<=": "\\le", ">=": "\\ge"}.get(tok, tok))
+            ops.append({"<=": "\\le", ">=": "\\ge", "!=": "\\ne"}.get(tok, tok))
             last = m.end()
     if not ops:
         return None
@@ -751,7 +1058,25 @@ def _split_rel(s):
     return ops, pieces
 
 
+_MIXED_IN_EXPR_RE = re.compile(
+    r"(?<![\w.}^_\\])(\d+)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))(?![\w(\\{^])")
+
+
+def _mixed(m):
+    """'15\\frac{39}{40}' is the mixed number 15 + 39/40 (a proper fraction after an integer)."""
+    whole, num, den = m.group(1), m.group(2) or m.group(3), m.group(4) or m.group(5)
+    return "(%s+%s/%s)" % (whole, num, den) if 0 < int(num) < int(den) else m.group()
+
+
 def _read_expr(s, sp):
+    if "\\frac" in s:
+        s = _MIXED_IN_EXPR_RE.sub(_mixed, s)
+    ratio = _split_top(s, [":"]) if ":" in s else [s]
+    if len(ratio) == 2 and all(ratio):  # 3:8 is the ratio 3/8 (12:00 is a time: 12/0 is unreadable)
+        (a, a_dec), (b, b_dec) = _read_expr(ratio[0], sp), _read_expr(ratio[1], sp)
+        if b == 0:
+            raise Unreadable("ratio with a zero term")
+        return a / b, a_dec or b_dec
     reader = _Reader(s, sp)
     return reader.read(), reader.has_decimal
 
@@ -811,8 +1136,11 @@ def _compare_expr(a, b, sp, a_dec=False, b_dec=False):
         return False, "wrong value"
     if len(symbols) > 10:
         raise TooLarge("too many variables")
-    values, agree = _sample_values(sp), 0
-    for k in range(4):  # identity testing at random points, instead of an unbounded simplify
+    values, agree, points = _sample_values(sp), 0, 4
+    if a.has(sp.floor, sp.ceiling) or b.has(sp.floor, sp.ceiling):
+        # floor(m/3) and floor(m/2) agree (at 0) for every m < 2: sample where they differ, more
+        values, points = [v * 19 for v in values] + [v * 5 for v in values], 12
+    for k in range(points):  # identity testing at random points, instead of an unbounded simplify
         point = {s: values[(3 * k + 5 * j) % len(values)] for j, s in enumerate(symbols)}
         va, vb = _value(a.xreplace(point), sp), _value(b.xreplace(point), sp)
         if va is None or vb is None:
@@ -831,6 +1159,13 @@ def _compare_eq(a, b, sp, positive=False):
     da, db = a[1] - a[2], b[1] - b[2]
     if a[1] == b[1] and a[1].is_Symbol and not positive:
         return _compare_expr(a[2], b[2], sp)
+    undef = sp.core.function.AppliedUndef
+    if (isinstance(a[1], undef) and isinstance(b[1], undef) and a[1].func == b[1].func and not positive
+            and all(x.is_Symbol for x in a[1].args + b[1].args) and len(a[1].args) == len(b[1].args)):
+        # W(n) = 1 against W(x) = 1: the same function; its variable's name does not matter
+        fresh = [sp.Dummy() for _ in a[1].args]
+        return _compare_expr(a[2].xreplace(dict(zip(a[1].args, fresh))),
+                             b[2].xreplace(dict(zip(b[1].args, fresh))), sp)
     symbols = sorted(da.free_symbols | db.free_symbols, key=str)
     if not symbols:
         return (bool(da == 0) == bool(db == 0)), "wrong value"
@@ -847,10 +1182,24 @@ def _compare_eq(a, b, sp, positive=False):
     return False, "wrong value"
 
 
+def _distinct(items, sp):
+    """items without repeats ('(3,17), (3,17)' lists one solution twice)."""
+    out = []
+    for x in items:
+        if not any(_compare(x, y, sp)[0] for y in out):
+            out.append(x)
+    return out
+
+
 def _compare_items(items_a, items_b, sp, ordered):
-    """(equal, reason) for two lists of answers, in order or as multisets."""
+    """(equal, reason) for two lists of answers, in order or as sets."""
     if len(items_a) != len(items_b):
-        return False, "count"
+        if ordered:
+            return False, "count"
+        a, b = _distinct(items_a, sp), _distinct(items_b, sp)
+        if len(a) != len(b) or (len(a), len(b)) == (len(items_a), len(items_b)):
+            return False, "count"
+        items_a, items_b = a, b
     if ordered:
         for x, y in zip(items_a, items_b):
             ok, why = _compare(x, y, sp)
@@ -870,17 +1219,99 @@ def _compare_items(items_a, items_b, sp, ordered):
     return True, "equal"
 
 
+def _named_value(eq, sp):
+    """The value an equation gives a name: 'x = 3', 'AB = 4', '|PQ| = 3', 'W(n) = 1', '3 = x'
+    -> the number; None for an equation to solve ('2x = 10', '7 = 11a + c')."""
+    lhs, rhs = eq[1], eq[2]
+    if lhs.is_Symbol:
+        return rhs if lhs not in rhs.free_symbols else None
+    if rhs.is_Symbol and rhs not in lhs.free_symbols:
+        return lhs
+    if len(eq) > 3 and eq[3] and lhs.free_symbols:  # no number on the left: a name, not a sum
+        if isinstance(lhs, sp.core.function.AppliedUndef) or not lhs.free_symbols & rhs.free_symbols:
+            return rhs
+    return None
+
+
+def _rel_interval(rel, sp):
+    """'x < 3' as the interval (-oo, 3), '3 \\le x' as [3, oo); None when it is no such bound."""
+    op, l, r = rel[1:]
+    if op not in ("<", "\\le"):
+        return None
+    if l.is_Symbol and not r.free_symbols:
+        return ("seq", "(", ")" if op == "<" else "]", [("expr", -sp.oo, False), ("expr", r, False)])
+    if r.is_Symbol and not l.free_symbols:
+        return ("seq", "(" if op == "<" else "[", ")", [("expr", l, False), ("expr", sp.oo, False)])
+    return None
+
+
+def _rels_union(answer, sp):
+    """'x < 2 or x > 3' as the union (-oo, 2) U (3, oo), or None."""
+    parts = [_rel_interval(x, sp) if x[0] == "rel" else (x if x[0] == "seq" else None) for x in answer[1]]
+    return ("union", parts) if all(parts) else None
+
+
+def _rels_between(answer, sp):
+    """'x > -3 and x < 7' (read as a list of two bounds) as the interval (-3, 7), or None."""
+    if len(answer[1]) != 2 or any(x[0] != "rel" for x in answer[1]):
+        return None
+    halves = [_rel_interval(x, sp) for x in answer[1]]
+    if not all(halves):
+        return None
+    lower = [h for h in halves if h[3][1][1] == sp.oo]   # (a, oo)
+    upper = [h for h in halves if h[3][0][1] == -sp.oo]  # (-oo, b)
+    if len(lower) != 1 or len(upper) != 1:
+        return None
+    (_, lo_open, _, (low, _)), (_, _, hi_close, (_, high)) = lower[0], upper[0]
+    return ("seq", lo_open, hi_close, [low, high])
+
+
+def _compare_assign(p, g, sp):
+    """'x = 1, y = 2' against the same assignments, a tuple (in name order) or a list."""
+    if p[0] == g[0]:
+        if [n for n, _ in p[1]] != [n for n, _ in g[1]]:
+            return False, "wrong value"
+        return _compare_items([x for _, x in p[1]], [x for _, x in g[1]], sp, ordered=True)
+    mine, other = (p, g) if p[0] == "assign" else (g, p)
+    values = [("expr", x[2], False) for _, x in mine[1]]
+    if other[0] == "seq":
+        items, ordered = other[3], other[1] != "\\{"
+    elif other[0] == "list":
+        items, ordered = other[1], False
+    else:
+        return False, "count"
+    if mine is p:
+        return _compare_items(values, items, sp, ordered)
+    return _compare_items(items, values, sp, ordered)
+
+
 def _compare(p, g, sp):
     """(equal, reason) for two read answers, pred first."""
     kp, kg = p[0], g[0]
     if kp == "eq" and kg != "eq" and kg != "rel":  # x = 3 against 3
-        if p[1].is_Symbol and p[1] not in p[2].free_symbols:
-            return _compare(("expr", p[2], False), g, sp)
-        return False, "form"
+        value = _named_value(p, sp)
+        return _compare(("expr", value, False), g, sp) if value is not None else (False, "form")
     if kg == "eq" and kp != "eq" and kp != "rel":
-        if g[1].is_Symbol and g[1] not in g[2].free_symbols:
-            return _compare(p, ("expr", g[2], False), sp)
-        return False, "form"
+        value = _named_value(g, sp)
+        return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
+    if "assign" in (kp, kg):
+        return _compare_assign(p, g, sp)
+    if kp == "list" and kg == "seq" and _rels_between(p, sp):  # x > -3 and x < 7
+        return _compare(_rels_between(p, sp), g, sp)
+    if kg == "list" and kp == "seq" and _rels_between(g, sp):
+        return _compare(p, _rels_between(g, sp), sp)
+    if kp == "list" and kg == "union" and _rels_union(p, sp):  # x < 2 or x > 3
+        return _compare(_rels_union(p, sp), g, sp)
+    if kg == "list" and kp == "union" and _rels_union(g, sp):
+        return _compare(p, _rels_union(g, sp), sp)
+    if kp == "list" and kg != "list" and len(_distinct(p[1], sp)) == 1:  # '15 39/40, or 639/40'
+        return _compare(p[1][0], g, sp)
+    if kg == "list" and kp != "list" and len(_distinct(g[1], sp)) == 1:
+        return _compare(p, g[1][0], sp)
+    if kp == "rel" and kg in ("seq", "union") and _rel_interval(p, sp):  # x > 3 against (3, oo)
+        return _compare(_rel_interval(p, sp), g, sp)
+    if kg == "rel" and kp in ("seq", "union") and _rel_interval(g, sp):
+        return _compare(p, _rel_interval(g, sp), sp)
     if kp == "seq" and kg == "list":  # (1, 2) against the unordered '1, 2'
         return _compare_items(p[3], g[1], sp, ordered=False)
     if kp == "list" and kg == "seq":
@@ -901,7 +1332,7 @@ def _compare(p, g, sp):
     if kp == "rel":
         if p[1] != g[1]:
             return False, "wrong value"
-        return _compare_eq(("eq", p[2], p[3]), ("eq", g[2], g[3]), sp, positive=True)
+        return _compare_eq(("eq", p[2], p[3]), ("eq", g[2], g[3]), sp, positive=p[1] != "\\ne")
     if kp in ("list", "union"):
         return _compare_items(p[1], g[1], sp, ordered=False)
     if kp == "matrix":
@@ -936,8 +1367,10 @@ def _compare_strings(pred, gold):
     except TooLarge:
         return False, "too large"
     except (Unreadable, ValueError, TypeError, ArithmeticError, RecursionError):
-        same = " ".join(pred.lower().split()) == " ".join(gold.lower().split())
-        return (True, "equal") if same else (False, "unreadable")
+        same = "".join(pred.lower().split()) == "".join(gold.lower().split())
+        if same:
+            return True, "equal"
+        return False, ("wrong value" if g[0] == "text" else "unreadable")  # both text: just different
     try:
         return _compare(p, g, sympy)
     except TooLarge:
@@ -969,15 +1402,13 @@ def _worker_main():
 
 
 class _Worker:
-    """One reusable worker process, shared by all threads, restarted after a timeout."""
+    """One worker process, used by one call at a time (the pool hands it out)."""
 
     def __init__(self):
-        self.lock = threading.Lock()
         self.proc = None
         self.replies = None
         self.next_id = 0
-        self.owner = os.getpid()
-        self.fallback = False
+        self.timed_out = False
 
     def start(self):
         path = os.path.abspath(__file__)
@@ -999,7 +1430,7 @@ class _Worker:
 
     def stop(self):
         proc, self.proc = self.proc, None
-        if proc is None or os.getpid() != self.owner:
+        if proc is None:
             return
         try:
             proc.kill()
@@ -1013,40 +1444,114 @@ class _Worker:
                 pass
 
     def ask(self, pred, gold, timeout):
-        """(equal, reason), or None when no reply came within timeout."""
+        """(equal, reason), or None when no reply came within timeout (the process is then killed)."""
+        self.next_id += 1
+        request = json.dumps({"id": self.next_id, "p": pred, "g": gold})
+        deadline = time.monotonic() + timeout  # starts now: waiting for this worker did not count
+        try:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+            while True:
+                reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                if reply is None:
+                    raise queue.Empty  # the worker died (memory limit, crash)
+                reply = json.loads(reply)
+                if reply.get("id") == self.next_id:
+                    return reply["equal"], reply["why"]
+        except (queue.Empty, OSError, ValueError):
+            self.stop()  # killed mid-work; the pool warms a fresh one in the background
+            self.timed_out = True
+            return None
+
+
+class _Pool:
+    """Up to MAX_WORKERS worker processes shared by all threads. A call waits for a free worker
+    (at most QUEUE_WAIT seconds) and only then starts its own deadline, so one slow answer can
+    not use up the time of the calls queued behind it."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.idle = []     # started workers nobody is using
+        self.count = 0     # workers in use, idle or starting
+        self.owner = os.getpid()
+        self.fallback = False
+
+    def acquire(self):
+        with self.cond:
+            give_up = time.monotonic() + QUEUE_WAIT
+            while not self.idle and self.count >= MAX_WORKERS:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            if self.idle:
+                return self.idle.pop()
+            self.count += 1
+            return _Worker()  # started by the caller, outside the lock
+
+    def release(self, worker):
+        if worker.proc is None and worker.timed_out and os.getpid() == self.owner:
+            # killed after a timeout: start its replacement now, so the next call does not wait
+            worker.timed_out = False
+            threading.Thread(target=self.refill, args=(worker,), daemon=True).start()
+            return
+        with self.cond:
+            if worker.proc is None:  # never started
+                self.count -= 1
+            else:
+                self.idle.append(worker)
+            self.cond.notify()
+
+    def warm_spare(self):
+        """Keep one started worker in reserve while there is demand, so the call after a timeout
+        (which killed a worker) does not wait for a new one to import sympy."""
+        with self.cond:
+            if self.idle or self.count >= MAX_WORKERS or self.fallback or os.getpid() != self.owner:
+                return
+            self.count += 1
+        threading.Thread(target=self.refill, args=(_Worker(),), daemon=True).start()
+
+    def refill(self, worker):
+        try:
+            worker.start()
+        except (OSError, RuntimeError):
+            pass  # the next call that needs it starts it (and reports the error)
+        self.release(worker)
+
+    def ask(self, pred, gold, timeout):
+        """(equal, reason), or None when no worker was free in time or the reply was late."""
         if os.getpid() != self.owner:  # we are a forked child: do not share the parent's pipes
             self.__init__()
-        waiting = timeout + (START_TIMEOUT if self.proc is None else 0.0)
-        if not self.lock.acquire(timeout=waiting):
+        if self.fallback:
+            return _compare_strings(pred, gold)
+        worker = self.acquire()
+        if worker is None:
             return None
+        self.warm_spare()
         try:
-            if self.fallback:
-                return _compare_strings(pred, gold)
-            if self.proc is None or self.proc.poll() is not None:
+            if worker.proc is None or worker.proc.poll() is not None:
+                worker.stop()
                 try:
-                    self.start()
+                    worker.start()  # importing sympy is not part of the call's deadline either
                 except (OSError, RuntimeError) as err:
                     warnings.warn("verify.py: %s; comparing in-process without a deadline" % err)
                     self.fallback = True
                     return _compare_strings(pred, gold)
-            self.next_id += 1
-            request = json.dumps({"id": self.next_id, "p": pred, "g": gold})
-            deadline = time.monotonic() + timeout
-            try:
-                self.proc.stdin.write(request + "\n")
-                self.proc.stdin.flush()
-                while True:
-                    reply = self.replies.get(timeout=max(0.0, deadline - time.monotonic()))
-                    if reply is None:
-                        raise queue.Empty  # the worker died (memory limit, crash)
-                    reply = json.loads(reply)
-                    if reply.get("id") == self.next_id:
-                        return reply["equal"], reply["why"]
-            except (queue.Empty, OSError, ValueError):
-                self.stop()  # killed mid-work; the next call starts a fresh worker
-                return None
+            return worker.ask(pred, gold, timeout)
         finally:
-            self.lock.release()
+            self.release(worker)
+
+    def running(self):
+        with self.cond:
+            return self.count
+
+    def shutdown(self):
+        with self.cond:
+            if os.getpid() == self.owner:
+                for worker in self.idle:
+                    worker.stop()
+            self.count -= len(self.idle)
+            self.idle = []
 
 
 def _pump(stream, replies):
@@ -1059,21 +1564,30 @@ def _pump(stream, replies):
     replies.put(None)
 
 
-_WORKER = _Worker()
+_POOL = _Pool()
 
 
 def shutdown_worker():
-    """Stop the worker process now (it restarts on the next symbolic call). Runs at exit."""
-    with _WORKER.lock:
-        _WORKER.stop()
+    """Stop the idle worker processes now (they restart on the next symbolic call). Runs at exit."""
+    _POOL.shutdown()
 
 
 atexit.register(shutdown_worker)
 
 # ----------------------------------------------------------------------------- the public checks
 
-_CHOICE_RE = re.compile(r"\(?([A-J])\)?|\(([a-j])\)")
-_PRED_CHOICE_RE = re.compile(r"\(?([A-Ja-j])\)?(?:[\s.:)].*)?|\(([A-Ja-j])\).*", re.S)
+_CHOICE_RE = re.compile(r"\(?([A-Ja-j])\)?")
+# a chosen letter: 'B', '(B)', '(B) 12', 'B) 12', 'B: 12' - not 'b + c', 'A = 4' or 'A \\cap C'
+_PRED_CHOICE_RE = re.compile(r"\(?([A-Ja-j])\)?|\(([A-Ja-j])\)\s*\S.*|([A-Ja-j])[.:)]\s*\S.*", re.S)
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?\d+,\d+")
+
+
+def _decimal_comma(s, other):
+    """'0,111' -> '0.111' when the other side is a decimal: a comma that cannot separate thousands
+    (which _clean already removed) is a decimal comma; against '2, 3' it stays a list."""
+    if _DECIMAL_COMMA_RE.fullmatch(s) and "." in other and _PLAIN_RE.fullmatch(other):
+        return s.replace(",", ".")
+    return s
 
 
 def _judge(pred, gold, timeout):
@@ -1092,29 +1606,33 @@ def _judge(pred, gold, timeout):
         return False, "no answer"  # only decoration, e.g. '$$' or '\\text{}'
     if len(p) > MAX_ANSWER_CHARS:
         return False, "too long"
+    if "," in p or "," in g:
+        p, g = _decimal_comma(p, g), _decimal_comma(g, p)
     if p == g or (len(g) > 1 and g.isalpha() and p.lower() == g.lower()):  # Yes = yes
         return True, "equal"
     choice = _CHOICE_RE.fullmatch(g)
-    if choice:  # multiple choice: compare letters, whatever decoration surrounds them
-        letter = (choice.group(1) or choice.group(2)).upper()
+    if choice:  # multiple choice: compare letters, in either case, whatever decoration surrounds them
         mine = _PRED_CHOICE_RE.fullmatch(p)
-        if not mine:
+        if mine:
+            same = next(x for x in mine.groups() if x).upper() == choice.group(1).upper()
+            return same, ("equal" if same else "wrong choice")
+        if g[-1].isupper() or g.startswith("("):
             return False, "not a choice"
-        same = (mine.group(1) or mine.group(2)).upper() == letter
-        return same, ("equal" if same else "wrong choice")
+        # a bare lower-case letter may also be a variable: read it as math below
     pv, gv = _VAR_PREFIX_RE.match(p), _VAR_PREFIX_RE.match(g)
     if not (pv and gv and pv.group(1) != gv.group(1)):
         pn, gn = _plain_number(p[pv.end():] if pv else p), _plain_number(g[gv.end():] if gv else g)
         if pn is not None and gn is not None:
             verdict = _compare_fractions(pn, gn)
-            if not verdict[0] and ("%" in pred) != ("%" in gold):  # 50% against 0.5
-                scale = Fraction(1, 100) if "%" in pred else Fraction(100)
+            p_pct, g_pct = bool(_PERCENT_RE.search(pred)), bool(_PERCENT_RE.search(gold))
+            if not verdict[0] and p_pct != g_pct:  # 50% against 0.5
+                scale = Fraction(1, 100) if p_pct else Fraction(100)
                 if pn[0] * scale == gn[0]:
                     return True, "equal"
             return verdict
     if len(g) > MAX_ANSWER_CHARS:
         return False, "gold too large"
-    reply = _WORKER.ask(p, g, timeout)
+    reply = _POOL.ask(p, g, timeout)
     return reply if reply is not None else (False, "timeout")
 
 

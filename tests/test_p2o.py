@@ -175,7 +175,7 @@ def test_three_step_run_writes_every_output(tiny_model, tiny_data, tmp_path):
     from transformers import AutoModelForCausalLM
     out = tmp_path / "run"
     rc = p2o.main(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out), *FAST,
-                   "--eval", str(tiny_data), "--sample-every", "1", "--no-p2o", "--beta", "0.1",
+                   "--eval", f"heldout={tiny_data}", "--sample-every", "1", "--no-p2o", "--beta", "0.1",
                    "--num-iterations", "2"])
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
@@ -189,7 +189,9 @@ def test_three_step_run_writes_every_output(tiny_model, tiny_data, tmp_path):
                 "completions/clipped_ratio", "step_time", "num_tokens"):
         assert all(isinstance(r[key], (int, float)) and math.isfinite(r[key]) for r in steps), key
     assert steps[0]["num_tokens"] < steps[1]["num_tokens"] < steps[2]["num_tokens"]
-    assert 0 <= evals[0]["eval/train/accuracy"] <= 1 and evals[0]["eval/train/n"] == 12
+    assert 0 <= evals[0]["eval/heldout/accuracy"] <= 1 and evals[0]["eval/heldout/n"] == 12
+    for step in (0, 3):  # per-problem answers of each evaluation
+        assert len(read_jsonl(out / "evals" / f"step_{step}.jsonl")) == 12
     samples = read_jsonl(out / "samples.jsonl")
     assert samples and {"step", "question", "completion", "reward", "feedback"} <= set(samples[0])
     base = AutoModelForCausalLM.from_pretrained(tiny_model)
@@ -200,7 +202,8 @@ def test_three_step_run_writes_every_output(tiny_model, tiny_data, tmp_path):
     # the trained adapter evaluates on its own
     row = p2o.eval_only(p2o.parse_config(["--eval-only", "--model", str(tiny_model), "--adapter", str(out / "adapter"),
                                           "--eval", str(tiny_data), "--device", "cpu", "--max-new-tokens", "12"])[0])
-    assert row["eval/train/n"] == 12 and 0 <= row["eval/train/accuracy"] <= 1
+    name = tiny_data.parent.name  # train.jsonl says nothing: named by its folder
+    assert row[f"eval/{name}/n"] == 12 and 0 <= row[f"eval/{name}/accuracy"] <= 1
 
 
 def parity_reward(monkeypatch):
@@ -287,10 +290,10 @@ def test_malformed_jsonl_names_the_line(capsys, tiny_model, tmp_path):
 
 
 def test_row_without_gold_and_empty_dataset(capsys, tiny_model, tmp_path):
-    nogold = tmp_path / "nogold.jsonl"
-    nogold.write_text('{"question": "1+1", "answer": "2"}\n{"question": "2+2"}\n')
+    nogold = tmp_path / "nogold.jsonl"  # rows without a gold are skipped; none left is an error
+    nogold.write_text('{"question": "1+1", "answer": ""}\n{"question": "2+2"}\n')
     rc, err = run_main(capsys, "--model", tiny_model, "--data", nogold, "--out", tmp_path / "o")
-    assert rc == 2 and "line 2" in err and "gold" in err
+    assert rc == 2 and "line 1" in err and "gold" in err and "no usable problem in 2 rows" in err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     rc, err = run_main(capsys, "--model", tiny_model, "--data", empty, "--out", tmp_path / "o2")
