@@ -506,11 +506,10 @@ GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to
 
 
 def twin_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions: on
-    SmolLM2-135M (one thread, 64 forced tokens, avx512_bf16 EPYC, same process, alternating) bf16
-    took 10.6 s and fp32 12.3 s at batch 8, and 20.9 vs 21.2 s at batch 16 (medians of 3); without
-    them bf16 is emulated and slower than fp32. fp32 would match training exactly; bf16 costs a
-    small train/sampler mismatch, which rollout/mismatch_frac reports and --is-correction handles."""
+    """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
+    is emulated and slow): on SmolLM2-135M it was as fast as fp32 or faster (59 vs 58 tokens/s at
+    batch 16, ~15% faster at batch 8; bench/rollout_speed.py --twin-dtype bf16,fp32). fp32 would be
+    exact; bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
@@ -714,8 +713,8 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
             kw["logits_processor"] = LogitsProcessorList([record])
         inputs = dict(enc)
         if entry and entry["compile"]:
-            inputs = _compiled_inputs(entry, inputs, max_new, kw)
-        elif entry:
+            inputs, kw = _compiled_inputs(entry, inputs, max_new, kw)
+        if entry and not entry["compile"]:
             inputs.update(_prefill_shared(gen_model, enc))
         out = gen_model.generate(**inputs, **kw)[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
@@ -730,27 +729,34 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
 
-def _compiled_inputs(entry: dict, inputs: dict, max_new: int, kw: dict) -> dict:
+def _compiled_inputs(entry: dict, inputs: dict, max_new: int, kw: dict) -> tuple[dict, dict]:
     """CUDA: static KV cache + transformers' compiled decoding. The batch is padded (with copies of
     its last row, dropped afterwards) to a multiple of GEN_BATCH_BUCKET and the cache length rounded
     up to CACHE_LEN_BUCKET, so a run compiles a handful of graphs; each new shape is compiled once
-    by a short warm-up call, timed as rollout/compile_s."""
+    by a short warm-up call, timed as rollout/compile_s. Returns generate's (inputs, kwargs)."""
     from transformers import CompileConfig
     n, length = inputs["input_ids"].shape
     batch = -(-n // GEN_BATCH_BUCKET) * GEN_BATCH_BUCKET
     cache_len = -(-(length + max_new) // CACHE_LEN_BUCKET) * CACHE_LEN_BUCKET
-    inputs = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
-    kw.update(cache_implementation="static", max_cache_len=cache_len, compile_config=CompileConfig(dynamic=False))
+    padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
+    static = {**kw, "cache_implementation": "static", "max_cache_len": cache_len,
+              "compile_config": CompileConfig(dynamic=False)}
     if (batch, cache_len) not in entry["shapes"]:
         bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
         t0 = time.time()
-        warm = {**kw, "max_new_tokens": 3, "min_new_tokens": 0}
+        warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
         warm.pop("logits_processor", None)
-        entry["model"].generate(**inputs, **warm)
+        entry["model"].generate(**padded, **warm)
         entry["compile_s"] += time.time() - t0
         entry["shapes"].add((batch, cache_len))
         bar.close()
-    return inputs
+        twin = entry["model"]
+        if twin.device.type == "cuda" and not hasattr(twin, "_compiled_call"):
+            # transformers declined to compile: its uncompiled static-cache path is slower than eager
+            tqdm.write("p2o: warning: transformers did not compile the rollout twin; generating eagerly")
+            entry["compile"] = False
+            return inputs, kw
+    return padded, static
 
 
 def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
