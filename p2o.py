@@ -533,11 +533,12 @@ def _weight(module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def refresh_twin(model, lora: bool = True) -> None:
-    """Rewrite every twin tensor from the policy: W = base + Σ scale·B@A over the active adapters
-    (lora=False: the base alone), computed in fp32 and rounded once. Always from the policy, never
-    by adding a step's delta to the previous twin (bf16 would accumulate rounding), and with copy_
-    into the existing tensors so compiled graphs, which hold their addresses, stay valid."""
+def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
+    """Rewrite the twin's LoRA-wrapped weights from the policy: W = base + Σ scale·B@A over the
+    active adapters (lora=False: the base alone), computed in fp32 and rounded once. Always from
+    the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
+    rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
+    addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
     entry = TWINS.get(model)
     if entry is None:
         return
@@ -549,6 +550,8 @@ def refresh_twin(model, lora: bool = True) -> None:
             continue
         src = base.get_submodule(name)
         delta = None
+        if not full and not isinstance(src, LoraLayer):
+            continue
         if isinstance(src, LoraLayer):
             if lora and not src.disable_adapters:
                 for a in src.active_adapters:
@@ -582,7 +585,7 @@ def build_twin(model, dtype: torch.dtype, device: torch.device):
     twin.requires_grad_(False).eval()
     twin.generation_config = copy.deepcopy(base.generation_config)
     TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
-    refresh_twin(model)
+    refresh_twin(model, full=True)
     return twin
 
 
