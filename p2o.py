@@ -583,6 +583,8 @@ def build_twin(model, dtype: torch.dtype, device: torch.device):
     twin.to_empty(device=device)
     twin.tie_weights()  # to_empty unties a tied lm head; one tensor again, as in the policy
     twin.requires_grad_(False).eval()
+    if device.type == "cpu":  # decoding one token at a time: plain attention beat sdpa by ~12% (SmolLM2, bf16)
+        twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
     TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
     refresh_twin(model, full=True)
