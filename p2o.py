@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +101,13 @@ class Config:
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
+    rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
+                              "refreshed after every step; compiled on CUDA) | peft (generate with the training "
+                              "model itself); auto = twin when the device has room for it")
+    is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
+                             "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (drop "
+                             "rollouts with any token ratio outside [1/C, C])")
+    is_clip: float = opt(3.0, "C for --is-correction")
     logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at once)")
     # model
     lora_r: int = opt(16, "LoRA rank")
@@ -210,6 +219,10 @@ def check_config(cfg: Config) -> None:
     if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
         bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
     if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
+    if cfg.rollout_engine not in ("auto", "twin", "peft"): bad("--rollout-engine must be auto, twin or peft")
+    if cfg.is_correction not in ("none", "token_truncate", "sequence_mask"):
+        bad("--is-correction must be none, token_truncate or sequence_mask")
+    if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
     if cfg.beta < 0 or cfg.epsilon <= 0: bad("--beta must be >= 0 and --epsilon > 0")
@@ -527,6 +540,7 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules="all-linear", task_type="CAUSAL_LM")
             model = get_peft_model(model, lora)
+    attach_rollout_engine(model, cfg, device)
     return model, tok
 
 
@@ -549,33 +563,283 @@ def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
     return (before == 0).long()
 
 
+# ----------------------------------------------------------------------------------------------
+# Rollout engine. Every token the kit generates (rollouts, GEPA scoring, evaluation, the `self`
+# reflector) goes through `generate`. With the `twin` engine it runs on a plain copy of the policy
+# with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
+# and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
+
+TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin: {"model", "compile", "shapes", "compile_s"}
+GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to these: few recompiles
+
+
+def twin_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
+    is emulated and slow): on SmolLM2-135M it was as fast as fp32 or faster (59 vs 58 tokens/s at
+    batch 16, ~15% faster at batch 8; bench/rollout_speed.py --twin-dtype bf16,fp32). fp32 would be
+    exact; bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _weight(module) -> torch.Tensor:
+    """A layer's weight as a full-precision tensor (dequantized when it is 4-bit)."""
+    w = module.weight
+    if w.__class__.__name__ == "Params4bit":
+        import bitsandbytes.functional as bf
+        return bf.dequantize_4bit(w.data, w.quant_state).float()
+    return w.detach().float()
+
+
 @torch.no_grad()
-def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
-    """Batched sampling with the KV cache. Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
+    """Rewrite the twin's LoRA-wrapped weights from the policy: W = base + Σ scale·B@A over the
+    active adapters (lora=False: the base alone), computed in fp32 and rounded once. Always from
+    the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
+    rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
+    addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
+    entry = TWINS.get(model)
+    if entry is None:
+        return
+    from peft.tuners.lora import LoraLayer
+    base = _base(model)
+    for name, mod in entry["model"].named_modules():
+        own = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+        if not own:
+            continue
+        src = base.get_submodule(name)
+        delta = None
+        if not full and not isinstance(src, LoraLayer):
+            continue
+        if isinstance(src, LoraLayer):
+            if lora and not src.disable_adapters:
+                for a in src.active_adapters:
+                    if a not in src.lora_A:
+                        continue
+                    if src.use_dora.get(a):
+                        raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
+                    d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
+                    d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
+                    delta = d if delta is None else delta + d
+            src = src.get_base_layer()
+        for pname, t in own:
+            if pname == "weight" and hasattr(src, "weight"):
+                w = _weight(src)
+                t.copy_(w + delta if delta is not None else w)
+            else:
+                t.copy_(getattr(src, pname))
+
+
+def build_twin(model, dtype: torch.dtype, device: torch.device):
+    """The policy's architecture with plain weights in `dtype`, filled by refresh_twin. Built on the
+    meta device first so no random initialisation is paid for."""
+    base = _base(model)
+    config = copy.deepcopy(base.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        twin = type(base)._from_config(config, dtype=dtype)
+    twin.to_empty(device=device)
+    twin.tie_weights()  # to_empty unties a tied lm head; one tensor again, as in the policy
+    twin.requires_grad_(False).eval()
+    if device.type == "cpu":  # decoding one token at a time: plain attention beat sdpa by ~12% (SmolLM2, bf16)
+        twin.set_attn_implementation("eager")
+    twin.generation_config = copy.deepcopy(base.generation_config)
+    TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
+    refresh_twin(model, full=True)
+    return twin
+
+
+def model_params(model) -> int:
+    """Parameter count of the full-precision model (4-bit weights count at their unpacked size)."""
+    n = 0
+    for p in _base(model).parameters():
+        qs = getattr(p, "quant_state", None)
+        n += math.prod(qs.shape) if qs is not None else p.numel()
+    return n
+
+
+def available_ram() -> int:
+    try:  # MemAvailable counts reclaimable page cache, which free memory does not
+        line = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
+    """Pick the engine (auto: the twin when the device has room for it) and build the twin."""
+    dtype = twin_dtype(device)
+    need = model_params(model) * torch.finfo(dtype).bits // 8
+    engine = cfg.rollout_engine
+    if engine == "auto" and device.type == "cuda":  # keep a quarter of the GPU for training and the KV cache
+        free, total = torch.cuda.mem_get_info(device)
+        engine = "twin" if free - need >= total // 4 else "peft"
+    elif engine == "auto":  # CPU: the twin is faster (see twin_dtype) and RAM is rarely the limit
+        engine = "twin" if need <= available_ram() // 2 else "peft"
+    TWINS.pop(model, None)
+    if engine == "twin":
+        build_twin(model, dtype, device)
+    how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({need / 2**30:.2f} GiB)"
+           f"{', compiled' if device.type == 'cuda' else ''}" if engine == "twin" else "the training model")
+    print(f"p2o: rollout engine: {engine} ({how}; --rollout-engine to choose)", file=sys.stderr)
+    return engine
+
+
+def rollout_stats(model) -> dict:
+    entry = TWINS.get(model)
+    return {"rollout/engine": "twin" if entry else "peft", "rollout/compile_s": entry["compile_s"] if entry else 0.0}
+
+
+@contextlib.contextmanager
+def adapter_off(model):
+    """The base model with the adapter off, for generation. Twin: refreshed without the LoRA delta,
+    then with it again; both refreshes are exact (rebuilt from the policy, not undone by a
+    subtraction), so afterwards the twin is bit for bit what it was. Peft: disable_adapter()."""
+    if model not in TWINS:
+        with model.disable_adapter():
+            yield
+        return
+    refresh_twin(model, lora=False)
+    try:
+        yield
+    finally:
+        refresh_twin(model, lora=True)
+
+
+class SampledLogprobs:
+    """A logits processor that records log π_sampler(token) of each sampled token: the full
+    softmax of the sampler's logits at the sampling temperature, the quantity the training forward
+    computes for the same token. transformers runs custom processors before its temperature and
+    top-p warpers, so the scores arrive raw; the token sampled from them is known one call later."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.prev, self.logp = temperature, None, []
+
+    def __call__(self, input_ids, scores):
+        if self.prev is not None:
+            self.logp.append(self.prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.prev = (scores.float() / self.temperature).log_softmax(-1)
+        return scores
+
+    def result(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """[rows of last_tokens, steps]; rows beyond them (bucket padding) are dropped."""
+        n = len(last_tokens)
+        if self.prev is not None:
+            self.logp.append(self.prev[:n].gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
+        return torch.stack([lp[:n] for lp in self.logp], 1)
+
+
+def _prefill_shared(gen_model, enc) -> dict:
+    """The G rollouts of a problem share one prompt: run each distinct prompt once and copy its KV
+    cache to its rows (dynamic cache only; on CUDA the compiled static cache path does one batched
+    prefill, which is a small part of the time there). The last prompt token is left for generate,
+    which computes the first sampled token's logits from it."""
+    from transformers import DynamicCache
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    if len(uniq) == len(ids) or ids.shape[1] < 2:
+        return {}
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    a = attn[rows, :-1]
+    position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+    cache = DynamicCache(config=gen_model.config)
+    gen_model(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
+    return {"cache": cache}
+
+
+@torch.no_grad()
+def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+                           max_new_tokens: int | None = None):
+    """`generate`, plus the sampler's log-probs of the sampled tokens [N, T] (None when greedy)."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
+    entry = TWINS.get(model)
+    gen_model = entry["model"] if entry else model
     was_training = model.training
     model.eval()
-    prompt_ids, completions = [], []
+    prompt_ids, completions, logps = [], [], []
     for s in range(0, len(prompts), cfg.gen_batch_size):
         enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(device)
-        # sample from exactly the distribution the log-probs assume: no top-k or repetition
-        # penalty inherited from the model's generation_config (Qwen2.5-Instruct ships both)
-        kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=cfg.temperature,
-                                                       top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
-        out = model.generate(**enc, max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
-                             eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True, **kw)
+        n = enc["input_ids"].shape[0]
+        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k or
+        # repetition penalty inherited from the model's generation_config (Qwen2.5-Instruct ships both)
+        kw = dict(do_sample=False, repetition_penalty=1.0) if greedy else dict(
+            do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
+        kw.update(max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
+                  eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
+        record = None if greedy else SampledLogprobs(cfg.temperature)
+        if record is not None:
+            from transformers import LogitsProcessorList
+            kw["logits_processor"] = LogitsProcessorList([record])
+        inputs = dict(enc)
+        if entry and entry["compile"]:
+            inputs, kw = _compiled_inputs(entry, inputs, max_new, kw)
+        if entry and not entry["compile"]:
+            inputs.update(_prefill_shared(gen_model, enc))
+        out = gen_model.generate(**inputs, **kw)[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
+        if record is not None:
+            logps.append(F.pad(record.result(comp[:, -1]), (0, max_new - comp.shape[1])))
         comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
         completions.append(comp)
         for row, m in zip(enc["input_ids"], enc["attention_mask"]):
             prompt_ids.append(row[m.bool()].tolist())
     model.train(was_training)
     completions = torch.cat(completions)
-    return prompt_ids, completions, completion_mask(completions, eos)
+    return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
+
+def _compiled_inputs(entry: dict, inputs: dict, max_new: int, kw: dict) -> tuple[dict, dict]:
+    """CUDA: static KV cache + transformers' compiled decoding. The batch is padded (with copies of
+    its last row, dropped afterwards) to a multiple of GEN_BATCH_BUCKET and the cache length rounded
+    up to CACHE_LEN_BUCKET, so a run compiles a handful of graphs; each new shape is compiled once
+    by a short warm-up call, timed as rollout/compile_s. Returns generate's (inputs, kwargs)."""
+    from transformers import CompileConfig
+    n, length = inputs["input_ids"].shape
+    batch = -(-n // GEN_BATCH_BUCKET) * GEN_BATCH_BUCKET
+    cache_len = -(-(length + max_new) // CACHE_LEN_BUCKET) * CACHE_LEN_BUCKET
+    padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
+    static = {**kw, "cache_implementation": "static", "max_cache_len": cache_len,
+              "compile_config": CompileConfig(dynamic=False)}
+    if (batch, cache_len) not in entry["shapes"]:
+        bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
+        t0 = time.time()
+        warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
+        warm.pop("logits_processor", None)
+        entry["model"].generate(**padded, **warm)
+        entry["compile_s"] += time.time() - t0
+        entry["shapes"].add((batch, cache_len))
+        bar.close()
+        twin = entry["model"]
+        if twin.device.type == "cuda" and not hasattr(twin, "_compiled_call"):
+            # transformers declined to compile: its uncompiled static-cache path is slower than eager
+            tqdm.write("p2o: warning: transformers did not compile the rollout twin; generating eagerly")
+            entry["compile"] = False
+            return inputs, kw
+    return padded, static
+
+
+def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
+    """Batched generation with the KV cache, on the rollout twin when the policy has one.
+    Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+    return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rewards and advantages.
 
 def decode(tok, completions: torch.Tensor, mask: torch.Tensor) -> list[str]:
     return [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completions, mask)]
@@ -669,18 +933,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Objective.
 
-def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None):
+def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None):
     """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
     batch's sequence and token counts so micro-batch losses add up to the batch loss:
       grpo:    mean over each sequence's tokens, then mean over sequences
       dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
-      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)"""
+      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)
+    `is_weight` multiplies the surrogate per token (the train/sampler correction, see is_weights)."""
     eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
     mask = mask.float()
     ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - cfg.epsilon, 1 + eps_high)
     a = adv.unsqueeze(1)
     per_token = -torch.min(ratio * a, clipped * a)
+    if is_weight is not None:
+        per_token = per_token * is_weight
     kl = torch.zeros_like(logp)
     if ref_logp is not None and cfg.beta > 0:
         d = ref_logp - logp
@@ -713,6 +980,29 @@ def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tenso
     return mask * ((rho >= low) & (rho <= high)).long()
 
 
+def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, totals: dict | None):
+    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
+    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
+    sequence_mask drops a rollout with any r outside [1/C, C]. Template-guided P²O rollouts keep
+    weight 1: they were sampled under another prompt on purpose, and rho_mask handles them.
+    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
+    if batch.get("sample_logp") is None:
+        return None
+    T = mask.shape[1]
+    plain = torch.tensor([not t for t in batch.get("templates", [""] * len(batch["prompt_ids"]))])[idx]
+    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
+    r = torch.exp(train_logp.detach() - batch["sample_logp"][idx, :T])
+    if totals is not None:
+        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
+        totals["is_tokens"] += m.sum().item()
+    if cfg.is_correction == "token_truncate":
+        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
+    if cfg.is_correction == "sequence_mask":
+        out = (((r < 1 / cfg.is_clip) | (r > cfg.is_clip)) & m).any(1, keepdim=True)
+        return (~out).float().expand_as(r)
+    return None
+
+
 def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict:
     """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
     n = len(batch["prompt_ids"])
@@ -736,16 +1026,18 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
                     with model.disable_adapter():
                         ref[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
     model.train()
-    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0)
+    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
+                  mismatch=0.0, is_tokens=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
-    for _ in range(cfg.num_iterations):
+    for it in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for j, idx in enumerate(micro):
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
             old_logp = old[j] if old[j] is not None else logp.detach()
             lmask = batch["loss_mask"][idx, :T]
-            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm)
+            iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
+            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw)
             loss.backward()
             totals["loss"] += loss.item() / cfg.num_iterations
             for k in ("kl", "clip_low", "clip_high", "tokens"):
@@ -757,7 +1049,9 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
         totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
     tok = max(totals["tokens"], 1)
     ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
-    return {"loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
+    mismatch = {"rollout/mismatch_frac": totals["mismatch"] / max(totals["is_tokens"], 1)} \
+        if batch.get("sample_logp") is not None else {}
+    return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
             "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
             "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
             "grad_norm": totals["grad_norm"]}
@@ -836,7 +1130,7 @@ def make_reflector(cfg: Config, model, tok):
         return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
                              api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
     if cfg.reflector == "self":
-        r_model, r_tok, ctx = model, tok, model.disable_adapter
+        r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
         device = next(model.parameters()).device
@@ -981,6 +1275,7 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
         raise UserError(f"--resume: no checkpoint in {out} (it is written every --save-every steps)")
     device = next(model.parameters()).device
     set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors"), device=str(device)))
+    refresh_twin(model)  # the rollout twin follows the loaded adapter
     s = torch.load(ck / "state.pt", weights_only=False, map_location=device)
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
@@ -1276,10 +1571,10 @@ def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | N
             originals.append(orig)
             templates.append(t)
             sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
-    sample_ids, comp, mask = generate(model, tok, sampling, cfg)
+    sample_ids, comp, mask, sample_logp = generate_with_logprobs(model, tok, sampling, cfg)
     orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
     return {"problems": problems, "prompt_ids": orig_ids, "sample_ids": sample_ids, "completions": comp,
-            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id}
+            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id, "sample_logp": sample_logp}
 
 
 def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float]:
@@ -1378,6 +1673,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        refresh_twin(model)  # the rollout twin follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer every `gepa_every` steps
         if (cfg.p2o and (step + 1) % cfg.gepa_every == 0 and step + 1 < cfg.steps  # (not after the last step)
@@ -1399,7 +1695,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                "completions/clipped_ratio": truncated.float().mean().item(),
                "step_time": t_step, "num_tokens": pos["num_tokens"], "lr": scheduler.get_last_lr()[0],
                "time/rollout_s": t_roll, "time/update_s": t_update,
-               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9),
+               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9), **rollout_stats(model),
                "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
             g_idx = [g for g, gd in enumerate(guided) if gd]

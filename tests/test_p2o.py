@@ -237,7 +237,7 @@ def test_bitsandbytes_cpu_lora_gradients_match_dequantized_reference(tiny_model)
     import bitsandbytes as bnb
     import bitsandbytes.functional as bf
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--load-in-4bit", "--lora-r", "4",
-                               "--no-gradient-checkpointing"])
+                               "--no-gradient-checkpointing", "--rollout-engine", "peft"])  # generate on the 4-bit model
     model, tok = p2o.load_model(cfg, torch.device("cpu"))
     ref, _ = p2o.load_model(dataclasses_replace(cfg, load_in_4bit=False), torch.device("cpu"))
     q = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
