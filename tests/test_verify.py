@@ -607,7 +607,7 @@ def test_copied_alone_into_empty_folder(tmp_path):
     assert run.stdout.strip() == "True (1.0, 'correct')"
     cli = subprocess.run([sys.executable, "verify.py", "so \\boxed{0.333}", "\\frac13"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0, cli.stderr
+    assert cli.returncode == 1, cli.stderr  # exit 1: not equal
     assert "different" in cli.stdout and "approximation" in cli.stdout and "0.333" in cli.stdout
     assert set(os.listdir(tmp_path)) <= {"verify.py", "__pycache__"}  # it wrote nothing else
 
