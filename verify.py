@@ -1412,11 +1412,13 @@ class _Worker:
 
     def start(self):
         path = os.path.abspath(__file__)
-        # fork+exec (not multiprocessing): the child imports only this file, never __main__
+        # fork+exec (not multiprocessing): the child imports only this file, never __main__.
+        # Its own session: a Ctrl-C in the terminal interrupts the caller, which may still finish
+        # its work (a training step), not the workers (it exits when our end of stdin closes)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", path, WORKER_FLAG], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
-            cwd=os.path.dirname(path))
+            cwd=os.path.dirname(path), start_new_session=os.name == "posix")
         self.replies = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.replies), daemon=True).start()
         try:

@@ -507,6 +507,16 @@ def test_timeout_kills_and_restarts_worker():
     assert verify.score("\\boxed{(x+1)^2}", "x^2+2x+1") == (1.0, "correct")
 
 
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_workers_do_not_receive_the_terminals_ctrl_c():
+    # a terminal's Ctrl-C goes to its foreground process group; the workers are outside it, so a
+    # training step that Ctrl-C lets finish is not scored 0.0 by killed workers
+    assert verify.is_equiv("(x+1)^2", "x^2+2x+1")
+    wait_for_idle_workers(1)
+    for w in verify._POOL.idle:
+        assert os.getpgid(w.proc.pid) != os.getpgid(0)
+
+
 def test_slow_real_work_meets_the_deadline():
     # 150 expressions in opposite orders: unordered matching is quadratic (~10 s of sympy work)
     pred = ",".join("x+%d" % k for k in range(150))
