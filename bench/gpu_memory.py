@@ -53,6 +53,8 @@ def parse_args():
     ap.add_argument("--prompts-per-step", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--data", default=os.path.join(ROOT, "data", "arith_train.jsonl"))
+    ap.add_argument("--rollout-engine", default="auto", choices=["auto", "twin", "peft"],
+                    help="passed to p2o.py (issue 8: a 1.5B step with the twin, and peak memory with peft)")
     ap.add_argument("--tokenizer", default="auto", choices=["auto", "smollm2", "built"],
                     help="auto: SmolLM2's tokenizer from the p2o cache if present, else build one offline")
     ap.add_argument("--json", default=None, help="default: bench/results/gpu_memory.json "
@@ -167,7 +169,7 @@ def run_p2o(model_dir, out, args):
            "--out", out, "--steps", str(args.steps), "--group-size", str(args.group_size),
            "--prompts-per-step", str(args.prompts_per_step), "--max-new-tokens", str(args.max_new_tokens),
            "--min-new-tokens", str(args.max_new_tokens), "--no-p2o", "--device", device,
-           "--save-every", str(10 * args.steps)]
+           "--save-every", str(10 * args.steps), "--rollout-engine", args.rollout_engine]
     log_path = out + ".log"
     with GpuMemoryPoller() as smi, open(log_path, "w") as log:
         t0 = time.perf_counter()
@@ -185,6 +187,8 @@ def run_p2o(model_dir, out, args):
         "step_time_s": [r["step_time"] for r in rows],
         "rollout_s": [r.get("time/rollout_s") for r in rows],
         "update_s": [r.get("time/update_s") for r in rows],
+        "rollout_engine": rows[-1].get("rollout/engine"), "compile_s": rows[-1].get("rollout/compile_s"),
+        "mismatch_frac": [r.get("rollout/mismatch_frac") for r in rows],
         "smi_peak_mb": smi.peak, "smi_baseline_mb": smi.baseline,
         "wall_s": wall,
     }

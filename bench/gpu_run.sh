@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks, prepared as one script for a short loan of a GPU machine (see bench/README.md):
-# peak VRAM and rollout speed for Qwen2.5-shaped models, then one p2o step against one TRL step.
+#   rollout  bench/rollout_speed.py: tokens/s, peak memory and train/sampler mismatch of the rollout
+#            engines (peft vs twin eager vs twin compiled) at Qwen2.5-0.5B and 1.5B shapes (issue 8)
+#   step     bench/gpu_memory.py: one p2o step per size with the default engine (the twin), then
+#            1.5B again with --rollout-engine peft (issue 8: twin step <= 12 s / 6 GB, peft <= 4 GB)
+#   trl      bench/step_vs_trl.py: one p2o step against one TRL step
+# Choose parts with PARTS (default: all three, in that order); one device call runs at most 10
+# minutes, so split them, e.g.
+#   PARTS=rollout bash bench/gpu_run.sh        then        PARTS="step trl" bash bench/gpu_run.sh
 # Results go to $OUT (the device tool's folder) or bench/results. Wheels in .whl/ are installed
-# first when the machine lacks a package (bitsandbytes, trl).
+# first when the machine lacks a package (bitsandbytes, trl): `pip download --no-deps -d .whl
+# bitsandbytes trl` here, then carry .whl with the device call.
 set -u
 OUT=${OUT:-bench/results}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -12,24 +20,34 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers, peft, bitsandbytes as b; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', b.__version__)"
-python3 -c "import trl; print('trl', trl.__version__)" || echo "trl unavailable: the TRL comparison will fail"
 
-# one process per size, each under its own time limit (seconds), so a slow size cannot cost the
-# others' results. One device call runs at most 10 minutes: split the work, e.g.
-#   SPECS="0.5B:200 1.5B:240" TRL=0 bash bench/gpu_run.sh      then      SPECS="3B:300" bash bench/gpu_run.sh
-for spec in ${SPECS:-0.5B:200 1.5B:240}; do
-  size=${spec%%:*}
-  echo "== gpu_memory $size"
-  timeout ${spec##*:} python3 bench/gpu_memory.py --sizes $size --json "$OUT/gpu_memory_$size.json" 2>&1 | tail -12
-done
-
-[ "${TRL:-1}" = 1 ] || exit 0
-echo "== step_vs_trl (random-weight Qwen2.5-0.5B shape, 4-bit)"
-python3 - <<'PY'
+for part in ${PARTS:-rollout step trl}; do
+  case $part in
+  rollout)
+    # one process per size under its own limit, so a slow size cannot cost the other's results
+    for spec in ${ROLLOUT_SPECS:-0.5B:200 1.5B:300}; do
+      size=${spec%%:*}
+      echo "== rollout_speed $size"
+      timeout ${spec##*:} python3 bench/rollout_speed.py --sizes $size --repeats ${REPEATS:-1} \
+        --json "$OUT/rollout_speed_$size.json" 2>&1 | grep -v Warning | tail -8
+    done ;;
+  step)
+    echo "== gpu_memory 1.5B, G=8 x 8 prompts x 256 tokens: twin, then peft"
+    for engine in twin peft; do
+      timeout ${STEP_TIMEOUT:-200} python3 bench/gpu_memory.py --sizes 1.5B --max-new-tokens 256 \
+        --rollout-engine $engine --json "$OUT/gpu_memory_1.5B_$engine.json" 2>&1 | tail -6
+    done ;;
+  trl)
+    python3 -c "import trl; print('trl', trl.__version__)" || { echo "trl unavailable: skipping the TRL comparison"; continue; }
+    echo "== step_vs_trl (random-weight Qwen2.5-0.5B shape, 4-bit)"
+    python3 - <<'PY'
 import sys; sys.path.insert(0, "bench")
 import gpu_memory as g
 tok, _ = g.build_tokenizer("/tmp/q05", "auto", "data/arith_train.jsonl")
 g.build_model("/tmp/q05", "0.5B", tok, dry_run=False)
 PY
-timeout ${TRL_TIMEOUT:-280} python3 bench/step_vs_trl.py --model /tmp/q05 --device cuda --steps 4 --group-size 8 \
-  --prompts-per-step 4 --max-new-tokens 256 --lora-r 16 --json "$OUT/step_vs_trl_gpu.json" 2>&1 | tail -25
+    timeout ${TRL_TIMEOUT:-280} python3 bench/step_vs_trl.py --model /tmp/q05 --device cuda --steps 4 --group-size 8 \
+      --prompts-per-step 4 --max-new-tokens 256 --lora-r 16 --json "$OUT/step_vs_trl_gpu.json" 2>&1 | tail -25 ;;
+  *) echo "unknown part $part (rollout, step, trl)" ;;
+  esac
+done

@@ -237,7 +237,7 @@ def test_bitsandbytes_cpu_lora_gradients_match_dequantized_reference(tiny_model)
     import bitsandbytes as bnb
     import bitsandbytes.functional as bf
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--load-in-4bit", "--lora-r", "4",
-                               "--no-gradient-checkpointing"])
+                               "--no-gradient-checkpointing", "--rollout-engine", "peft"])  # generate on the 4-bit model
     model, tok = p2o.load_model(cfg, torch.device("cpu"))
     ref, _ = p2o.load_model(dataclasses_replace(cfg, load_in_4bit=False), torch.device("cpu"))
     q = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
@@ -339,7 +339,12 @@ def test_existing_out_is_refused_and_resume_needs_a_checkpoint(capsys, tiny_mode
     out.mkdir()
     (out / "something").write_text("x")
     rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", out)
-    assert rc == 2 and "already exists" in err and "--resume" in err
+    assert rc == 2 and "already exists" in err and "not a p2o run folder" in err
+    (out / "config.json").write_text("{}")
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "state.pt").write_bytes(b"x")
+    rc, err = run_main(capsys, "--model", tiny_model, "--data", tiny_data, "--out", out)
+    assert rc == 2 and "holds a run with a checkpoint" in err and "--resume" in err
     rc, err = run_main(capsys, "--out", tmp_path / "fresh", "--resume")
     assert rc == 2 and "config.json not found" in err
 

@@ -225,13 +225,15 @@ def test_http_reflector_against_stub_server(scripted, stub_server, tiny_model, m
 
 
 @pytest.mark.parametrize("reflector", ["down", "garbage", "raises"])
-def test_broken_reflector_does_not_stop_training(scripted, reflector, tiny_model, tiny_data, tmp_path, monkeypatch):
+def test_broken_reflector_does_not_stop_training(scripted, reflector, tiny_model, tiny_data, tmp_path, monkeypatch,
+                                                 capsys):
     real = gepa.OpenAILM  # retry quickly
     monkeypatch.setattr(p2o.gepa, "OpenAILM", lambda *a, **k: real(*a, **{**k, "retries": 1, "backoff": 0.01, "timeout": 2}))
     lm = None
     extra = []
     if reflector == "down":
         extra = ["--reflector", "http://127.0.0.1:9/v1"]  # nothing listens on the discard port
+        monkeypatch.setattr(p2o, "check_reflector", lambda r: None)  # as if it went down after the start check
     elif reflector == "garbage":
         lm = lambda text: "I am not sure what you mean."
     else:
@@ -240,8 +242,10 @@ def test_broken_reflector_does_not_stop_training(scripted, reflector, tiny_model
     out = tmp_path / "run"
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out), *ARGS, *extra,
                                "--steps", "5"])
-    with pytest.warns(Warning):
-        p2o.train(cfg, reflector_lm=lm)
+    p2o.train(cfg, reflector_lm=lm)
+    printed = capsys.readouterr()
+    assert "p2o: warning: GEPA: gepa: the reflection LM" in printed.out  # said, not swallowed
+    assert ("the reflector failed" in printed.err) == (reflector != "garbage")  # and summed up at the end
     steps = [r for r in rows(out) if "loss" in r]
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]  # GEPA ran after steps 2 and 4
     assert steps[-1]["p2o/gepa_runs"] == 2 and steps[-1]["p2o/templates"] == 0
