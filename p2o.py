@@ -199,8 +199,9 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
 
 # The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
 # ("What is 14 + k?": k = 0 is a fact only a template states; data/demo_templates.txt says it).
-# 48 training problems, so hard ones come round again after GEPA has scored them.
-DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl",
+# 48 training problems, so hard ones come round again after GEPA has scored them. Rollouts on the
+# training model (peft): with the twin the demo's peak RSS was 4.4 GB (its GEPA runs), with peft 2.4 GB.
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl", rollout_engine="peft",
             eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
             instruction="Give the final answer in \\boxed{}.", steps=24, group_size=4, prompts_per_step=4,
             max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
