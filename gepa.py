@@ -43,8 +43,12 @@ The contract, in short:
   saved and resumed with the same seed (and the budget topped up to the same total) equals an
   uninterrupted run.
 - If the valset changed since the state was scored, the candidates are re-scored on the new one
-  first (best mean first), with at most half of this call's budget; those that do not fit are
-  dropped (the best one always fits, or ValueError). See rescore().
+  first: the seed (candidate 0, the baseline) always, then the best by mean, with at most half of
+  this call's budget; those that do not fit are dropped. See rescore().
+- Several seed prompts (a list) compete from the start; lm=None scores them and stops. With
+  parents_per_iteration=k, each iteration mutates k distinct front candidates, and evaluate_many
+  (optional) answers all their minibatches in one call. Minibatches walk the trainset in a
+  shuffled order, epoch after epoch.
 """
 
 import argparse
@@ -83,6 +87,8 @@ class State:
     unusable_reflections: int = 0                    # it answered, but gave no new prompt
     merges_due: int = 0                              # merge attempts earned by accepted children
     tried_merges: list = field(default_factory=list) # hashes of merged texts already evaluated
+    train_epoch: int = 0                             # minibatches walk the trainset in a shuffled
+    train_index: int = 0                             # order, epoch after epoch: where the walk is
 
     @property
     def best(self):
@@ -171,6 +177,22 @@ def select_parent(scores, rng):
     return rng.choices(front, weights=wins)[0]
 
 
+def select_parents(scores, k, rng):
+    """Up to k distinct front candidates, each draw in proportion to the instances it is best on
+    (weighted sampling without replacement); all of the front when it has at most k."""
+    front = pareto_front(scores)
+    if not front:
+        raise ValueError("select_parents needs at least one candidate scored on at least one instance")
+    best = column_best(scores)
+    wins = {i: sum(s == b for s, b in zip(scores[i], best)) for i in front}
+    chosen = []
+    while front and len(chosen) < k:
+        pick = rng.choices(front, weights=[wins[i] for i in front])[0]
+        chosen.append(pick)
+        front.remove(pick)
+    return chosen
+
+
 # ---------------------------------------------------------------------------------------------
 # Reflection: show the LM the current prompt and what happened with it, parse a new prompt back
 
@@ -184,32 +206,36 @@ def truncate(text, cap=MAX_FIELD_CHARS):
 
 
 def reflection_request(prompt, records):
+    """The request GEPA sends its reflection LM: the current instruction, then each example's input,
+    output and feedback, then what a new instruction should contain, answered inside ``` fences."""
     shown = prompt.strip() or "(empty: the assistant was given no instruction)"
     lines = [
-        "You are improving the instruction that an assistant reads before each task.",
-        "",
-        "The current instruction:",
+        "An assistant reads the instruction below before each task it is given:",
         "```",
         shown,
         "```",
         "",
-        f"Below are {len(records)} tasks the assistant attempted with this instruction: the task, "
-        "the assistant's reply and feedback on that reply.",
+        f"Here are {len(records)} tasks it attempted with that instruction. For each you see the "
+        "task's input, the assistant's output, and feedback on the output.",
     ]
     for k, r in enumerate(records, 1):
-        lines += ["", f"## Task {k}", "Task:", truncate(str(r["input"])),
-                  "", "Reply:", truncate(str(r["output"])),
-                  "", "Feedback:", truncate(str(r["feedback"]))]
+        lines += ["", f"# Example {k}", "## Input", truncate(str(r["input"])),
+                  "", "## Assistant's output", truncate(str(r["output"])),
+                  "", "## Feedback", truncate(str(r["feedback"]))]
         if "score" in r:
             lines.append(f"Score: {r['score']}")
     lines += [
         "",
-        "Work out why the failing replies went wrong and what the good ones did right. Then write a "
-        "new instruction for tasks of this kind: what they ask, the knowledge and steps that lead to "
-        "a correct reply, the mistakes to avoid, and the exact form the final answer must take. Keep "
-        "what already works. Give general guidance, not the answers to these particular tasks.",
+        "Write a new instruction for the assistant.",
+        "- Read the inputs closely and work out what kind of task this is and what form its answers "
+        "must take.",
+        "- Use the feedback: see where the outputs went wrong and what the correct answers were. The "
+        "assistant will not see these examples again, so spell out in the instruction every fact, rule, "
+        "definition or convention specific to this task that it needed and may not know by itself.",
+        "- Where some outputs succeeded, say what they did; turn it into a strategy that carries over "
+        "to new tasks of this kind, not answers to these examples.",
         "",
-        "Reply with the new instruction alone, inside one ``` block.",
+        "Put the new instruction between ``` fences.",
     ]
     return "\n".join(lines)
 
@@ -341,9 +367,9 @@ def draw_template(weights_row, rng):
 # The loop
 
 
-def run_evaluate(evaluate, prompt, batch, state):
-    """Call the caller's evaluate, count one metric call per example, check what came back."""
-    results = list(evaluate(prompt, batch))
+def check_results(results, batch, state):
+    """Count one metric call per example and check what the caller's evaluate returned."""
+    results = list(results)
     state.metric_calls += len(batch)
     if len(results) != len(batch):
         raise ValueError(f"evaluate returned {len(results)} results for {len(batch)} examples; "
@@ -361,6 +387,21 @@ def run_evaluate(evaluate, prompt, batch, state):
     return clean
 
 
+def run_evaluate(evaluate, prompt, batch, state):
+    return check_results(evaluate(prompt, batch), batch, state)
+
+
+def run_evaluate_many(evaluate_many, jobs, state):
+    """jobs: [(prompt, batch)]. One call to the caller's evaluate_many for all of them, so a caller
+    with a batched model answers every (prompt, example) pair in one go."""
+    if not jobs:
+        return []
+    results = list(evaluate_many(jobs))
+    if len(results) != len(jobs):
+        raise ValueError(f"evaluate_many returned {len(results)} result lists for {len(jobs)} jobs")
+    return [check_results(r, batch, state) for r, (_, batch) in zip(results, jobs)]
+
+
 def scores_of(evaluate, prompt, batch, state):
     return [s for s, _, _ in run_evaluate(evaluate, prompt, batch, state)]
 
@@ -374,16 +415,18 @@ def add_candidate(state, prompt, parents, scores, on_candidate):
 
 
 def rescore(state, valset, evaluate, max_metric_calls):
-    """Score the state's candidates on a new valset, best old mean first, spending at most half of
-    max_metric_calls (so the search keeps room to evolve) but always at least the best candidate.
-    Candidates that do not fit are dropped; parent links to them pass on to their kept ancestors."""
+    """Score the state's candidates on a new valset: the seed (candidate 0, the baseline every
+    search is measured against) always, then the others by best old mean, spending at most half of
+    max_metric_calls (so the search keeps room to evolve), or the seed and the best one when only
+    they fit. Candidates that do not fit are dropped; parent links to them pass on to their kept
+    ancestors."""
     n = len(valset)
     if n > max_metric_calls:
         raise ValueError(f"max_metric_calls={max_metric_calls} cannot re-score even one candidate "
                          f"on the new valset of {n} examples; raise the budget or shrink the valset")
-    keep_n = min(len(state.candidates), max(1, max_metric_calls // 2 // n))
-    order = sorted(range(len(state.candidates)), key=lambda i: -mean(state.val_scores[i]))  # stable
-    keep = sorted(order[:keep_n])
+    fit = max(min(2, max_metric_calls // n), max_metric_calls // 2 // n)
+    others = sorted(range(1, len(state.candidates)), key=lambda i: -mean(state.val_scores[i]))  # stable
+    keep = sorted([0] + others[:fit - 1])
     new_index = {old: new for new, old in enumerate(keep)}
 
     def kept_parents(p):
@@ -396,33 +439,61 @@ def rescore(state, valset, evaluate, max_metric_calls):
     state.valset_ids = [example_id(ex) for ex in valset]
 
 
-def reflective_step(state, trainset, valset, evaluate, lm, minibatch, rng, on_candidate):
-    """One GEPA mutation. Returns 'skipped', 'failed', 'rejected' or 'accepted'."""
-    parent = select_parent(state.val_scores, rng)
-    prompt = state.candidates[parent]
-    batch = [trainset[i] for i in rng.sample(range(len(trainset)), minibatch)]
-    before = run_evaluate(evaluate, prompt, batch, state)
-    if all(s >= SOLVED for s, _, _ in before):
-        return "skipped"  # nothing to learn from a perfect minibatch
-    records = [{"input": example_text(ex), "output": out, "feedback": fb, "score": s}
-               for ex, (s, out, fb) in zip(batch, before)]
-    try:
-        child = reflect(prompt, records, lm)
-    except Exception as e:  # a flaky reflector must not stop the caller's training
-        state.reflection_failures += 1
-        warnings.warn(f"gepa: the reflection LM failed at iteration {state.iterations} "
-                      f"({type(e).__name__}: {e}); keeping the current candidates", RuntimeWarning)
-        return "failed"
-    if child is None or child in state.candidates:
-        state.unusable_reflections += 1
-        warnings.warn(f"gepa: the reflection LM gave no new prompt at iteration {state.iterations} "
-                      "(no ``` block, an empty one, or a prompt already tried)", RuntimeWarning)
-        return "failed"
-    after = run_evaluate(evaluate, child, batch, state)
-    if sum(s for s, _, _ in after) <= sum(s for s, _, _ in before):
-        return "rejected"  # strictly better on the minibatch, or not worth a full valset pass
-    add_candidate(state, child, [parent], scores_of(evaluate, child, valset, state), on_candidate)
-    return "accepted"
+def next_minibatch(state, n_train, size, seed):
+    """The next `size` trainset positions in a seeded shuffled order, epoch after epoch (every example
+    is shown once before any is shown twice); the position lives in the state, so a resumed run walks
+    on. A new epoch starts when the current one has fewer than `size` examples left."""
+    if state.train_index + size > n_train:
+        state.train_epoch, state.train_index = state.train_epoch + 1, 0
+    order = list(range(n_train))
+    random.Random(f"gepa-epoch:{seed}:{state.train_epoch}").shuffle(order)
+    picks = order[state.train_index:state.train_index + size]
+    state.train_index += size
+    return picks
+
+
+def reflective_round(state, trainset, valset, evaluate_many, lm, minibatch, k, seed, rng, on_candidate):
+    """One GEPA iteration with k distinct parents: each parent answers its own minibatch, the
+    reflection LM proposes one child per parent, and a child is kept only if it does strictly better
+    than its parent on that minibatch; kept children are then scored on the whole valset. The
+    answers of all parents, then of all children, then of all kept children go to evaluate_many in
+    one call each. Returns one outcome per parent: 'skipped', 'failed', 'rejected' or 'accepted'."""
+    parents = select_parents(state.val_scores, k, rng)
+    batches = [[trainset[i] for i in next_minibatch(state, len(trainset), minibatch, seed)] for _ in parents]
+    befores = run_evaluate_many(evaluate_many, [(state.candidates[p], b) for p, b in zip(parents, batches)], state)
+    outcomes, proposals = [], []
+    for parent, batch, before in zip(parents, batches, befores):
+        if all(s >= SOLVED for s, _, _ in before):
+            outcomes.append("skipped")  # nothing to learn from a perfect minibatch
+            continue
+        prompt = state.candidates[parent]
+        records = [{"input": example_text(ex), "output": out, "feedback": fb, "score": s}
+                   for ex, (s, out, fb) in zip(batch, before)]
+        try:
+            child = reflect(prompt, records, lm)
+        except Exception as e:  # a flaky reflector must not stop the caller's training
+            state.reflection_failures += 1
+            warnings.warn(f"gepa: the reflection LM failed at iteration {state.iterations} "
+                          f"({type(e).__name__}: {e}); keeping the current candidates", RuntimeWarning)
+            outcomes.append("failed")
+            continue
+        if child is None or child in state.candidates or child in [c for _, c, _, _ in proposals]:
+            state.unusable_reflections += 1
+            warnings.warn(f"gepa: the reflection LM gave no new prompt at iteration {state.iterations} "
+                          "(no ``` block, an empty one, or a prompt already tried)", RuntimeWarning)
+            outcomes.append("failed")
+            continue
+        outcomes.append(len(proposals))  # decided below, once the children have answered
+        proposals.append((parent, child, batch, before))
+    afters = run_evaluate_many(evaluate_many, [(child, batch) for _, child, batch, _ in proposals], state)
+    # strictly better on the minibatch, or not worth a full valset pass
+    better = [sum(s for s, _, _ in after) > sum(s for s, _, _ in before)
+              for (_, _, _, before), after in zip(proposals, afters)]
+    kept = [(parent, child) for (parent, child, _, _), ok in zip(proposals, better) if ok]
+    vals = run_evaluate_many(evaluate_many, [(child, valset) for _, child in kept], state)
+    for (parent, child), val in zip(kept, vals):
+        add_candidate(state, child, [parent], [s for s, _, _ in val], on_candidate)
+    return [o if isinstance(o, str) else "accepted" if better[o] else "rejected" for o in outcomes]
 
 
 def merge_step(state, valset, evaluate, plan, size, rng, on_candidate):
@@ -444,51 +515,71 @@ def merge_step(state, valset, evaluate, plan, size, rng, on_candidate):
     return "accepted"
 
 
-def check_inputs(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size, state):
-    if not isinstance(seed_prompt, str):
-        raise TypeError(f"seed_prompt must be a str, not {type(seed_prompt).__name__}")
+def check_inputs(seeds, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size, parents, state):
+    if not seeds or not all(isinstance(p, str) for p in seeds):
+        raise TypeError("seed_prompt must be a str or a non-empty list of str")
     if not trainset or not valset:
         raise ValueError(f"trainset and valset must be non-empty "
                          f"(got {len(trainset)} and {len(valset)} examples)")
-    if not callable(evaluate) or not callable(lm):
-        raise TypeError("evaluate and lm must be callables: evaluate(prompt, batch) and lm(text)")
+    if not callable(evaluate) or not (lm is None or callable(lm)):
+        raise TypeError("evaluate and lm must be callables: evaluate(prompt, batch) and lm(text) "
+                        "(lm=None: score the seeds only)")
     if not isinstance(max_metric_calls, int) or max_metric_calls < 0:
         raise ValueError(f"max_metric_calls must be an int >= 0, got {max_metric_calls!r}")
     if not isinstance(minibatch_size, int) or minibatch_size < 1:
         raise ValueError(f"minibatch_size must be an int >= 1, got {minibatch_size!r}")
+    if not isinstance(parents, int) or parents < 1:
+        raise ValueError(f"parents_per_iteration must be an int >= 1, got {parents!r}")
     if state is not None and not isinstance(state, State):
         raise TypeError("state must be a gepa.State (load a saved one with State.from_json)")
 
 
 def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size=3, seed=0,
-             state=None, merge=False, on_candidate=None):
+             state=None, merge=False, on_candidate=None, parents_per_iteration=1, evaluate_many=None):
     """Run GEPA and return its State (the given state, updated in place, or a new one).
 
-    seed_prompt: the starting prompt (ignored when state already holds candidates).
-    trainset, valset: lists of examples; minibatches for reflection come from trainset, the Pareto
-        front is over valset.
+    seed_prompt: the starting prompt, or a list of starting prompts: the first is the baseline
+        (candidate 0, always kept when the state is re-scored), the others compete beside it from
+        the start, e.g. instructions a person wrote. Ignored when state already holds candidates.
+    trainset, valset: lists of examples; minibatches for reflection walk trainset in a shuffled
+        order, epoch after epoch; the Pareto front is over valset.
     evaluate(prompt, batch) -> [(score, output, feedback)]: one metric call per example.
-    lm(text) -> text: the reflection LM.
+    lm(text) -> text: the reflection LM; None scores the seeds and stops (no reflection).
     max_metric_calls: budget of THIS call; never exceeded (see the module docstring).
     seed: with state.iterations, seeds each iteration's RNG, so resuming reproduces a straight run.
     state: a State to continue; re-scored first when valset differs from the one it was scored on.
     merge: also try GEPA's merge of two front candidates with a common ancestor (one attempt per
         reflective child accepted).
-    on_candidate(state, idx): called after each new candidate (the seed included) is scored on valset.
+    on_candidate(state, idx): called after each new candidate (the seeds included) is scored on valset.
+    parents_per_iteration: k distinct front candidates are each given a minibatch and a child per
+        iteration (fewer when the front is smaller or the budget left does not cover k).
+    evaluate_many([(prompt, batch), ...]) -> [results of evaluate(prompt, batch), ...]: optional;
+        gets every answer an iteration needs at once (all parents, then all children), so a batched
+        model can answer them in one pass. Default: evaluate on each pair in turn.
     """
     trainset, valset = list(trainset), list(valset)
-    check_inputs(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size, state)
+    seeds = [seed_prompt] if isinstance(seed_prompt, str) else list(seed_prompt or [])
+    seeds = list(dict.fromkeys(seeds))  # a repeated seed would only cost budget
+    check_inputs(seeds, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size,
+                 parents_per_iteration, state)
+    if evaluate_many is None:
+        evaluate_many = lambda jobs: [evaluate(p, b) for p, b in jobs]
     state = State() if state is None else state
     limit = state.metric_calls + max_metric_calls
     ids = [example_id(ex) for ex in valset]
     if not state.candidates:
-        if len(valset) > max_metric_calls:
-            raise ValueError(f"max_metric_calls={max_metric_calls} cannot score the seed on the "
-                             f"{len(valset)} valset examples; raise the budget or shrink the valset")
+        if len(seeds) * len(valset) > max_metric_calls:
+            raise ValueError(f"max_metric_calls={max_metric_calls} cannot score the seed"
+                             f"{'s' if len(seeds) > 1 else ''} on the {len(valset)} valset examples "
+                             f"({len(seeds)} x {len(valset)} calls); raise the budget or shrink the valset")
         state.valset_ids = ids
-        add_candidate(state, seed_prompt, [], scores_of(evaluate, seed_prompt, valset, state), on_candidate)
+        results = run_evaluate_many(evaluate_many, [(p, valset) for p in seeds], state)
+        for p, res in zip(seeds, results):
+            add_candidate(state, p, [], [s for s, _, _ in res], on_candidate)
     elif state.valset_ids != ids:
         rescore(state, valset, evaluate, max_metric_calls)
+    if lm is None:
+        return state
 
     minibatch = min(minibatch_size, len(trainset))
     worst_case = 2 * minibatch + len(valset)  # parent and child on the minibatch, then the child on valset
@@ -501,10 +592,12 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
             state.merges_due -= 1
             merge_step(state, valset, evaluate, plan, min(minibatch_size, len(valset)), rng, on_candidate)
             continue
-        outcome = reflective_step(state, trainset, valset, evaluate, lm, minibatch, rng, on_candidate)
-        failures = failures + 1 if outcome == "failed" else 0
-        if outcome == "accepted" and merge:
-            state.merges_due += 1
+        k = min(parents_per_iteration, (limit - state.metric_calls) // worst_case)
+        for outcome in reflective_round(state, trainset, valset, evaluate_many, lm, minibatch, k, seed,
+                                        rng, on_candidate):
+            failures = failures + 1 if outcome == "failed" else 0
+            if outcome == "accepted" and merge:
+                state.merges_due += 1
     if failures >= MAX_REFLECTION_FAILURES:
         warnings.warn(f"gepa: stopped after {failures} reflections in a row gave nothing usable; "
                       "check the reflection LM", RuntimeWarning)

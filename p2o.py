@@ -127,13 +127,18 @@ class Config:
     gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
                            "set is at most a quarter of it")
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
+    gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
+                            "front or the budget left is smaller); their answers are batched")
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
-    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1 "
-                         "(checked at start: the path must exist, the server must answer)")
+    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1 | "
+                         "none (no reflection: GEPA scores the --templates and the empty template only); "
+                         "checked at start: the path must exist, the server must answer")
     reflector_model: str = opt("", "model name sent to an http reflector")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
+    templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---; "
+                         "they join GEPA's first candidate pool beside the empty template")
     # evaluation, logging, checkpoints
     eval: list = opt([], "evaluation file, as PATH or NAME=PATH: greedy pass@1 at start, every "
                      "--eval-every, at end; the name defaults to the file's stem (its folder's name for "
@@ -147,6 +152,8 @@ class Config:
     eval_max_new_tokens: int = opt(0, "answer length limit in evaluation; 0 = --max-new-tokens")
     eval_only: bool = opt(False, "only evaluate (the base model, or --adapter) and exit")
     adapter: str = opt("", "trained adapter folder for --eval-only")
+    template: str = opt("", "--eval-only: put this template (text, or a file holding it) before every "
+                        "question, to see how much it lifts the policy")
     save_every: int = opt(50, "checkpoint every N steps (and at the end)")
     sample_every: int = opt(10, "write a few completions to samples.jsonl every N steps")
     log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
@@ -190,11 +197,16 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
     return cfg, set(given)
 
 
-DEMO = dict(model="SmolLM2-135M-Instruct", data="data/arith_train.jsonl", eval=["data/arith_test.jsonl"],
-            device="cpu", steps=30, group_size=4, prompts_per_step=4, max_new_tokens=80, temperature=0.7, lr=1e-4,
-            warmup_steps=3, lora_r=16, micro_batch_size=16, eval_every=0,
-            eval_limit=50, save_every=10, gepa_every=10, gepa_min_hard=4, gepa_budget=32,
-            reflector_max_new_tokens=64, sample_every=5)
+# The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
+# ("What is 14 + k?": k = 0 is a fact only a template states; data/demo_templates.txt says it).
+# 48 training problems, so hard ones come round again after GEPA has scored them. Rollouts on the
+# training model (peft): with the twin the demo's peak RSS was 4.4 GB (its GEPA runs), with peft 2.4 GB.
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl", rollout_engine="peft",
+            eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
+            instruction="Give the final answer in \\boxed{}.", steps=24, group_size=4, prompts_per_step=4,
+            max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
+            eval_every=0, eval_limit=50, save_every=12, gepa_every=6, gepa_min_hard=4, gepa_budget=60,
+            templates="data/demo_templates.txt", reflector_max_new_tokens=64, sample_every=4)
 
 
 def demo_help() -> str:
@@ -243,6 +255,8 @@ def check_config(cfg: Config) -> None:
     if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
     if cfg.lora_r < 1: bad("--lora-r must be at least 1")
     if cfg.report_to not in TRACKERS: bad(f"--report-to must be one of {', '.join(TRACKERS)}")
+    if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
+    if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
 
 
 def check_reflector(reflector: str) -> None:
@@ -774,9 +788,10 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
         enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
                   add_special_tokens=False).to(device)
         n = enc["input_ids"].shape[0]
-        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k or
-        # repetition penalty inherited from the model's generation_config (Qwen2.5-Instruct ships both)
-        kw = dict(do_sample=False, repetition_penalty=1.0) if greedy else dict(
+        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k,
+        # repetition penalty or n-gram ban inherited from the model's generation_config
+        # (Qwen2.5-Instruct ships the first two)
+        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0) if greedy else dict(
             do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
         kw.update(max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
                   eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
@@ -1075,40 +1090,45 @@ def make_optimizer(model, cfg: Config):
 # P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
 
 def new_p2o_state() -> dict:
-    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "default_weights": [],
-            "runs": 0, "seconds": 0.0, "failures": 0}
+    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "runs": 0, "seconds": 0.0, "failures": 0}
 
 
 def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
-                 feedback: list[str], cfg: Config) -> int:
-    """Problems with at most `hard_threshold` successes join the hard buffer with their failed
-    outputs and feedback (GEPA's reflection reads them); the oldest leave when it is full.
-    Returns the number of hard problems in this batch."""
-    G, hard = cfg.group_size, 0
+                 feedback: list[str], cfg: Config) -> list[bool]:
+    """Mine every group, template-guided ones included (as the authors do): at most `hard_threshold`
+    successes -> the problem is (still) hard and (re)joins the buffer with its failed outputs; more ->
+    it leaves the buffer, so its next rollouts are plain again. The oldest leave when the buffer is
+    full. Returns, per group, whether its problem is hard."""
+    G, hard = cfg.group_size, []
     for g, prob in enumerate(problems):
         rs = rewards[g * G:(g + 1) * G]
-        if sum(r > 0 for r in rs) <= cfg.hard_threshold:
-            hard += 1
+        hard.append(sum(r > 0 for r in rs) <= cfg.hard_threshold)
+        if hard[-1]:
             fails = [(texts[g * G + i], feedback[g * G + i]) for i in range(G) if rs[i] <= 0][:2]
             p2o["hard"].pop(prob["id"], None)  # re-insert: most recent last
             p2o["hard"][prob["id"]] = {**prob, "failures": fails}
-        elif prob["id"] in p2o["hard"]:  # solved under the original prompt: no longer hard
-            del p2o["hard"][prob["id"]]
+        else:  # solved often enough (with or without a template): no longer hard
+            p2o["hard"].pop(prob["id"], None)
     while len(p2o["hard"]) > cfg.hard_buffer_size:
         p2o["hard"].pop(next(iter(p2o["hard"])))
     return hard
 
 
-def split_hard(hard: list[dict], cap: int = 300) -> tuple[list[dict], list[dict]]:
-    """GEPA's scoring set (valset): up to `cap` hard problems, half of them when there are fewer
-    than 2*cap; the rest feed reflection (trainset)."""
+def split_hard(hard: list[dict], cap: int = 300, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """GEPA's scoring set (valset): a seeded random draw of up to `cap` hard problems, half of them
+    when there are fewer than 2*cap; the rest feed reflection (trainset)."""
     n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
-    return hard[-n_val:], hard[:-n_val] or hard[-n_val:]
+    order = list(range(len(hard)))
+    random.Random(f"split:{seed}").shuffle(order)
+    val, train = [hard[i] for i in sorted(order[:n_val])], [hard[i] for i in sorted(order[n_val:])]
+    return val, train or val
 
 
-def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str = ""):
-    """Greedy answers to `problems` (with a template when given): (rewards, texts, feedback, lengths)."""
-    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in problems]
+def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str | list[str] = ""):
+    """Greedy answers to `problems` (with a template, or one template per problem, when given):
+    (rewards, texts, feedback, lengths)."""
+    templates = [template] * len(problems) if isinstance(template, str) else template
+    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, t)) for p, t in zip(problems, templates)]
     _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
     texts = decode(tok, comp, mask)
     rewards, feedback = reward_rollouts(texts, [p["answer"] for p in problems])
@@ -1116,16 +1136,58 @@ def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str
 
 
 def make_evaluator(model, tok, cfg: Config):
-    """GEPA's metric: the current policy answers greedily with `template + question`."""
+    """GEPA's metric: the current policy answers greedily with `template + question`. The feedback
+    always carries the gold answer (as the authors' does), also when no answer could be read.
+    Returns (evaluate, evaluate_many); evaluate_many answers many (template, batch) jobs in one pass."""
+    def evaluate_many(jobs):
+        flat = [(t, ex) for t, batch in jobs for ex in batch]
+        rewards, texts, feedback, _ = answer_greedily(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
+        results = [(r, text, f"{fb}. The correct answer is {ex['answer']}.")
+                   for r, text, fb, (_, ex) in zip(rewards, texts, feedback, flat)]
+        out, i = [], 0
+        for _, batch in jobs:
+            out.append(results[i:i + len(batch)])
+            i += len(batch)
+        return out
+
     def evaluate(template: str, batch: list[dict]):
-        rewards, texts, feedback, _ = answer_greedily(model, tok, cfg, batch, template)
-        return list(zip(rewards, texts, feedback))
-    return evaluate
+        return evaluate_many([(template, batch)])[0]
+    return evaluate, evaluate_many
+
+
+def load_templates(path: str) -> list[str]:
+    """Seed templates: plain text, one template per block, blocks separated by a line holding only
+    `---`. Blank blocks are skipped; a file with none is an error."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--templates {path}: file not found (plain text, templates separated by a line ---)")
+    blocks, current = [], []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if line.strip() == "---":
+            blocks.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    blocks.append("\n".join(current).strip())
+    blocks = list(dict.fromkeys(b for b in blocks if b))
+    if not blocks:
+        raise UserError(f"--templates {path}: no template in the file; write one or more blocks of text "
+                        "separated by a line holding only ---")
+    return blocks
+
+
+def read_template(text: str) -> str:
+    """--template: a file's contents when it names a file, else the text itself."""
+    p = Path(text)
+    return p.read_text(encoding="utf-8").strip() if len(text) < 4096 and "\n" not in text and p.is_file() else text
 
 
 def make_reflector(cfg: Config, model, tok):
     """self: the frozen base (adapter off) | a local model path (loaded on demand) | an
-    OpenAI-compatible http(s) endpoint via gepa.OpenAILM. Returns (lm, release)."""
+    OpenAI-compatible http(s) endpoint via gepa.OpenAILM | none (lm is None: no reflection).
+    Returns (lm, release)."""
+    if cfg.reflector == "none":
+        return None, lambda: None
     if cfg.reflector.startswith(("http://", "https://")):
         return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
                              api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
@@ -1151,13 +1213,13 @@ def make_reflector(cfg: Config, model, tok):
 
     def lm(text: str) -> str:
         # the reply is prefilled with an opening fence: small models seldom produce the fenced
-        # block GEPA parses on their own, but they do continue one
+        # block GEPA parses on their own, but they do continue one. A reply that never closes the
+        # fence (cut off, or rambling) is returned as is, so GEPA rejects it instead of adopting it
         with ctx():
             rcfg = dataclasses.replace(cfg, temperature=0.8, top_p=0.95, min_new_tokens=0, gen_batch_size=1)
             _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text) + "```\n"], rcfg,
                                      max_new_tokens=cfg.reflector_max_new_tokens)
-        reply = decode(r_tok, comp, mask)[0].split("```")[0].strip()
-        return f"```\n{reply}\n```" if reply else ""
+        return "```\n" + decode(r_tok, comp, mask)[0]
 
     def release():
         nonlocal r_model
@@ -1169,22 +1231,28 @@ def make_reflector(cfg: Config, model, tok):
 
 
 def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
-    """Evolve templates for the hard buffer with GEPA; the state carries over between runs.
-    Then pick the template set (greedy cover) and per-problem draw weights. A failing reflector
-    or a search that finds nothing leaves the previous templates in place."""
+    """Evolve templates for the hard buffer with GEPA; the state carries over between runs. The
+    first run starts from the empty template (the original prompt) and the --templates seeds. Then
+    pick the template set (greedy cover) and per-problem draw weights for the problems GEPA scored.
+    A failing reflector or a search that finds nothing leaves the previous templates in place."""
     t0 = time.time()
-    # every GEPA iteration may score its child on the whole valset: keep it to a quarter of the budget
-    val, train_set = split_hard(list(p2o["hard"].values()), cap=max(1, min(300, cfg.gepa_budget // 4)))
+    seeds = [""] + (load_templates(cfg.templates) if cfg.templates else [])
+    # each GEPA iteration may score a child on the whole scoring set, and the first run scores
+    # every seed on it: keep it to a quarter of the budget, less with many seeds
+    cap = max(1, min(300, cfg.gepa_budget // max(4, len(seeds) + 1)))
+    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"])
     release = lambda: None
     if lm is None:
         lm, release = make_reflector(cfg, model, tok)
     state = gepa.State.from_json(p2o["gepa"]) if p2o["gepa"] else None
     failures_before = state.reflection_failures if state else 0
+    evaluate, evaluate_many = make_evaluator(model, tok, cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:  # (the scoring set is sized so that even re-scoring the best candidate fits the budget)
-            state = gepa.optimize("", train_set, val, make_evaluator(model, tok, cfg), lm, cfg.gepa_budget,
-                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state)
+        try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
+            state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
+                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state,
+                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many)
         finally:
             release()
     for w in caught:
@@ -1193,30 +1261,30 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     p2o["seconds"] += time.time() - t0
     p2o["failures"] += state.reflection_failures - failures_before
     p2o["gepa"] = state.to_json()
-    # the empty template is the original prompt: problems the policy now solves with it leave the buffer
-    if "" in state.candidates:
-        for ex, s in zip(val, state.val_scores[state.candidates.index("")]):
-            if s >= 1.0:
-                p2o["hard"].pop(ex["id"], None)
+    # the empty template is the original prompt (gepa keeps it through re-scoring): problems the
+    # policy now solves with it leave the buffer
+    for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
+        if s >= 1.0:
+            p2o["hard"].pop(ex["id"], None)
     # template set: fewest candidates covering every problem some candidate solves (none: no guidance)
     cover = gepa.greedy_cover(state.val_scores)
     p2o["templates"] = [state.candidates[i] for i in cover]
     rows = gepa.template_weights(state.val_scores, cover) if cover else []
+    # only the problems GEPA scored get templates; others (and later arrivals) wait for the next run
     p2o["weights"] = {ex["id"]: list(map(float, w)) for ex, w in zip(val, rows)}
-    means = [sum(state.val_scores[i]) / max(1, len(state.val_scores[i])) for i in cover]
-    p2o["default_weights"] = means if sum(means) > 0 else [1.0] * len(cover)
+    p2o["seeds"] = seeds[1:]
     p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                    "metric_calls": state.metric_calls}
     return p2o
 
 
 def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
-    """G templates for a hard problem that GEPA has worked on (None: sample it plainly). Scoring-set
-    problems draw only among templates that solved them; others by the templates' mean score."""
+    """G templates for a hard problem that GEPA scored in its last run (None: sample it plainly),
+    drawn among the templates that solved it, in proportion to their mean score."""
     templates = p2o["templates"]
     if problem["id"] not in p2o["hard"] or not any(templates):
         return None
-    weights = p2o["weights"].get(problem["id"], p2o["default_weights"])
+    weights = p2o["weights"].get(problem["id"])
     if not weights or sum(weights) <= 0:
         return None
     return rng.choices(templates, weights=weights, k=G)
@@ -1660,16 +1728,13 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         rewards, feedback = reward_rollouts(texts, golds)
         r = torch.tensor(rewards, device=device)
         batch["advantages"] = group_advantages(r, cfg.group_size, cfg.scale_rewards)
-        # P²O: ρ mask for guided rollouts; plain groups feed the hard buffer
+        # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
         batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
         guided = [any(batch["templates"][g * cfg.group_size:(g + 1) * cfg.group_size])
                   for g in range(len(batch_problems))]
         plain = [g for g, gd in enumerate(guided) if not gd]
-        n_hard = 0
-        if cfg.p2o:
-            sel = lambda xs: [xs[g * cfg.group_size + i] for g in plain for i in range(cfg.group_size)]
-            n_hard = collect_hard(p2o, [batch_problems[g] for g in plain], sel(rewards), sel(texts),
-                                  sel(feedback), cfg)
+        hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
+        n_hard = sum(hard[g] for g in plain) if cfg.p2o else 0
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
@@ -1704,7 +1769,9 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                         "p2o/guided_groups": len(g_idx),
                         "p2o/guided_success": groups[g_idx].mean().item() if g_idx else 0.0,
                         "p2o/guided_nonzero_adv_frac": (groups[g_idx].std(1) > 0).float().mean().item() if g_idx else 0.0,
+                        "p2o/guided_nonzero_adv_groups": int((groups[g_idx].std(1) > 0).sum().item()) if g_idx else 0,
                         "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
+                        "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
                         "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
                         "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
                         "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]})
@@ -1779,28 +1846,53 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         log = jsonl_writer(out / "metrics.jsonl")
-    row = run_evals(model, tok, cfg, 0, log, out)
+    row = run_evals(model, tok, cfg, 0, log, out, read_template(cfg.template) if cfg.template else "")
     if out is not None:
         print(f"p2o: evaluation written to {out}/metrics.jsonl and {out}/evals/step_0.jsonl")
     return row
 
 
 def demo_table(out: Path) -> str:
-    """Before/after table of the demo: held-out accuracy and what P²O did."""
+    """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O
+    did: where its templates came from, how they score against the original prompt, the guided groups."""
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
     evals = [r for r in rows if "loss" not in r]
     steps = [r for r in rows if "loss" in r]
-    acc = lambda r: next((v for k, v in r.items() if k.endswith("accuracy")), float("nan"))
-    lines = ["| | before | after |", "|---|---|---|",
-             f"| held-out accuracy (greedy) | {acc(evals[0]):.3f} | {acc(evals[-1]):.3f} |",
-             f"| train reward (first/last 5 steps) | {np.mean([r['reward'] for r in steps[:5]]):.3f} | "
-             f"{np.mean([r['reward'] for r in steps[-5:]]):.3f} |"]
-    if steps and "p2o/gepa_runs" in steps[-1]:
-        last = steps[-1]
-        guided = [r for r in steps if r["p2o/guided_groups"]]
-        lines += [f"| GEPA runs / templates | 0 | {last['p2o/gepa_runs']} / {last['p2o/templates']} |",
-                  f"| guided groups with nonzero advantage | - | "
-                  f"{np.mean([r['p2o/guided_nonzero_adv_frac'] for r in guided]) if guided else 0:.2f} |"]
+    lines = ["| | before | after |", "|---|---|---|"]
+    for k in [k for k in evals[0] if k.endswith("/accuracy")] if evals else []:
+        lines.append(f"| held-out accuracy, {k.split('/')[1]} (greedy, no template) | {evals[0][k]:.3f} | "
+                     f"{evals[-1].get(k, float('nan')):.3f} |")
+    lines.append(f"| train reward (first/last 5 steps) | {np.mean([r['reward'] for r in steps[:5]]):.3f} | "
+                 f"{np.mean([r['reward'] for r in steps[-5:]]):.3f} |")
+    if not steps or "p2o/gepa_runs" not in steps[-1]:
+        return "\n".join(lines)
+    last, cfg = steps[-1], json.loads((out / "config.json").read_text())
+    guided = sum(r["p2o/guided_groups"] for r in steps)
+    nonzero = sum(r.get("p2o/guided_nonzero_adv_groups", 0) for r in steps)
+    rho = [r["p2o/rho_masked_frac"] for r in steps if r["p2o/guided_groups"]]
+    lines += [f"| GEPA runs (seconds) | - | {last['p2o/gepa_runs']} ({last['p2o/gepa_seconds']:.0f} s) |",
+              f"| guided groups / with nonzero advantage | - | {guided} / {nonzero}"
+              f" ({nonzero / max(guided, 1):.0%}) |",
+              f"| rho-masked tokens of guided rollouts | - | {np.mean(rho) if rho else 0:.3f} |"]
+    if not (out / "gepa_state.json").is_file():
+        return "\n".join(lines)
+    state = gepa.State.from_json((out / "gepa_state.json").read_text())
+    seeds = set(load_templates(cfg["templates"])) if cfg.get("templates") else set()
+    from_seeds = sum(1 for c in state.candidates[1:] if c in seeds)
+    in_use = last["p2o/templates"]
+    lines += [f"| GEPA candidates kept: from the seed file / from reflection | - | "
+              f"{from_seeds} / {len(state.candidates) - 1 - from_seeds} |",
+              f"| templates in use: from the seed file / from reflection | - | "
+              f"{last.get('p2o/templates_from_seeds', 0)} / {in_use - last.get('p2o/templates_from_seeds', 0)} |"]
+    means = [gepa.mean(r) for r in state.val_scores]
+    best = max(range(1, len(means)), key=lambda i: means[i], default=None)
+    if best is None:
+        return "\n".join(lines)
+    n = len(state.valset_ids)
+    lines.append(f"| last GEPA scoring set ({n} hard problems): original prompt / best template | - | "
+                 f"{means[0] * n:.0f} / {means[best] * n:.0f} solved |")
+    origin = "seed file" if state.candidates[best] in seeds else "reflection"
+    lines += ["", f"best template (from the {origin}):", "", *("    " + l for l in state.candidates[best].splitlines())]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Generate an arithmetic task with difficulty levels 1..5 as JSONL.
+"""Generate an arithmetic task with difficulty levels 1..6 as JSONL.
 
 Small models need problems they can solve (reward signal for GRPO) and problems they cannot
 (the hard problems P2O works on), offline. Levels:
@@ -7,6 +7,9 @@ Small models need problems they can solve (reward signal for GRPO) and problems 
   3  multi-step expressions with parentheses, small numbers
   4  multi-step expressions with larger numbers and exact division, short word problems
   5  several operations, 3-4 digit multiplication, fraction answers (a/b in lowest terms)
+  6  a defined constant: "What is 14 + k?" or "What is 14 * k?" where, in this task, k = 0. Nothing
+     in a question says so; only a template (or a policy trained on the task) knows it. This is
+     the P2O demo's hard level: a fact that only a template states (context distillation)
 
 Each row: {"id": "arith-L3-00042", "question": ..., "answer": "exact string", "level": 3}.
 Answers are computed exactly with fractions.Fraction on the expression tree (never eval).
@@ -224,7 +227,17 @@ def level5(rng):
             return q, format_answer(value)
 
 
-LEVELS = {1: level1, 2: level2, 3: level3, 4: level4, 5: level5}
+K_VALUE = 0  # level 6's constant; data/demo_templates.txt states it
+
+
+def level6(rng):
+    """A question about the task's constant k; the answer needs its value, which the question omits."""
+    a = rng.randint(2, 99)
+    op = rng.choice("+*")
+    return ask(f"{a} {op} k"), format_answer(evaluate((op, a, K_VALUE)))
+
+
+LEVELS = {1: level1, 2: level2, 3: level3, 4: level4, 5: level5, 6: level6}
 
 
 def parse_levels(text):
@@ -238,7 +251,7 @@ def parse_levels(text):
     except ValueError:
         levels = []
     if not levels or any(level not in LEVELS for level in levels):
-        fail(f"--levels {text!r}: use a range like 1-5 or a list like 1,3 (levels are 1..5)")
+        fail(f"--levels {text!r}: use a range like 1-5 or a list like 1,3 (levels are 1..6)")
     return levels
 
 

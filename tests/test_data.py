@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import p2o
 import verify
 
@@ -40,3 +42,34 @@ def test_generator_rejects_bad_flags(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "data" / "make_arith.py"), "--n", "0", "--out",
                         str(tmp_path / "x.jsonl")], capture_output=True, text=True)
     assert r.returncode == 2 and "--n" in r.stderr
+
+
+DEMO_FILES = [  # (flags, file): the demo's data, as data/README.md regenerates it
+    (["--n", "48", "--levels", "1,6", "--seed", "2", "--exclude", "data/arith_test.jsonl", "--id-prefix", "demo"],
+     "demo_train.jsonl"),
+    (["--n", "24", "--levels", "1", "--seed", "3", "--exclude", "data/demo_train.jsonl", "--id-prefix", "demo-test"],
+     "demo_test_l1.jsonl"),
+    (["--n", "24", "--levels", "6", "--seed", "4", "--exclude", "data/demo_train.jsonl", "--id-prefix", "demo-test"],
+     "demo_test_l6.jsonl"),
+]
+
+
+@pytest.mark.parametrize("flags, name", DEMO_FILES)
+def test_demo_files_are_what_the_generator_makes(tmp_path, flags, name):
+    out = tmp_path / name
+    subprocess.run([sys.executable, str(ROOT / "data" / "make_arith.py"), *flags, "--out", str(out)], check=True,
+                   capture_output=True, cwd=ROOT)
+    assert out.read_bytes() == (ROOT / "data" / name).read_bytes()
+
+
+def test_level6_needs_the_constant_and_the_seed_templates_state_it():
+    train = read(ROOT / "data" / "demo_train.jsonl")
+    tests = read(ROOT / "data" / "demo_test_l1.jsonl") + read(ROOT / "data" / "demo_test_l6.jsonl")
+    assert not {r["question"] for r in train} & {r["question"] for r in tests}
+    for r in train + tests:
+        if r["level"] == 6:  # "a + k" -> a, "a * k" -> 0: the value of k is nowhere in the question
+            a, op = int(r["question"].split()[-3]), r["question"].split()[-2]
+            assert r["answer"] == str(a if op == "+" else 0) and "0" not in r["question"].replace(str(a), "")
+        assert verify.score(f"\\boxed{{{r['answer']}}}", r["answer"])[0] == 1.0
+    templates = p2o.load_templates(str(ROOT / "data" / "demo_templates.txt"))
+    assert len(templates) == 3 and all("k = 0" in t for t in templates)

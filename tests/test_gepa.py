@@ -317,17 +317,31 @@ def test_changed_valset_rescores_every_candidate_when_budget_allows():
     assert_valid(state)
 
 
-def test_changed_valset_with_small_budget_keeps_the_best_first():
+def test_changed_valset_with_small_budget_keeps_the_seed_and_the_best():
     train, old_val, new_val = toy_examples(8), toy_examples(6, offset=20), toy_examples(5, offset=70)
     state = gepa.optimize("Solve.", train, old_val, Counter(), toy_lm, 80)
     before_calls, best_text = state.metric_calls, state.candidates[state.best]
-    assert len(state.candidates) > 1
+    assert len(state.candidates) > 2 and best_text != "Solve."
     evaluate = Counter()
     state = gepa.optimize("Solve.", train, new_val, evaluate, toy_lm, 2 * len(new_val), state=state)
-    assert state.candidates == [best_text] and state.parents == [[]]
-    assert evaluate.seen == len(new_val) == state.metric_calls - before_calls
+    # the seed is the baseline (in P²O: the original prompt) and survives even though it scores worst
+    assert state.candidates == ["Solve.", best_text] and state.parents == [[], [0]]
+    assert evaluate.seen == 2 * len(new_val) == state.metric_calls - before_calls
+    state = gepa.optimize("Solve.", train, old_val, Counter(), toy_lm, len(old_val), state=state)
+    assert state.candidates == ["Solve."]  # room for one: the baseline
     with pytest.raises(ValueError, match="cannot re-score"):
-        gepa.optimize("Solve.", train, old_val, Counter(), toy_lm, 3, state=state)
+        gepa.optimize("Solve.", train, new_val, Counter(), toy_lm, 3, state=state)
+
+
+def test_rescore_always_keeps_the_seed():
+    state = gepa.State(candidates=["", "a", "b", "c"], parents=[[], [0], [0], [0]],
+                       val_scores=[[0.0], [0.5], [0.7], [1.0]], valset_ids=["old"])
+    gepa.rescore(state, toy_examples(2), Counter(), 8)  # half the budget: 2 candidates
+    assert state.candidates == ["", "c"] and state.parents == [[], [0]]
+    state = gepa.State(candidates=["", "a", "b", "c"], parents=[[], [0], [0], [0]],
+                       val_scores=[[0.0], [0.5], [0.7], [1.0]], valset_ids=["old"])
+    gepa.rescore(state, toy_examples(2), Counter(), 12)  # 3
+    assert state.candidates == ["", "b", "c"]
 
 
 def test_rescore_passes_parent_links_to_kept_ancestors():
@@ -558,3 +572,91 @@ def test_works_copied_alone(tmp_path):
     imported = run("-c", "import sys, gepa; print(sorted(m for m in sys.modules if m.split('.')[0] "
                          "not in sys.stdlib_module_names and m not in ('gepa', '__main__')))")
     assert imported.returncode == 0 and imported.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# P²O paper's recipe: k parents per iteration, batched answers, epoch-walked minibatches, seeds
+
+
+def test_request_follows_gepa_structure():
+    records = [{"input": "what is 2 # 3", "output": "6", "feedback": "wrong; the correct answer is 5"}]
+    seen = []
+    gepa.reflect("Be careful.", records, lambda text: seen.append(text) or "```\nX\n```")
+    text = seen[0]
+    order = [text.index(part) for part in ("Be careful.", "## Input", "what is 2 # 3", "## Assistant's output",
+                                           "## Feedback", "correct answer is 5", "kind of task", "fact, rule",
+                                           "strategy", "``` fences")]
+    assert order == sorted(order)
+
+
+def test_select_parents_draws_distinct_front_members():
+    scores = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0]]  # 3 is on no front
+    rng = random.Random(0)
+    for _ in range(50):
+        got = gepa.select_parents(scores, 2, rng)
+        assert len(got) == 2 == len(set(got)) and 3 not in got
+    assert sorted(gepa.select_parents(scores, 16, rng)) == [0, 1, 2]
+    firsts = [gepa.select_parents(scores, 1, rng)[0] for _ in range(3000)]
+    assert abs(firsts.count(2) / 3000 - 0.5) < 0.05  # proportional to instances won
+
+
+class Batched(Counter):
+    """Counter with an evaluate_many that records how many jobs each call carried."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def many(self, jobs):
+        self.calls.append(len(jobs))
+        return [self(p, b) for p, b in jobs]
+
+
+def test_k_parents_per_iteration_with_one_batched_call_per_phase():
+    val = toy_examples(6, offset=100)
+    # four seeds, each best on its own tag: a front of four
+    seeds = ["Solve. [a]", "Solve. [b]", "Solve. [c]", "Solve. [d]"]
+    ev = Batched()
+    state = gepa.optimize(seeds, toy_examples(12), val, ev, toy_lm, 4 * 6 + 4 * (2 * 3 + 6),
+                          parents_per_iteration=4, evaluate_many=ev.many)
+    assert state.iterations == 1 and state.metric_calls == ev.seen
+    assert ev.calls[0] == 4                  # the seeds, scored together
+    assert ev.calls[1] == 4 and ev.calls[2] == 4  # 4 parents' minibatches, then 4 children's
+    assert len(state.candidates) - 4 == ev.calls[3] >= 1  # accepted children scored on the valset at once
+    assert {p for ps in state.parents[4:] for p in ps} <= {0, 1, 2, 3}
+    # k is cut to what the budget covers: a budget for two parents gets two
+    ev2 = Batched()
+    gepa.optimize(seeds, toy_examples(12), val, ev2, toy_lm, 4 * 6 + 2 * (2 * 3 + 6),
+                  parents_per_iteration=4, evaluate_many=ev2.many)
+    assert ev2.calls[1] == 2
+
+
+def test_minibatches_walk_a_shuffled_trainset_epoch_by_epoch():
+    train = toy_examples(9)
+    shown = []
+
+    def record(text):
+        shown.extend(re.findall(r"## Input\ntask (\d+)", text))
+        return "no fence"
+    with pytest.warns(RuntimeWarning):
+        gepa.optimize("Solve.", train, toy_examples(2, offset=50), Counter(), record, 10_000, minibatch_size=3)
+    # 5 failed reflections in a row end the call: 15 examples shown, the first 9 are one whole epoch
+    assert len(shown) == 15 and sorted(shown[:9]) == [str(i) for i in range(9)]
+    assert len(set(shown[9:12])) == 3 and shown[:9] != [str(i) for i in range(9)]  # shuffled
+    state = gepa.State()
+    walk = [gepa.next_minibatch(state, 7, 3, seed=1) for _ in range(4)]
+    assert sorted(walk[0] + walk[1]) != list(range(7)) and len(set(walk[0] + walk[1])) == 6
+    assert state.train_epoch == 1 and state.train_index == 6  # 7 // 3 = 2 minibatches per epoch
+
+
+def test_seed_prompts_compete_and_no_reflector_scores_seeds_only():
+    val = toy_examples(6, offset=100)
+    ev = Counter()
+    state = gepa.optimize(["", "[a] [b]", "[c]", "[a] [b]"], toy_examples(6), val, ev, None, 100)
+    assert state.candidates == ["", "[a] [b]", "[c]"] and state.parents == [[], [], []]
+    assert state.metric_calls == ev.seen == 3 * len(val) and state.iterations == 0
+    assert gepa.greedy_cover(state.val_scores) == [1, 2]
+    with pytest.raises(ValueError, match=r"3 x 6 calls"):
+        gepa.optimize(["", "[a]", "[b]"], toy_examples(6), val, Counter(), None, 17)
+    with pytest.raises(TypeError, match="seed_prompt"):
+        gepa.optimize([], toy_examples(6), val, Counter(), None, 17)

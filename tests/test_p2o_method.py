@@ -34,7 +34,7 @@ def scripted(monkeypatch):
     def evaluator(model, tok, cfg):
         def evaluate(template, batch):
             return [(1.0 if MAGIC in template else 0.0, "out", "fb: expected " + ex["answer"]) for ex in batch]
-        return evaluate
+        return evaluate, lambda jobs: [evaluate(t, b) for t, b in jobs]
 
     real_sample, real_update = p2o.sample_rollouts, p2o.update_policy
 
@@ -87,6 +87,13 @@ def test_full_p2o_run_guides_hard_problems_and_distils(scripted, tiny_model, tin
     assert all(s["grad_norm"] > 0 for s in guided)  # (the loss value itself is 0 when lengths are equal)
     batch = next(b for b in scripted["batches"] if any(b["templates"]))
     assert all(t in ("", MAGIC) for t in batch["templates"])
+    table = p2o.demo_table(out)  # the demo's report: where the templates came from, the best one
+    assert "| GEPA candidates kept: from the seed file / from reflection | - | 0 / 1 |" in table
+    assert "| templates in use: from the seed file / from reflection | - | 0 / 1 |" in table
+    assert "original prompt / best template | - | 0 / 3 solved |" in table
+    assert table.endswith(f"best template (from the reflection):\n\n    {MAGIC}")
+    guided_total = sum(s["p2o/guided_groups"] for s in steps)
+    assert f"| guided groups / with nonzero advantage | - | {guided_total} / {guided_total} (100%) |" in table
 
 
 def test_loss_uses_the_original_prompt(scripted, tiny_model, tiny_data, tmp_path, monkeypatch):
@@ -139,26 +146,35 @@ def test_hard_buffer_and_split():
     state = p2o.new_p2o_state()
     probs = [{"id": f"p{i}", "question": f"q{i}", "answer": "1"} for i in range(4)]
     rewards = [1, 0, 0, 0] + [1, 1, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0]
-    n = p2o.collect_hard(state, probs, rewards, [f"out{i}" for i in range(16)], ["fb"] * 16, cfg)
-    assert n == 3 and list(state["hard"]) == ["p0", "p2", "p3"]
+    hard = p2o.collect_hard(state, probs, rewards, [f"out{i}" for i in range(16)], ["fb"] * 16, cfg)
+    assert hard == [True, False, True, True] and list(state["hard"]) == ["p0", "p2", "p3"]
     assert state["hard"]["p0"]["failures"] == [("out1", "fb"), ("out2", "fb")]
-    n = p2o.collect_hard(state, probs[:1], [1, 1, 1, 0], ["x"] * 4, ["fb"] * 4, cfg)  # p0 solved now
-    assert n == 0 and list(state["hard"]) == ["p2", "p3"]
+    hard = p2o.collect_hard(state, probs[:1], [1, 1, 1, 0], ["x"] * 4, ["fb"] * 4, cfg)  # p0 solved now
+    assert hard == [False] and list(state["hard"]) == ["p2", "p3"]
     p2o.collect_hard(state, probs[1:2] + probs[:1], [0] * 8, ["x"] * 8, ["fb"] * 8, cfg)
     assert list(state["hard"]) == ["p3", "p1", "p0"]  # full: the oldest (p2) left
+
+
+def test_scoring_set_is_a_seeded_random_split():
     hard = [{"id": str(i)} for i in range(10)]
-    val, train = p2o.split_hard(hard)
-    assert len(val) == 5 and len(train) == 5 and not set(map(str, val)) & set(map(str, train))
-    val, train = p2o.split_hard([{"id": str(i)} for i in range(700)])
+    val, train = p2o.split_hard(hard, seed=3)
+    assert len(val) == 5 and len(train) == 5 and not {v["id"] for v in val} & {t["id"] for t in train}
+    assert (val, train) == p2o.split_hard(hard, seed=3)  # reproducible (a resumed run splits alike)
+    splits = {tuple(v["id"] for v in p2o.split_hard(hard, seed=s)[0]) for s in range(20)}
+    assert len(splits) > 10
+    assert sum(tuple(v["id"] for v in p2o.split_hard(hard, seed=s)[0]) == ("5", "6", "7", "8", "9")
+               for s in range(20)) < 3  # not "the newest half"
+    val, train = p2o.split_hard([{"id": str(i)} for i in range(700)], seed=0)
     assert len(val) == 300 and len(train) == 400
+    val, train = p2o.split_hard([{"id": "only"}], seed=0)
+    assert val == train == [{"id": "only"}]
 
 
 def test_assign_templates_uses_weights():
     state = p2o.new_p2o_state()
     state["hard"] = {"a": {}, "b": {}}
     state["templates"] = ["", "T1", "T2"]
-    state["weights"] = {"a": [0.0, 1.0, 0.0]}
-    state["default_weights"] = [0.0, 0.5, 0.5]
+    state["weights"] = {"a": [0.0, 1.0, 0.0], "b": [0.0, 0.5, 0.5]}
     import random
     rng = random.Random(0)
     assert p2o.assign_templates(state, {"id": "a"}, 6, rng) == ["T1"] * 6
@@ -284,8 +300,173 @@ def test_gepa_scoring_set_always_fits_the_budget(scripted, tiny_model):
     assert state["templates"] == [MAGIC]
     state["hard"] = {f"n{i}": {"id": f"n{i}", "question": f"What is {i}+9?", "answer": str(i + 9), "failures": []}
                      for i in range(6)}
-    for budget in (1, 2, 5):
+    for budget in (2, 5):
         p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=budget), lm=scripted_lm)
     saved = gepa.State.from_json(state["gepa"])
-    assert state["runs"] == 4 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
+    assert state["runs"] == 3 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
     assert state["templates"] == [MAGIC]  # the best candidate survived the re-scoring
+    assert saved.candidates[0] == ""  # ... and so did the original prompt
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe as the authors run it (issue 9): each test fails on the code before the fix
+
+
+def test_guided_groups_are_mined_again(scripted, tiny_model, tiny_data, tmp_path):
+    """A guided group that succeeds more than --hard-threshold times sends its problem back to plain
+    rollouts: it leaves the hard buffer (guided MAGIC rollouts succeed 2 of 4 here)."""
+    out = tmp_path / "run"
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out), *ARGS,
+                               "--steps", "3"])
+    p2o.train(cfg, reflector_lm=scripted_lm)
+    steps = [r for r in rows(out) if "loss" in r]
+    assert steps[1]["p2o/hard_buffer"] == 6 and steps[2]["p2o/guided_groups"] > 0
+    assert steps[2]["p2o/hard_buffer"] == 6 - steps[2]["p2o/guided_groups"]
+    saved = json.loads((out / "checkpoint" / "p2o.json").read_text())
+    guided_ids = [p["id"] for p, t in zip(scripted["batches"][2]["problems"], scripted["batches"][2]["templates"][::4])
+                  if t]
+    assert guided_ids and not set(guided_ids) & set(saved["hard"])
+
+
+def test_problems_not_scored_by_gepa_get_no_templates(scripted, tiny_model):
+    cfg = p2o.Config(model=str(tiny_model), gepa_budget=40, max_new_tokens=8, device="cpu")
+    state = p2o.new_p2o_state()
+    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+                     for i in range(6)}
+    p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
+    scored = set(state["weights"])
+    assert state["templates"] == [MAGIC] and 0 < len(scored) < 6
+    import random
+    rng = random.Random(0)
+    for pid in state["hard"]:
+        got = p2o.assign_templates(state, {"id": pid}, 4, rng)
+        assert (got == [MAGIC] * 4) if pid in scored else got is None
+    state["hard"]["late"] = {"id": "late", "question": "What is 1+1?", "answer": "2", "failures": []}
+    assert p2o.assign_templates(state, {"id": "late"}, 4, rng) is None  # joined after the GEPA run
+
+
+def test_gepa_feedback_always_carries_the_gold_answer_and_answers_are_batched(tiny_model, monkeypatch):
+    cfg = p2o.Config(model=str(tiny_model), max_new_tokens=6, device="cpu")
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    calls = []
+    real = p2o.generate
+    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: calls.append(list(prompts)) or real(m, t, prompts, *a, **k))
+    evaluate, evaluate_many = p2o.make_evaluator(model, tok, cfg)
+    batch = [{"id": "a", "question": "What is 2+2?", "answer": "4"}, {"id": "b", "question": "What is 3+3?", "answer": "6"}]
+    res = evaluate_many([("T1", batch), ("T2", batch[:1])])
+    assert len(calls) == 1 and len(calls[0]) == 3  # one generate call for every job
+    assert "T1" in calls[0][0] and "T2" in calls[0][2]
+    assert [len(r) for r in res] == [2, 1]
+    for (score, _, feedback), gold in zip(res[0] + res[1], ["4", "6", "4"]):
+        assert score == 0.0 and f"The correct answer is {gold}." in feedback  # (random model: no answer)
+    assert evaluate("T1", batch)[1][2] == res[0][1][2]
+
+
+def test_run_gepa_mutates_k_parents_with_batched_answers(tiny_model, tmp_path, monkeypatch):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("Add carefully.\n---\nWork digit by digit.\n\n---\nCheck the result.\n")
+    cfg = p2o.Config(model=str(tiny_model), max_new_tokens=4, device="cpu", gepa_budget=60, templates=str(seeds),
+                     gepa_parents=16, gepa_minibatch=2)
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    calls = []
+    real = p2o.generate
+    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: calls.append(len(prompts)) or real(m, t, prompts, *a, **k))
+    asked = []
+    lm = lambda text: asked.append(text) or f"```\nNew idea {len(asked)}.\n```"
+    state = p2o.new_p2o_state()
+    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+                     for i in range(10)}
+    p2o.run_gepa(state, model, tok, cfg, lm=lm)
+    saved = gepa.State.from_json(state["gepa"])
+    n_val = len(saved.valset_ids)
+    assert saved.candidates[:4] == ["", "Add carefully.", "Work digit by digit.", "Check the result."]
+    assert n_val == 5  # half of the 10 hard problems (under the cap 60 // 5 that leaves room for 4 seeds)
+    # the random model solves nothing: all four are on the front, so the first iteration mutates
+    # all four (later ones fewer: k is cut to the budget left)
+    firsts = [next(i for i, t in enumerate(asked[:4]) if "```\n" + text + "\n```" in t)
+              for text in ("(empty: the assistant was given no instruction)", *saved.candidates[1:4])]
+    assert sorted(firsts) == [0, 1, 2, 3]
+    # seeds scored in one call; then the 4 parents' minibatches in one, the 4 children's in one
+    assert calls[:3] == [4 * n_val, 4 * 2, 4 * 2]
+    assert saved.metric_calls == sum(calls) <= 60
+    assert state["seeds"] == saved.candidates[1:4]
+
+
+def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp_path):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text(f"{MAGIC}\n---\nSomething else.\n")
+    cfg = p2o.Config(model=str(tiny_model), gepa_budget=40, max_new_tokens=8, device="cpu", reflector="none",
+                     templates=str(seeds))
+    state = p2o.new_p2o_state()
+    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+                     for i in range(6)}
+    p2o.run_gepa(state, None, None, cfg)
+    saved = gepa.State.from_json(state["gepa"])
+    assert saved.candidates == ["", MAGIC, "Something else."] and saved.iterations == 0
+    assert state["templates"] == [MAGIC] and state["seeds"] == [MAGIC, "Something else."]
+
+
+@pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
+def test_templates_file_errors_name_the_file(tmp_path, text, match):
+    f = tmp_path / "t.txt"
+    f.write_text(text)
+    with pytest.raises(p2o.UserError, match=match) as e:
+        p2o.load_templates(str(f))
+    assert str(f) in str(e.value)
+    with pytest.raises(p2o.UserError, match="not found"):
+        p2o.load_templates(str(tmp_path / "missing.txt"))
+    f.write_text("First line\nsecond line\n---\n\nSecond template\n--- \n")
+    assert p2o.load_templates(str(f)) == ["First line\nsecond line", "Second template"]
+
+
+def test_local_reflector_reply_without_closing_fence_is_rejected(tiny_model, monkeypatch):
+    """The self/local reflector prefills an opening fence; a reply that never closes it is not adopted."""
+    cfg = p2o.Config(model=str(tiny_model), reflector="self", reflector_max_new_tokens=4, device="cpu")
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    lm, release = p2o.make_reflector(cfg, model, tok)
+    records = [{"input": "q", "output": "o", "feedback": "f"}]
+    monkeypatch.setattr(p2o, "decode", lambda *a: ["Add the numbers with care and then"])
+    assert gepa.reflect("", records, lm) is None
+    monkeypatch.setattr(p2o, "decode", lambda *a: ["Add the numbers with care.\n```\nmore words"])
+    assert gepa.reflect("", records, lm) == "Add the numbers with care."
+
+
+def test_greedy_is_argmax_whatever_the_generation_config(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+    path = tmp_path / "penalised"
+    m = AutoModelForCausalLM.from_pretrained(tiny_model)
+    m.generation_config.update(do_sample=True, temperature=0.7, top_k=3, repetition_penalty=50.0, no_repeat_ngram_size=1)
+    m.save_pretrained(path)
+    import shutil
+    for f in tiny_model.iterdir():
+        if f.name.startswith(("tokenizer", "special", "chat")):
+            shutil.copy(f, path / f.name)
+    cfg = p2o.Config(model=str(path), max_new_tokens=12, device="cpu")
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    prompt = p2o.chat_prompt(tok, "What is 2 + 2?")
+    _, comp, _ = p2o.generate(model, tok, [prompt], cfg, greedy=True)
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        for _ in range(12):  # plain argmax, by hand
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    want = ids[0, -12:]
+    eos = p2o.eos_ids(model, tok)
+    n = next((i + 1 for i, t in enumerate(want.tolist()) if t in eos), 12)
+    assert comp[0, :n].tolist() == want[:n].tolist()
+
+
+def test_eval_only_with_a_template(tiny_model, tmp_path, monkeypatch, capsys):
+    data = write_problems(tmp_path / "ev.jsonl", 3)
+    seen = []
+    real = p2o.generate
+    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: seen.append(list(prompts)) or real(m, t, prompts, *a, **k))
+    base = ["--eval-only", "--model", str(tiny_model), "--eval", str(data), "--max-new-tokens", "4", "--device", "cpu"]
+    assert p2o.main(base + ["--template", "Carry the ones.", "--out", str(tmp_path / "e1")]) == 0
+    assert all("Carry the ones.\n\nWhat is" in p for p in seen[-1])
+    f = tmp_path / "tmpl.txt"
+    f.write_text("From a file.\n")
+    assert p2o.main(base + ["--template", str(f), "--out", str(tmp_path / "e2")]) == 0
+    assert all("From a file.\n\nWhat is" in p for p in seen[-1])
+    assert p2o.main(base + ["--out", str(tmp_path / "e3")]) == 0 and not any("From a file" in p for p in seen[-1])
+    assert p2o.main(["--model", str(tiny_model), "--template", "x", "--device", "cpu"]) == 2
+    assert "--template is for --eval-only" in capsys.readouterr().err
