@@ -1684,6 +1684,41 @@ def step_bar(step: int, cfg: Config):
                 dynamic_ncols=True, smoothing=0)
 
 
+def step_metrics(batch: dict, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
+    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
+    (prompt + completion tokens seen, saved with the checkpoint)."""
+    groups = r.view(-1, cfg.group_size)
+    lengths = batch["mask"].sum(1).float()
+    pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch["prompt_ids"]))
+    last = batch["completions"][:, -1]
+    truncated = (batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+    return {"reward": r.mean().item(), "reward_std": r.std().item(),
+            "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
+
+
+def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_frac: float, cfg: Config) -> dict:
+    """What P²O did this step: hard share of the plain groups, guided groups and whether their
+    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
+    G = cfg.group_size
+    groups = r.view(-1, G)
+    guided = [g for g in range(groups.shape[0]) if any(batch["templates"][g * G:(g + 1) * G])]
+    plain = [g for g in range(groups.shape[0]) if g not in guided]
+    spread = groups[guided].std(1) > 0 if guided else torch.zeros(0, dtype=torch.bool)
+    last = p2o.get("last", {})
+    return {"p2o/hard_frac": sum(hard[g] for g in plain) / max(1, len(plain)), "p2o/hard_buffer": len(p2o["hard"]),
+            "p2o/guided_groups": len(guided),
+            "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
+            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
+            "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
+            "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
+            "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
+            "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]}
+
+
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
     """The whole run. `stop_after` ends early as if killed after that step (tests use it);
     `reflector_lm` overrides --reflector with any callable (tests script it)."""
@@ -1730,11 +1765,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         batch["advantages"] = group_advantages(r, cfg.group_size, cfg.scale_rewards)
         # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
         batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
-        guided = [any(batch["templates"][g * cfg.group_size:(g + 1) * cfg.group_size])
-                  for g in range(len(batch_problems))]
-        plain = [g for g, gd in enumerate(guided) if not gd]
         hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
-        n_hard = sum(hard[g] for g in plain) if cfg.p2o else 0
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
@@ -1747,38 +1778,18 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
             run_gepa(p2o, model, tok, cfg, reflector_lm)
             log_gepa(gepa_run_row(step + 1, p2o))
             bar.set_description("p2o")
-        # metrics, with TRL's names
-        groups = r.view(-1, cfg.group_size)
-        lengths = batch["mask"].sum(1).float()
-        gen_tokens = int(lengths.sum().item())
-        pos["num_tokens"] = pos.get("num_tokens", 0) + gen_tokens + sum(len(p) for p in batch["prompt_ids"])
-        truncated = (batch["mask"][:, -1] == 1) & ~torch.isin(batch["completions"][:, -1],
-                                                               torch.tensor(eos_ids(model, tok), device=device))
-        row = {"step": step + 1, **stats, "reward": r.mean().item(), "reward_std": r.std().item(),
-               "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
-               "completions/mean_length": lengths.mean().item(),
-               "completions/clipped_ratio": truncated.float().mean().item(),
-               "step_time": t_step, "num_tokens": pos["num_tokens"], "lr": scheduler.get_last_lr()[0],
-               "time/rollout_s": t_roll, "time/update_s": t_update,
-               "rollout/tokens_per_s": gen_tokens / max(t_roll, 1e-9), **rollout_stats(model),
-               "memory/peak_mb": peak_memory_mb(device)}
+        # metrics, with TRL's names, and what the model wrote
+        eos = eos_ids(model, tok)
+        row = {"step": step + 1, **stats, **step_metrics(batch, r, pos, eos, cfg),
+               "step_time": t_step, "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
+               "time/update_s": t_update, "rollout/tokens_per_s": int(batch["mask"].sum()) / max(t_roll, 1e-9),
+               **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
-            g_idx = [g for g, gd in enumerate(guided) if gd]
-            last = p2o.get("last", {})
-            row.update({"p2o/hard_frac": n_hard / max(1, len(plain)), "p2o/hard_buffer": len(p2o["hard"]),
-                        "p2o/guided_groups": len(g_idx),
-                        "p2o/guided_success": groups[g_idx].mean().item() if g_idx else 0.0,
-                        "p2o/guided_nonzero_adv_frac": (groups[g_idx].std(1) > 0).float().mean().item() if g_idx else 0.0,
-                        "p2o/guided_nonzero_adv_groups": int((groups[g_idx].std(1) > 0).sum().item()) if g_idx else 0,
-                        "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
-                        "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
-                        "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
-                        "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
-                        "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]})
+            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg))
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
         if cfg.log_completions:
-            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos_ids(model, tok)):
+            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos):
                 log_completion(c)
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             for i in range(0, len(texts), cfg.group_size)[:3]:

@@ -60,12 +60,18 @@ def logits(m):
         return m(input_ids=IDS).logits.float()
 
 
-@pytest.mark.parametrize("four_bit", [False, True])
-def test_twin_equals_hand_built_reference_in_bf16(tiny_model, four_bit):
+def policy_with_twin(tiny_model, four_bit, dtype):
+    """The tiny policy (4-bit base or not) with a twin of `dtype` built from it."""
     if four_bit:
         pytest.importorskip("bitsandbytes")
-    cfg, model, tok = load(tiny_model, "--load-in-4bit" if four_bit else "--no-load-in-4bit")
-    p2o.build_twin(model, torch.bfloat16, CPU)
+    _, model, _ = load(tiny_model, "--load-in-4bit" if four_bit else "--no-load-in-4bit")
+    p2o.build_twin(model, dtype, CPU)
+    return model
+
+
+@pytest.mark.parametrize("four_bit", [False, True])
+def test_twin_equals_hand_built_reference_in_bf16(tiny_model, four_bit):
+    model = policy_with_twin(tiny_model, four_bit, torch.bfloat16)
     twin = twin_of(model)
     ref = hand_built_weights(model)
     got = dict(twin.named_parameters())
@@ -87,10 +93,7 @@ def test_twin_equals_hand_built_reference_in_bf16(tiny_model, four_bit):
 
 @pytest.mark.parametrize("four_bit", [False, True])
 def test_fp32_twin_has_the_policys_logits(tiny_model, four_bit):
-    if four_bit:
-        pytest.importorskip("bitsandbytes")
-    cfg, model, tok = load(tiny_model, "--load-in-4bit" if four_bit else "--no-load-in-4bit")
-    p2o.build_twin(model, torch.float32, CPU)
+    model = policy_with_twin(tiny_model, four_bit, torch.float32)
     a, b = logits(model), logits(twin_of(model))
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()  # fp32 summation order only
     # the adapter really changes the logits, so the comparison above means something
