@@ -1590,6 +1590,13 @@ def make_tracker(cfg: Config, out: Path):
     return lambda row: mod.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
 
+def truncated_rows(batch: dict, eos: list[int]) -> torch.Tensor:
+    """True for each rollout cut off at the length limit: its last slot is a completion token
+    that is not an EOS."""
+    last = batch["completions"][:, -1]
+    return (batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+
+
 def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[float], feedback: list[str],
                     eos: list[int]) -> list[dict]:
     """completions.jsonl: every rollout of the step, what guided it and what it earned. The
@@ -1597,8 +1604,7 @@ def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[floa
     G = len(texts) // len(batch["problems"])
     lengths = batch["mask"].sum(1).tolist()
     kept = batch["loss_mask"].sum(1).tolist()
-    last = batch["completions"][:, -1]
-    truncated = ((batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))).tolist()
+    truncated = truncated_rows(batch, eos).tolist()
     rows = []
     for i, text in enumerate(texts):
         prob, tmpl = batch["problems"][i // G], batch["templates"][i]
@@ -1690,8 +1696,7 @@ def step_metrics(batch: dict, r: torch.Tensor, pos: dict, eos: list[int], cfg: C
     groups = r.view(-1, cfg.group_size)
     lengths = batch["mask"].sum(1).float()
     pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch["prompt_ids"]))
-    last = batch["completions"][:, -1]
-    truncated = (batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+    truncated = truncated_rows(batch, eos)
     return {"reward": r.mean().item(), "reward_std": r.std().item(),
             "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
             "completions/mean_length": lengths.mean().item(),
