@@ -1124,12 +1124,13 @@ def split_hard(hard: list[dict], cap: int = 300, seed: int = 0) -> tuple[list[di
     return val, train or val
 
 
-def answer_greedily(model, tok, cfg: Config, problems: list[dict], template: str | list[str] = ""):
-    """Greedy answers to `problems` (with a template, or one template per problem, when given):
-    (rewards, texts, feedback, lengths)."""
+def answer_problems(model, tok, cfg: Config, problems: list[dict], template: str | list[str] = "",
+                    greedy: bool = True, max_new_tokens: int | None = None):
+    """One answer to each of `problems` (with a template, or one template per problem, when given),
+    greedy unless asked to sample with `cfg`'s temperature: (rewards, texts, feedback, lengths)."""
     templates = [template] * len(problems) if isinstance(template, str) else template
     prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, t)) for p, t in zip(problems, templates)]
-    _, comp, mask = generate(model, tok, prompts, cfg, greedy=True)
+    _, comp, mask = generate(model, tok, prompts, cfg, greedy=greedy, max_new_tokens=max_new_tokens)
     texts = decode(tok, comp, mask)
     rewards, feedback = reward_rollouts(texts, [p["answer"] for p in problems])
     return rewards, texts, feedback, mask.sum(1).tolist()
@@ -1141,7 +1142,7 @@ def make_evaluator(model, tok, cfg: Config):
     Returns (evaluate, evaluate_many); evaluate_many answers many (template, batch) jobs in one pass."""
     def evaluate_many(jobs):
         flat = [(t, ex) for t, batch in jobs for ex in batch]
-        rewards, texts, feedback, _ = answer_greedily(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
+        rewards, texts, feedback, _ = answer_problems(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
         results = [(r, text, f"{fb}. The correct answer is {ex['answer']}.")
                    for r, text, fb, (_, ex) in zip(rewards, texts, feedback, flat)]
         out, i = [], 0
@@ -1457,13 +1458,10 @@ def eval_answers(model, tok, cfg: Config, problems: list[dict], k: int, desc: st
     max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
     answers = []
     for s in ticking(range(0, len(jobs), cfg.gen_batch_size), desc):
-        chunk = jobs[s:s + cfg.gen_batch_size]
-        prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, template)) for p in chunk]
-        _, comp, mask = generate(model, tok, prompts, ecfg, greedy=k == 0, max_new_tokens=max_new)
-        texts = decode(tok, comp, mask)
-        rewards, _ = reward_rollouts(texts, [p["answer"] for p in chunk])
+        rewards, texts, _, lengths = answer_problems(model, tok, ecfg, jobs[s:s + cfg.gen_batch_size], template,
+                                                     greedy=k == 0, max_new_tokens=max_new)
         answers += [{"answer": verify.extract_answer(t), "correct": r, "completion": t, "length": n}
-                    for t, r, n in zip(texts, rewards, mask.sum(1).tolist())]
+                    for t, r, n in zip(texts, rewards, lengths)]
     n = max(k, 1)
     return [answers[i * n:(i + 1) * n] for i in range(len(problems))]
 

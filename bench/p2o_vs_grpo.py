@@ -102,9 +102,9 @@ def child(kind, seed, out, steps, hard_levels):
     for path in eval_paths:
         probs = p2o.load_problems(str(ROOT / path))[:cfg.eval_limit]
         levels = {r.get("id"): level_of(r) for r in read_rows(path)}
-        plain = p2o.answer_greedily(model, tok, cfg, probs)[0]
+        plain = p2o.answer_problems(model, tok, cfg, probs)[0]
         hard = [p for p in probs if levels.get(p["id"]) in hard_levels]
-        with_t = p2o.answer_greedily(model, tok, cfg, hard, template)[0] if hard and template else []
+        with_t = p2o.answer_problems(model, tok, cfg, hard, template)[0] if hard and template else []
         t_ok = dict(zip([p["id"] for p in hard], with_t))
         for p, r in zip(probs, plain):
             rows[p["id"]] = {"level": levels.get(p["id"]), "plain": r, "template": t_ok.get(p["id"])}
