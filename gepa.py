@@ -167,16 +167,6 @@ def pareto_front(scores):
     return [i for i in tops if not any(dominates(scores[j], scores[i]) for j in tops if j != i)]
 
 
-def select_parent(scores, rng):
-    """Draw a front candidate with probability proportional to the number of instances it is best on."""
-    front = pareto_front(scores)
-    if not front:
-        raise ValueError("select_parent needs at least one candidate scored on at least one instance")
-    best = column_best(scores)
-    wins = [sum(s == b for s, b in zip(scores[i], best)) for i in front]
-    return rng.choices(front, weights=wins)[0]
-
-
 def select_parents(scores, k, rng):
     """Up to k distinct front candidates, each draw in proportion to the instances it is best on
     (weighted sampling without replacement); all of the front when it has at most k."""

@@ -84,16 +84,16 @@ def test_front_keeps_identical_rows_and_all_zero_columns():
 def test_select_parent_in_proportion_to_instances_won():
     scores = [[1, 1, 0], [0, 0, 1], [0.5, 0.5, 0.5]]  # row 2 is best nowhere
     rng = random.Random(0)
-    draws = [gepa.select_parent(scores, rng) for _ in range(6000)]
+    draws = [gepa.select_parents(scores, 1, rng)[0] for _ in range(6000)]
     assert set(draws) == {0, 1}
     assert abs(draws.count(0) / len(draws) - 2 / 3) < 0.03
 
 
 def test_select_parent_never_draws_dominated_row():
     rng = random.Random(1)
-    assert {gepa.select_parent([[1, 0], [0, 0]], rng) for _ in range(200)} == {0}
+    assert {gepa.select_parents([[1, 0], [0, 0]], 1, rng)[0] for _ in range(200)} == {0}
     with pytest.raises(ValueError):
-        gepa.select_parent([], rng)
+        gepa.select_parents([], 1, rng)
 
 
 # ---------------------------------------------------------------------------------------------
