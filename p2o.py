@@ -198,15 +198,17 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
 
 
 # The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
-# ("What is 14 + k?": k = 0 is a fact only a template states; data/demo_templates.txt says it).
-# 48 training problems, so hard ones come round again after GEPA has scored them. Rollouts on the
-# training model (peft): with the twin the demo's peak RSS was 4.4 GB (its GEPA runs), with peft 2.4 GB.
+# ("Compute 48 * k.": k = 0 is a fact only a template states; data/demo_templates.txt says it).
+# 24 training problems, so hard ones come round again after GEPA has scored them. No reflector: a
+# 135M model writes no usable instructions (README), so GEPA ranks the seed templates against the
+# original prompt on the whole hard buffer. Rollouts on the training model (peft): with the twin
+# the demo's peak RSS was 4.4 GB (its GEPA runs), with peft 2.4 GB.
 DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl", rollout_engine="peft",
             eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
-            instruction="Give the final answer in \\boxed{}.", steps=24, group_size=4, prompts_per_step=4,
+            instruction="Give the final answer in \\boxed{}.", steps=32, group_size=4, prompts_per_step=4,
             max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
-            eval_every=0, eval_limit=50, save_every=12, gepa_every=6, gepa_min_hard=4, gepa_budget=60,
-            templates="data/demo_templates.txt", reflector_max_new_tokens=64, sample_every=4)
+            eval_every=0, eval_limit=50, save_every=16, gepa_every=4, gepa_min_hard=4, gepa_budget=80,
+            templates="data/demo_templates.txt", reflector="none", sample_every=4)
 
 
 def demo_help() -> str:
@@ -1114,10 +1116,11 @@ def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: l
     return hard
 
 
-def split_hard(hard: list[dict], cap: int = 300, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = True) -> tuple[list[dict], list[dict]]:
     """GEPA's scoring set (valset): a seeded random draw of up to `cap` hard problems, half of them
-    when there are fewer than 2*cap; the rest feed reflection (trainset)."""
-    n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
+    when there are fewer than 2*cap; the rest feed reflection (trainset). Without reflection
+    (--reflector none) nothing needs a trainset, so up to `cap` of them are all scored."""
+    n_val = min(cap, len(hard)) if not reflect else cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
     order = list(range(len(hard)))
     random.Random(f"split:{seed}").shuffle(order)
     val, train = [hard[i] for i in sorted(order[:n_val])], [hard[i] for i in sorted(order[n_val:])]
@@ -1241,7 +1244,8 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     # each GEPA iteration may score a child on the whole scoring set, and the first run scores
     # every seed on it: keep it to a quarter of the budget, less with many seeds
     cap = max(1, min(300, cfg.gepa_budget // max(4, len(seeds) + 1)))
-    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"])
+    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"],
+                                reflect=cfg.reflector != "none" or lm is not None)
     release = lambda: None
     if lm is None:
         lm, release = make_reflector(cfg, model, tok)

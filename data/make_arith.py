@@ -7,7 +7,7 @@ Small models need problems they can solve (reward signal for GRPO) and problems 
   3  multi-step expressions with parentheses, small numbers
   4  multi-step expressions with larger numbers and exact division, short word problems
   5  several operations, 3-4 digit multiplication, fraction answers (a/b in lowest terms)
-  6  a defined constant: "What is 14 + k?" or "What is 14 * k?" where, in this task, k = 0. Nothing
+  6  a defined constant: "What is 14 * k?" where, in this task, k = 0 (so every answer is 0). Nothing
      in a question says so; only a template (or a policy trained on the task) knows it. This is
      the P2O demo's hard level: a fact that only a template states (context distillation)
 
@@ -233,8 +233,8 @@ K_VALUE = 0  # level 6's constant; data/demo_templates.txt states it
 def level6(rng):
     """A question about the task's constant k; the answer needs its value, which the question omits."""
     a = rng.randint(2, 99)
-    op = rng.choice("+*")
-    return ask(f"{a} {op} k"), format_answer(evaluate((op, a, K_VALUE)))
+    # only "a * k": an "a + k" form was answerable by echoing a, which the policy does by habit
+    return ask(f"{a} * k"), format_answer(evaluate(("*", a, K_VALUE)))
 
 
 LEVELS = {1: level1, 2: level2, 3: level3, 4: level4, 5: level5, 6: level6}

@@ -45,7 +45,7 @@ def test_generator_rejects_bad_flags(tmp_path):
 
 
 DEMO_FILES = [  # (flags, file): the demo's data, as data/README.md regenerates it
-    (["--n", "48", "--levels", "1,6", "--seed", "2", "--exclude", "data/arith_test.jsonl", "--id-prefix", "demo"],
+    (["--n", "24", "--levels", "1,6", "--seed", "2", "--exclude", "data/arith_test.jsonl", "--id-prefix", "demo"],
      "demo_train.jsonl"),
     (["--n", "24", "--levels", "1", "--seed", "3", "--exclude", "data/demo_train.jsonl", "--id-prefix", "demo-test"],
      "demo_test_l1.jsonl"),
@@ -67,9 +67,9 @@ def test_level6_needs_the_constant_and_the_seed_templates_state_it():
     tests = read(ROOT / "data" / "demo_test_l1.jsonl") + read(ROOT / "data" / "demo_test_l6.jsonl")
     assert not {r["question"] for r in train} & {r["question"] for r in tests}
     for r in train + tests:
-        if r["level"] == 6:  # "a + k" -> a, "a * k" -> 0: the value of k is nowhere in the question
+        if r["level"] == 6:  # "a * k" -> 0: the value of k is nowhere in the question
             a, op = int(r["question"].split()[-3]), r["question"].split()[-2]
-            assert r["answer"] == str(a if op == "+" else 0) and "0" not in r["question"].replace(str(a), "")
+            assert op == "*" and r["answer"] == "0" and "0" not in r["question"].replace(str(a), "")
         assert verify.score(f"\\boxed{{{r['answer']}}}", r["answer"])[0] == 1.0
     templates = p2o.load_templates(str(ROOT / "data" / "demo_templates.txt"))
-    assert len(templates) == 3 and all("k = 0" in t for t in templates)
+    assert len(templates) == 3 and all("k = 0" in t or "k stands for 0" in t for t in templates)

@@ -170,6 +170,14 @@ def test_scoring_set_is_a_seeded_random_split():
     assert val == train == [{"id": "only"}]
 
 
+def test_without_reflection_the_whole_buffer_is_scored():
+    hard = [{"id": str(i)} for i in range(10)]
+    val, _ = p2o.split_hard(hard, seed=3, reflect=False)
+    assert [v["id"] for v in val] == [str(i) for i in range(10)]  # no trainset needed: every problem gets scores
+    val, _ = p2o.split_hard(hard, cap=4, seed=3, reflect=False)  # capped by the budget: a seeded draw
+    assert len({v["id"] for v in val}) == 4 and all(v in hard for v in val)
+
+
 def test_assign_templates_uses_weights():
     state = p2o.new_p2o_state()
     state["hard"] = {"a": {}, "b": {}}
@@ -404,6 +412,8 @@ def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp
     saved = gepa.State.from_json(state["gepa"])
     assert saved.candidates == ["", MAGIC, "Something else."] and saved.iterations == 0
     assert state["templates"] == [MAGIC] and state["seeds"] == [MAGIC, "Something else."]
+    # nothing to reflect on, so no trainset: all 6 hard problems were scored and get templates
+    assert len(saved.valset_ids) == 6 and set(state["weights"]) == {f"h{i}" for i in range(6)}
 
 
 @pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
