@@ -108,7 +108,8 @@ class Config:
                              "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (drop "
                              "rollouts with any token ratio outside [1/C, C])")
     is_clip: float = opt(3.0, "C for --is-correction")
-    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at once)")
+    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
+                             "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
     # model
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
@@ -893,18 +894,21 @@ def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperatu
     logits = head(hidden)
     if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
         logits = logits.float()
-    logits = logits / temperature
+    if temperature != 1.0:  # x / 1.0 == x: skip a pass over chunk x vocab floats
+        logits = logits / temperature
     logp_all = logits.log_softmax(-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy.detach()
+    with torch.no_grad():  # a metric: no graph (it would hold two more chunk x vocab tensors)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
 
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.Tensor, mask: torch.Tensor,
                         pad_id: int, temperature: float, chunk: int = 1024):
     """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
     The full batch x length x vocab logits never exist: only the hidden states of completion
-    tokens go through the lm head, `chunk` tokens at a time, each chunk recomputed in backward."""
+    tokens go through the lm head, `chunk` tokens at a time (each chunk recomputed in backward
+    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once."""
     device = completions.device
     P = max(len(p) for p in prompt_ids)
     left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
@@ -917,15 +921,19 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     attn = torch.cat([left_mask, mask], 1)
     position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
     backbone, head = backbone_and_head(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
-    hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
+    checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
+                                                    for m in backbone.modules())
+    hidden = _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing)
+    if hidden is None:
+        hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+        hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
     sel = mask.bool()
     h, targets = hidden[sel], completions[sel]
     pieces = []
     for s in range(0, h.shape[0], chunk):
         args = (h[s:s + chunk], targets[s:s + chunk], head, temperature)
-        if torch.is_grad_enabled():
+        if checkpointing:  # memory over time, as for the backbone: keep one chunk's logits, not all
             pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(*args))
@@ -936,6 +944,27 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
         logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
         ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))
     return logp, ent
+
+
+def _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing: bool):
+    """The G rollouts of a problem share their prompt, and a causal model's prompt states do not
+    depend on what follows: run each distinct prompt (all but its last token) once, with gradients,
+    copy its KV cache to its rows, then run last prompt token + completion on top. Same values as
+    the full forward up to float rounding, ~(G-1)/G of the prompt's compute saved (forward and
+    backward). Returns the hidden states predicting each completion token, or None where nothing is
+    shared or gradient checkpointing is on (transformers drops the cache in checkpointed layers)."""
+    from transformers import DynamicCache
+    P = left.shape[1]
+    uniq, inverse = torch.unique(left, dim=0, return_inverse=True)
+    if checkpointing or P < 2 or len(uniq) == len(left) or not bool(attn[:, P - 1].all()):
+        return None
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    cache = DynamicCache(config=backbone.config)
+    backbone(input_ids=left[rows, :-1], attention_mask=attn[rows, :P - 1], position_ids=position_ids[rows, :P - 1],
+             cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # index_select over the batch (differentiable): prompt -> each of its rows
+    return backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1], position_ids=position_ids[:, P - 1:-1],
+                    cache=cache, use_cache=True).last_hidden_state
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:

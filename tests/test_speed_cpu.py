@@ -1,0 +1,161 @@
+"""Speed-ups of the update path (issue 8, CPU step) that must not change what is computed:
+the shared-prompt forward of a GRPO group, the lm-head chunks recomputed only under gradient
+checkpointing, the sampler. Each is checked against the plain computation."""
+import copy
+
+import pytest
+import torch
+
+import p2o
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model):
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--lora-r", "4",
+                               "--rollout-engine", "peft"])
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():  # LoRA B starts at zero; make the adapter matter
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    return cfg, model.double(), tok  # float64: any difference left is a bug, not rounding
+
+
+@pytest.fixture(autouse=True)
+def float64_norms(loaded, monkeypatch):
+    """transformers' RMSNorm computes in float32 whatever the model's dtype. Sharing a prompt sums
+    the G rows' prompt gradients before that norm's backward instead of after, which moves float32
+    rounding (~1e-7); in float64 throughout, the two computations agree to 1e-15."""
+    norm = type(loaded[1].base_model.model.model.norm)
+    monkeypatch.setattr(norm, "forward", lambda self, x: self.weight * (
+        x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)))
+
+
+def grouped_batch(tok):
+    """Two groups of 3 rollouts, prompts of different lengths, ragged completions (EOS then padding)."""
+    short = tok("Hi", add_special_tokens=False)["input_ids"]
+    long = tok("<|im_start|>user\nWhat is 2+3?<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    prompts = [long] * 3 + [short] * 3
+    g = torch.Generator().manual_seed(0)
+    comp = torch.randint(10, 60, (6, 9), generator=g)
+    comp[1, 3] = tok.eos_token_id
+    comp[1, 4:] = tok.pad_token_id
+    comp[4, 0] = tok.eos_token_id
+    comp[4, 1:] = tok.pad_token_id
+    return prompts, comp, p2o.completion_mask(comp, [tok.eos_token_id])
+
+
+def reference_logprobs(model, prompts, comp, mask):
+    """One sequence at a time, no padding, full logits."""
+    out = torch.zeros(mask.shape, dtype=torch.float64)
+    for i, p in enumerate(prompts):
+        n = int(mask[i].sum())
+        ids = torch.tensor([p + comp[i, :n].tolist()])
+        out[i, :n] = model(input_ids=ids).logits[0, len(p) - 1:-1].log_softmax(-1).gather(
+            -1, comp[i, :n, None]).squeeze(-1)
+    return out
+
+
+def spy_sharing(monkeypatch):
+    """Records whether each completion_logprobs call took the shared-prompt path."""
+    calls, real = [], p2o._shared_prompt_hidden
+
+    def spy(*a):
+        h = real(*a)
+        calls.append(h is not None)
+        return h
+    monkeypatch.setattr(p2o, "_shared_prompt_hidden", spy)
+    return calls
+
+
+def lora_grads(model):
+    return torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "lora_" in n])
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_full_forward(loaded, monkeypatch):
+    cfg, model, tok = loaded
+    prompts, comp, mask = grouped_batch(tok)
+    calls = spy_sharing(monkeypatch)
+    grads = []
+    for fn in (lambda: p2o.completion_logprobs(model, prompts, comp, mask, tok.pad_token_id, 1.0, chunk=4)[0],
+               lambda: reference_logprobs(model, prompts, comp, mask)):
+        model.zero_grad()
+        lp = fn()
+        lp.sum().backward()
+        grads.append((lp.detach(), lora_grads(model)))
+    assert calls == [True]  # the groups' prompts really were run once
+    (lp, g), (want, g_want) = grads
+    assert (lp - want).abs().max().item() < 1e-10
+    assert (lp[mask == 0] == 0).all()
+    assert ((g - g_want).norm() / g_want.norm()).item() < 1e-10 and g_want.abs().sum() > 0
+
+
+def test_distinct_prompts_take_the_full_forward(loaded, monkeypatch):
+    cfg, model, tok = loaded
+    prompts, comp, mask = grouped_batch(tok)
+    prompts = [p + [20 + i] for i, p in enumerate(prompts)]  # no two alike
+    calls = spy_sharing(monkeypatch)
+    with torch.no_grad():
+        lp = p2o.completion_logprobs(model, prompts, comp, mask, tok.pad_token_id, 1.0)[0]
+        want = reference_logprobs(model, prompts, comp, mask)
+    assert calls == [False]
+    assert (lp - want).abs().max().item() < 1e-10
+
+
+def test_gradient_checkpointing_keeps_the_full_forward_and_recomputes_head_chunks(loaded, monkeypatch):
+    """transformers drops the KV cache inside checkpointed layers, so with checkpointing on (and
+    gradients wanted) the prompt is not shared; the lm-head chunks are recomputed in backward only
+    then (without checkpointing their logits are kept: CPU time over memory, like the backbone)."""
+    cfg, model, tok = loaded
+    prompts, comp, mask = grouped_batch(tok)
+    calls = spy_sharing(monkeypatch)
+    ckpt, real_ckpt = [], torch.utils.checkpoint.checkpoint
+
+    def counting(*a, **k):
+        ckpt.append(1)
+        return real_ckpt(*a, **k)
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    results = []
+    for checkpointing in (False, True):
+        m = copy.deepcopy(model)
+        if checkpointing:
+            m.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        m.train()
+        ckpt.clear()
+        lp = p2o.completion_logprobs(m, prompts, comp, mask, tok.pad_token_id, 1.0, chunk=10)[0]
+        lp.sum().backward()
+        results.append((lp.detach(), lora_grads(m), len(ckpt)))
+        with torch.no_grad():  # no backward to replay: the cache is safe, the prompt is shared
+            p2o.completion_logprobs(m, prompts, comp, mask, tok.pad_token_id, 1.0)
+    assert calls == [True, True, False, True]
+    n_chunks = -(-int(mask.sum()) // 10)
+    assert results[0][2] == 0 and results[1][2] >= n_chunks  # (the layers' own checkpoints count too)
+    assert (results[0][0] - results[1][0]).abs().max().item() < 1e-10
+    assert ((results[0][1] - results[1][1]).norm() / results[1][1].norm()).item() < 1e-10
+
+
+def test_update_policy_same_step_with_and_without_prompt_sharing(loaded, monkeypatch):
+    """One optimizer step from the same state, shared-prompt forward vs full forward: same loss,
+    same statistics, same new LoRA weights."""
+    cfg, model, tok = loaded
+    prompts, comp, mask = grouped_batch(tok)
+    cfg = p2o.Config(**{**cfg.__dict__, "group_size": 3, "micro_batch_size": 4, "num_iterations": 2,
+                        "beta": 0.05, "lr": 1e-2, "is_correction": "none"})
+    batch = {"prompt_ids": prompts, "completions": comp, "mask": mask, "loss_mask": mask.clone(),
+             "pad_id": tok.pad_token_id, "advantages": torch.tensor([1.0, -0.5, -0.5, 0.7, -1.2, 0.5],
+                                                                    dtype=torch.float64)}
+    outs = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(p2o, "_shared_prompt_hidden", lambda *a: None)
+        m = copy.deepcopy(model)
+        opt, sched = p2o.make_optimizer(m, cfg)
+        stats = p2o.update_policy(m, opt, sched, batch, cfg)
+        outs.append((stats, torch.cat([p.detach().flatten() for n, p in m.named_parameters() if "lora_" in n])))
+    (s1, w1), (s2, w2) = outs
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        assert s1[k] == pytest.approx(s2[k], rel=1e-9, abs=1e-12), k
+    assert s1["kl"] > 0  # the reference pass (adapter off) ran and mattered
+    w0 = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "lora_" in n])
+    assert (w1 - w2).abs().max().item() < 1e-10 and (w1 - w0).abs().max().item() > 1e-4
