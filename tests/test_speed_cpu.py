@@ -2,6 +2,7 @@
 the shared-prompt forward of a GRPO group, the lm-head chunks recomputed only under gradient
 checkpointing, the sampler. Each is checked against the plain computation."""
 import copy
+import math
 
 import pytest
 import torch
@@ -159,3 +160,27 @@ def test_update_policy_same_step_with_and_without_prompt_sharing(loaded, monkeyp
     assert s1["kl"] > 0  # the reference pass (adapter off) ran and mattered
     w0 = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if "lora_" in n])
     assert (w1 - w2).abs().max().item() < 1e-10 and (w1 - w0).abs().max().item() > 1e-4
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.7, 1.0), (1.3, 0.8)])
+def test_sampler_draws_from_the_softmax_and_records_its_logprob(temperature, top_p):
+    """The Sampler replaces torch.multinomial: the drawn tokens follow softmax(scores / T) (after
+    transformers' top-p filter), a -inf token is never drawn, the row handed back makes greedy pick
+    the drawn token, and the recorded log-prob is the full softmax's at that token."""
+    from transformers import TopPLogitsWarper
+    scores = torch.tensor([2.0, 1.0, 0.5, -math.inf, 0.0, -1.0, 1.5]).repeat(40000, 1)
+    ids = torch.zeros(len(scores), 1, dtype=torch.long)
+    torch.manual_seed(0)
+    s = p2o.Sampler(temperature, top_p)
+    out = s(ids, scores)
+    token = out.argmax(-1)
+    assert (out.isinf().sum(-1) == scores.shape[1] - 1).all() and (out.gather(-1, token[:, None]) == 0).all()
+    want = TopPLogitsWarper(top_p)(ids[:1], scores[:1] / temperature).softmax(-1)[0]
+    freq = torch.bincount(token, minlength=scores.shape[1]).double() / len(token)
+    sigma = (want * (1 - want) / len(token)).sqrt()
+    assert ((freq - want).abs() <= 5 * sigma + 1e-12).all(), (freq, want)
+    assert freq[3] == 0 and (top_p == 1.0 or (freq[want == 0] == 0).all())
+    full = (scores[0] / temperature).log_softmax(-1)
+    assert torch.allclose(s.result(len(token))[:, 0], full[token])
+    torch.manual_seed(0)
+    assert torch.equal(p2o.Sampler(temperature, top_p)(ids, scores).argmax(-1), token)  # seeded: reproducible
