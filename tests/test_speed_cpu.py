@@ -184,3 +184,24 @@ def test_sampler_draws_from_the_softmax_and_records_its_logprob(temperature, top
     assert torch.allclose(s.result(len(token))[:, 0], full[token])
     torch.manual_seed(0)
     assert torch.equal(p2o.Sampler(temperature, top_p)(ids, scores).argmax(-1), token)  # seeded: reproducible
+
+
+def test_generate_feeds_the_lm_head_contiguous_rows(tiny_model):
+    """generate's prefill slices the last position out of [N, L, d]; torch's CPU bf16 matmul copies
+    the head weight once per row for such a strided input (2 GB for 36 rows of SmolLM2). The kit's
+    generate makes that slice contiguous, on the twin and on the policy, with one hook per model."""
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--max-new-tokens", "3"])
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    prompts = [p2o.chat_prompt(tok, f"What is {i} + {i * 7}?") for i in range(4)]  # different lengths
+    for gen_model in (p2o.TWINS[model]["model"], None):
+        if gen_model is None:  # the peft engine: the policy generates itself
+            p2o.TWINS.pop(model)
+            gen_model = model
+        want = p2o.generate(model, tok, prompts, cfg, greedy=True)[1]
+        seen = []
+        head = gen_model.get_output_embeddings()
+        head.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape, args[0].is_contiguous())))
+        got = p2o.generate(model, tok, prompts, cfg, greedy=True)[1]
+        assert torch.equal(got, want)
+        assert len(head._forward_pre_hooks) == 2  # ours (once) and the spy
+        assert len(seen) == 3 and all(c for _, c in seen), seen
