@@ -777,7 +777,8 @@ def _prefill_shared(gen_model, enc) -> dict:
     a = attn[rows, :-1]
     position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
     cache = DynamicCache(config=gen_model.config)
-    gen_model(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
+    backbone = backbone_and_head(gen_model)[0]  # only the cache is wanted: no lm head over the prompt
+    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
     cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
     return {"cache": cache}
 
