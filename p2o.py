@@ -590,9 +590,10 @@ GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to
 
 def twin_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
-    is emulated and slow): on SmolLM2-135M it was as fast as fp32 or faster (59 vs 58 tokens/s at
-    batch 16, ~15% faster at batch 8; bench/rollout_speed.py --twin-dtype bf16,fp32). fp32 would be
-    exact; bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
+    is emulated and slow): on SmolLM2-135M (one thread, batch 16) bf16 made 140 tokens/s, fp32 84
+    (bench/rollout_speed.py --twin-dtype bf16,fp32; decoding reads every weight once a token, and
+    bf16 reads half the bytes). fp32 would be exact; bf16 costs a small train/sampler mismatch
+    (rollout/mismatch_frac; --is-correction)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
