@@ -771,7 +771,7 @@ def _prefill_shared(gen_model, enc) -> dict:
     which computes the first sampled token's logits from it."""
     from transformers import DynamicCache
     ids, attn = enc["input_ids"], enc["attention_mask"]
-    uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)  # ids and padding
     if len(uniq) == len(ids) or ids.shape[1] < 2:
         return {}
     rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
@@ -978,8 +978,11 @@ def _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpo
     shared or gradient checkpointing is on (transformers drops the cache in checkpointed layers)."""
     from transformers import DynamicCache
     P = left.shape[1]
-    uniq, inverse = torch.unique(left, dim=0, return_inverse=True)
-    if checkpointing or P < 2 or len(uniq) == len(left) or not bool(attn[:, P - 1].all()):
+    if checkpointing or P < 2 or not bool(attn[:, P - 1].all()):
+        return None
+    # same ids and same padding (a prompt may begin with the pad id)
+    uniq, inverse = torch.unique(torch.cat([left, attn[:, :P]], 1), dim=0, return_inverse=True)
+    if len(uniq) == len(left):
         return None
     rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
     cache = DynamicCache(config=backbone.config)

@@ -205,3 +205,36 @@ def test_generate_feeds_the_lm_head_contiguous_rows(tiny_model):
         assert torch.equal(got, want)
         assert len(head._forward_pre_hooks) == 2  # ours (once) and the spy
         assert len(seen) == 3 and all(c for _, c in seen), seen
+
+
+def test_prompts_that_differ_only_in_padding_are_not_shared(loaded, monkeypatch):
+    """[pad, x] and [x] left-pad to the same ids; their masks differ, so they are two prompts."""
+    cfg, model, tok = loaded
+    prompts, comp, mask = grouped_batch(tok)
+    x = prompts[3]  # the short prompt
+    prompts = [[tok.pad_token_id] + x] * 3 + [x] * 3
+    calls = spy_sharing(monkeypatch)
+    with torch.no_grad():
+        lp = p2o.completion_logprobs(model, prompts, comp, mask, tok.pad_token_id, 1.0)[0]
+        want = reference_logprobs(model, prompts, comp, mask)
+    assert calls == [True]  # still shared within each group
+    assert (lp - want).abs().max().item() < 1e-10
+
+
+def test_rollout_prefill_tells_prompts_apart_by_their_padding(tiny_model):
+    """generate's shared prefill (twin engine): "<pad>Hi" and a left-padded "Hi" have the same ids
+    and different masks. Each must be sampled from its own prompt: the fp32 sampler's log-probs
+    equal the training forward's, which reads each prompt unpadded."""
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--max-new-tokens", "5",
+                               "--rollout-engine", "peft"])
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():  # a visible adapter
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    p2o.build_twin(model, torch.float32, torch.device("cpu"))
+    prompts = [tok.pad_token + "Hi"] * 2 + ["Hi"] * 2
+    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+    assert pids[0] == [tok.pad_token_id] + pids[2]  # same ids once left-padded
+    lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
+    assert mask.sum() > 0 and torch.allclose(lp * mask, slogp * mask, atol=1e-4)
