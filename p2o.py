@@ -108,7 +108,8 @@ class Config:
                              "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (drop "
                              "rollouts with any token ratio outside [1/C, C])")
     is_clip: float = opt(3.0, "C for --is-correction")
-    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at once)")
+    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
+                             "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
     # model
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
@@ -591,9 +592,10 @@ GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to
 
 def twin_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
-    is emulated and slow): on SmolLM2-135M it was as fast as fp32 or faster (59 vs 58 tokens/s at
-    batch 16, ~15% faster at batch 8; bench/rollout_speed.py --twin-dtype bf16,fp32). fp32 would be
-    exact; bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
+    is emulated and slow): on SmolLM2-135M (one thread, batch 16) bf16 made 140 tokens/s, fp32 84
+    (bench/rollout_speed.py --twin-dtype bf16,fp32; decoding reads every weight once a token, and
+    bf16 reads half the bytes). fp32 would be exact; bf16 costs a small train/sampler mismatch
+    (rollout/mismatch_frac; --is-correction)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
@@ -732,26 +734,35 @@ def adapter_off(model):
         refresh_twin(model, lora=True)
 
 
-class SampledLogprobs:
-    """A logits processor that records log π_sampler(token) of each sampled token: the full
-    softmax of the sampler's logits at the sampling temperature, the quantity the training forward
-    computes for the same token. transformers runs custom processors before its temperature and
-    top-p warpers, so the scores arrive raw; the token sampled from them is known one call later."""
+class Sampler:
+    """A logits processor that draws each sampled token itself and records its log π_sampler: the
+    full softmax of the sampler's logits at the sampling temperature, the quantity the training
+    forward computes for the same token. It hands generate a row that is -inf except at the drawn
+    token, and generate runs greedy. Why draw here: transformers samples with torch.multinomial,
+    which on CPU draws one exponential per vocabulary entry per row (~8 ms a step for 8 rows of
+    SmolLM2's 49k, ~9% of the CPU rollout); one uniform per row through the cumulative
+    distribution (in float64) draws from the same distribution. top-p as transformers does it."""
 
-    def __init__(self, temperature: float):
-        self.temperature, self.prev, self.logp = temperature, None, []
+    def __init__(self, temperature: float, top_p: float = 1.0):
+        self.temperature, self.top_p, self.logp = temperature, top_p, []
 
     def __call__(self, input_ids, scores):
-        if self.prev is not None:
-            self.logp.append(self.prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
-        self.prev = (scores.float() / self.temperature).log_softmax(-1)
-        return scores
+        logits = scores.float() / self.temperature
+        logp = logits.log_softmax(-1)
+        if self.top_p < 1.0:
+            from transformers import TopPLogitsWarper
+            probs = TopPLogitsWarper(self.top_p)(input_ids, logits).softmax(-1)
+        else:
+            probs = logp.exp()
+        cdf = probs.double().cumsum(-1)
+        u = torch.rand((len(cdf), 1), dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+        # the first entry whose cdf exceeds u: its probability is > 0 (clamp: u rounding up to the total)
+        token = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1)
+        self.logp.append(logp.gather(-1, token).squeeze(-1))
+        return torch.full_like(scores, -math.inf).scatter_(-1, token, 0.0)
 
-    def result(self, last_tokens: torch.Tensor) -> torch.Tensor:
-        """[rows of last_tokens, steps]; rows beyond them (bucket padding) are dropped."""
-        n = len(last_tokens)
-        if self.prev is not None:
-            self.logp.append(self.prev[:n].gather(-1, last_tokens.unsqueeze(-1)).squeeze(-1))
+    def result(self, n: int) -> torch.Tensor:
+        """[n, steps]; rows beyond n (bucket padding) are dropped."""
         return torch.stack([lp[:n] for lp in self.logp], 1)
 
 
@@ -762,16 +773,29 @@ def _prefill_shared(gen_model, enc) -> dict:
     which computes the first sampled token's logits from it."""
     from transformers import DynamicCache
     ids, attn = enc["input_ids"], enc["attention_mask"]
-    uniq, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)  # ids and padding
     if len(uniq) == len(ids) or ids.shape[1] < 2:
         return {}
     rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
     a = attn[rows, :-1]
     position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
     cache = DynamicCache(config=gen_model.config)
-    gen_model(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
+    backbone = backbone_and_head(gen_model)[0]  # only the cache is wanted: no lm head over the prompt
+    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
     cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
     return {"cache": cache}
+
+
+def contiguous_head_input(gen_model) -> None:
+    """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice
+    [N, 1, d]. torch's CPU matmul does not fold such an input into one matrix product: it
+    broadcasts the weight to every row and copies it, in bf16 N x (vocab x d): 57 MB a row for
+    SmolLM2, 2 GB and 4 s for a GEPA batch of 36 on the CPU twin (fp32 copies nothing but is 10x
+    slower). A contiguous copy of the slice (N x d numbers) avoids both. Installed once per model."""
+    head = gen_model.get_output_embeddings()
+    if head is not None and not getattr(head, "_p2o_contiguous_input", False):
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+        head._p2o_contiguous_input = True
 
 
 @torch.no_grad()
@@ -783,6 +807,7 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
     max_new = max_new_tokens or cfg.max_new_tokens
     entry = TWINS.get(model)
     gen_model = entry["model"] if entry else model
+    contiguous_head_input(gen_model)
     was_training = model.training
     model.eval()
     prompt_ids, completions, logps = [], [], []
@@ -792,12 +817,11 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
         n = enc["input_ids"].shape[0]
         # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k,
         # repetition penalty or n-gram ban inherited from the model's generation_config
-        # (Qwen2.5-Instruct ships the first two)
-        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0) if greedy else dict(
-            do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, repetition_penalty=1.0)
-        kw.update(max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
+        # (Qwen2.5-Instruct ships the first two). Sampling: the Sampler draws, generate runs greedy
+        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                  max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
                   eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
-        record = None if greedy else SampledLogprobs(cfg.temperature)
+        record = None if greedy else Sampler(cfg.temperature, cfg.top_p)
         if record is not None:
             from transformers import LogitsProcessorList
             kw["logits_processor"] = LogitsProcessorList([record])
@@ -809,7 +833,7 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
         out = gen_model.generate(**inputs, **kw)[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
         if record is not None:
-            logps.append(F.pad(record.result(comp[:, -1]), (0, max_new - comp.shape[1])))
+            logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
         comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
         completions.append(comp)
         for row, m in zip(enc["input_ids"], enc["attention_mask"]):
@@ -895,18 +919,21 @@ def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperatu
     logits = head(hidden)
     if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
         logits = logits.float()
-    logits = logits / temperature
+    if temperature != 1.0:  # x / 1.0 == x: skip a pass over chunk x vocab floats
+        logits = logits / temperature
     logp_all = logits.log_softmax(-1)
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy.detach()
+    with torch.no_grad():  # a metric: no graph (it would hold two more chunk x vocab tensors)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
 
 
 def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.Tensor, mask: torch.Tensor,
                         pad_id: int, temperature: float, chunk: int = 1024):
     """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
     The full batch x length x vocab logits never exist: only the hidden states of completion
-    tokens go through the lm head, `chunk` tokens at a time, each chunk recomputed in backward."""
+    tokens go through the lm head, `chunk` tokens at a time (each chunk recomputed in backward
+    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once."""
     device = completions.device
     P = max(len(p) for p in prompt_ids)
     left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
@@ -919,15 +946,19 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     attn = torch.cat([left_mask, mask], 1)
     position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
     backbone, head = backbone_and_head(model)
-    hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
-    hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
+    checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
+                                                    for m in backbone.modules())
+    hidden = _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing)
+    if hidden is None:
+        hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+        hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
     sel = mask.bool()
     h, targets = hidden[sel], completions[sel]
     pieces = []
     for s in range(0, h.shape[0], chunk):
         args = (h[s:s + chunk], targets[s:s + chunk], head, temperature)
-        if torch.is_grad_enabled():
+        if checkpointing:  # memory over time, as for the backbone: keep one chunk's logits, not all
             pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(*args))
@@ -938,6 +969,30 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
         logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
         ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))
     return logp, ent
+
+
+def _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing: bool):
+    """The G rollouts of a problem share their prompt, and a causal model's prompt states do not
+    depend on what follows: run each distinct prompt (all but its last token) once, with gradients,
+    copy its KV cache to its rows, then run last prompt token + completion on top. Same values as
+    the full forward up to float rounding, ~(G-1)/G of the prompt's compute saved (forward and
+    backward). Returns the hidden states predicting each completion token, or None where nothing is
+    shared or gradient checkpointing is on (transformers drops the cache in checkpointed layers)."""
+    from transformers import DynamicCache
+    P = left.shape[1]
+    if checkpointing or P < 2 or not bool(attn[:, P - 1].all()):
+        return None
+    # same ids and same padding (a prompt may begin with the pad id)
+    uniq, inverse = torch.unique(torch.cat([left, attn[:, :P]], 1), dim=0, return_inverse=True)
+    if len(uniq) == len(left):
+        return None
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    cache = DynamicCache(config=backbone.config)
+    backbone(input_ids=left[rows, :-1], attention_mask=attn[rows, :P - 1], position_ids=position_ids[rows, :P - 1],
+             cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # index_select over the batch (differentiable): prompt -> each of its rows
+    return backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1], position_ids=position_ids[:, P - 1:-1],
+                    cache=cache, use_cache=True).last_hidden_state
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
