@@ -14,7 +14,6 @@ per size, each timed around p2o.run_evals with the peak allocated memory reset b
 greedy at --gen-batch-size 64; greedy + K=4 samples at 64; the same at 256.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,6 +24,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import gpu_memory  # noqa: E402  (the random-weight Qwen2.5 builder)
+
+from results_file import write_results  # bench/ is this script's folder
 
 MATH500 = os.path.join(os.path.dirname(ROOT), "shared", "benchmarks", "math500", "test.jsonl")
 RUNS = [("greedy, batch 64", 0, 64), ("greedy + avg@4, batch 64", 4, 64), ("greedy + avg@4, batch 256", 4, 256)]
@@ -104,9 +105,7 @@ def main():
             print(f"| {size} | {r['run']} | {r['answers']} | {r['batches']} | {r['wall_s']:.1f} | "
                   f"{r['s_per_batch']:.1f} | {r['ms_per_decode_step']:.0f} | {peak} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+        write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 
+from results_file import write_results  # bench/ is this script's folder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Qwen2.5 base-model configs (Qwen/Qwen2.5-*/config.json); all three tie the input and output embeddings.
@@ -250,7 +252,6 @@ def main():
           "memory.used above the idle GPU (CUDA context and allocator cache included); tok/s and step s "
           "from the last step")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         summary = {
             "device": gpu_name(), "dry_run": args.dry_run,
             "settings": {"steps": args.steps, "group_size": args.group_size,
@@ -259,9 +260,7 @@ def main():
                          "p2o": False},
             "targets_mb": TARGET_MB, "results": results, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-        print(f"wrote {args.json}")
+        write_results(args.json, summary)
     if any("error" in r for r in results):
         sys.exit(1)
 

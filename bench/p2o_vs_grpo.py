@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from results_file import write_results  # noqa: E402  (bench/ is this script's folder)
 
 
 def level_of(row):
@@ -318,8 +319,7 @@ def main():
               "summary": summary, "per_seed": per_seed, "bench_wall_s": time.time() - t0,
               "loadavg_before_after": [load0, os.getloadavg()[0]], "machine": platform.platform(),
               "cpus": os.cpu_count(), "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-    Path(ROOT / args.json).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.json}")
+    write_results(ROOT / args.json, result)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ distributions are nearly flat, so this understates what a trained model shows; u
 Targets (issue 8, H100-class GPU): twin compiled >= 10,000 tokens/s at 0.5B and >= 5,000 at 1.5B.
 """
 import argparse
-import dataclasses
-import json
 import os
 import platform
 import resource
@@ -38,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+from results_file import write_results  # noqa: E402
 TARGET_TPS = {"0.5B": 10_000, "1.5B": 5_000}
 ENGINES = ("peft", "twin_eager", "twin_compiled")
 
@@ -234,10 +233,7 @@ def main(argv=None):
                   f"{r['tokens_per_s'] / base if base else float('nan'):8.2f} "
                   f"{r['peak_alloc_mb'] if r['peak_alloc_mb'] is not None else float('nan'):9.0f} {r['mismatch_frac']:9.4f}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+        write_results(args.json, results)
     return results
 
 

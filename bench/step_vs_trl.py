@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from results_file import write_results  # bench/ is this script's folder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs argv[2:] as its only child and writes that child's peak RSS to argv[1]. A separate wrapper
@@ -416,10 +418,7 @@ def main():
             print(f"note: load average was {load_before[0]:.2f} before the run; other processes share "
                   f"the CPU, so times may be inflated (use --repeats)")
         if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=1)
-            print(f"wrote {args.json}")
+            write_results(args.json, result)
     finally:
         if args.keep:
             print(f"[bench] runs and logs kept in {work}")

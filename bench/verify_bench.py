@@ -31,6 +31,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from results_file import write_results  # noqa: E402  (bench/ is this script's folder)
 import verify  # noqa: E402
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
@@ -402,11 +403,7 @@ def main():
         for kind in ("real_mixed", "real_rewrites"):
             results["speed_ratio"]["score_" + kind] = (speed["verify_score_" + kind]
                                                        / speed["math_verify_score_" + kind])
-    out = os.path.join(ROOT, "bench", "results", "verify.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    print("wrote", os.path.relpath(out, ROOT))
+    write_results(os.path.join(ROOT, "bench", "results", "verify.json"), results, indent=2)
 
 
 if __name__ == "__main__":
