@@ -1174,7 +1174,10 @@ def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = 
     """GEPA's scoring set (valset): a seeded random draw of up to `cap` hard problems, half of them
     when there are fewer than 2*cap; the rest feed reflection (trainset). Without reflection
     (--reflector none) nothing needs a trainset, so up to `cap` of them are all scored."""
-    n_val = min(cap, len(hard)) if not reflect else cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
+    if not reflect:
+        n_val = min(cap, len(hard))
+    else:
+        n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
     order = list(range(len(hard)))
     random.Random(f"split:{seed}").shuffle(order)
     val, train = [hard[i] for i in sorted(order[:n_val])], [hard[i] for i in sorted(order[n_val:])]
@@ -1298,11 +1301,11 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     # each GEPA iteration may score a child on the whole scoring set, and the first run scores
     # every seed on it: keep it to a quarter of the budget, less with many seeds
     cap = max(1, min(300, cfg.gepa_budget // max(4, len(seeds) + 1)))
-    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"],
-                                reflect=cfg.reflector != "none" or lm is not None)
     release = lambda: None
     if lm is None:
         lm, release = make_reflector(cfg, model, tok)
+    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"],
+                                reflect=lm is not None)
     state = gepa.State.from_json(p2o["gepa"]) if p2o["gepa"] else None
     failures_before = state.reflection_failures if state else 0
     evaluate, evaluate_many = make_evaluator(model, tok, cfg)
