@@ -43,8 +43,9 @@ The contract, in short:
   saved and resumed with the same seed (and the budget topped up to the same total) equals an
   uninterrupted run.
 - If the valset changed since the state was scored, the candidates are re-scored on the new one
-  first: the seed (candidate 0, the baseline) always, then the best by mean, with at most half of
-  this call's budget; those that do not fit are dropped. See rescore().
+  first: the seed (candidate 0, the baseline) always, then the old Pareto front, then the best by
+  mean, with at most half of this call's budget (all of it when lm=None:
+  nothing will evolve); those that do not fit are dropped. See rescore().
 - Several seed prompts (a list) compete from the start; lm=None scores them and stops. With
   parents_per_iteration=k, each iteration mutates k distinct front candidates, and evaluate_many
   (optional) answers all their minibatches in one call. Minibatches walk the trainset in a
@@ -404,18 +405,22 @@ def add_candidate(state, prompt, parents, scores, on_candidate):
         on_candidate(state, len(state.candidates) - 1)
 
 
-def rescore(state, valset, evaluate, max_metric_calls):
+def rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5):
     """Score the state's candidates on a new valset: the seed (candidate 0, the baseline every
-    search is measured against) always, then the others by best old mean, spending at most half of
-    max_metric_calls (so the search keeps room to evolve), or the seed and the best one when only
-    they fit. Candidates that do not fit are dropped; parent links to them pass on to their kept
-    ancestors."""
+    search is measured against) always, then the members of the old scores' Pareto front (a
+    candidate best on a few instances is what the front is for), then the rest, each by old mean. It spends at
+    most (1 - reserve) of max_metric_calls, so the search keeps room to evolve (reserve=0 when
+    nothing will evolve: lm=None), and at least enough for the seed and one more. Candidates that do
+    not fit are dropped; parent links to them pass on to their kept ancestors. All answers go to
+    evaluate_many in one call."""
     n = len(valset)
     if n > max_metric_calls:
         raise ValueError(f"max_metric_calls={max_metric_calls} cannot re-score even one candidate "
                          f"on the new valset of {n} examples; raise the budget or shrink the valset")
-    fit = max(min(2, max_metric_calls // n), max_metric_calls // 2 // n)
-    others = sorted(range(1, len(state.candidates)), key=lambda i: -mean(state.val_scores[i]))  # stable
+    fit = max(min(2, max_metric_calls // n), int(max_metric_calls * (1 - reserve)) // n)
+    front = set(pareto_front(state.val_scores))
+    rank = lambda i: (i not in front, -mean(state.val_scores[i]))
+    others = sorted(range(1, len(state.candidates)), key=rank)  # stable
     keep = sorted([0] + others[:fit - 1])
     new_index = {old: new for new, old in enumerate(keep)}
 
@@ -424,7 +429,8 @@ def rescore(state, valset, evaluate, max_metric_calls):
 
     parents = [sorted({q for p in state.parents[i] for q in kept_parents(p)}) for i in keep]
     candidates = [state.candidates[i] for i in keep]
-    state.val_scores = [scores_of(evaluate, c, valset, state) for c in candidates]
+    results = run_evaluate_many(evaluate_many, [(c, valset) for c in candidates], state)
+    state.val_scores = [[s for s, _, _ in r] for r in results]
     state.candidates, state.parents = candidates, parents
     state.valset_ids = [example_id(ex) for ex in valset]
 
@@ -567,7 +573,7 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
         for p, res in zip(seeds, results):
             add_candidate(state, p, [], [s for s, _, _ in res], on_candidate)
     elif state.valset_ids != ids:
-        rescore(state, valset, evaluate, max_metric_calls)
+        rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5 if lm is not None else 0.0)
     if lm is None:
         return state
 

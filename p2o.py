@@ -105,8 +105,9 @@ class Config:
                               "refreshed after every step; compiled on CUDA) | peft (generate with the training "
                               "model itself); auto = twin when the device has room for it")
     is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
-                             "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (drop "
-                             "rollouts with any token ratio outside [1/C, C])")
+                             "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (as TRL: "
+                             "a rollout's ratio is the product of its token ratios; outside [1/C, C] it is dropped, "
+                             "else its tokens are weighted by it)")
     is_clip: float = opt(3.0, "C for --is-correction")
     logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
                              "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
@@ -123,7 +124,15 @@ class Config:
     p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
                     "without it the run is plain GRPO")
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
-    gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered)")
+    p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
+                            "step, --replay-share of the prompts are buffered hard problems GEPA gave templates, "
+                            "sampled with them) | epoch (the authors': GEPA at the end of each pass over --data; "
+                            "its problems are sampled with templates when the data walk brings them back)")
+    gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
+    replay_share: float = opt(0.5, "share of each step's prompts taken from the replay queue (hard problems with "
+                              "templates) instead of --data, when it has any; in [0, 1)")
+    replay_max: int = opt(2, "times a hard problem is replayed with templates per GEPA run; one that is solved "
+                          "(more than --hard-threshold successes) leaves the buffer, and so the queue, at once")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
     gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
                            "set is at most a quarter of it")
@@ -244,6 +253,14 @@ def check_config(cfg: Config) -> None:
         bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
     if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
         bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
+    if cfg.p2o and cfg.p2o_schedule not in ("replay", "epoch"): bad("--p2o-schedule must be replay or epoch")
+    if cfg.p2o and not 0 <= cfg.replay_share < 1:
+        bad("--replay-share must be in [0, 1): the rest of each batch draws new problems, which is where hard ones "
+            "come from")
+    if cfg.p2o and cfg.replay_max < 1: bad("--replay-max must be at least 1 (for no replay, pass --replay-share 0)")
+    if cfg.p2o and cfg.gepa_min_hard > cfg.hard_buffer_size:
+        bad(f"--gepa-min-hard {cfg.gepa_min_hard} is above --hard-buffer-size {cfg.hard_buffer_size}: GEPA could "
+            "never run; lower the first or raise the second")
     if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
     if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
     if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
@@ -1004,12 +1021,16 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Objective.
 
-def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None):
+def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None,
+                response_mask=None):
     """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
     batch's sequence and token counts so micro-batch losses add up to the batch loss:
       grpo:    mean over each sequence's tokens, then mean over sequences
       dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
       dapo:    sum over tokens / tokens in the batch            (every token weighs the same)
+    `mask` is the loss mask (the ρ mask removes tokens of guided rollouts from it); denominators
+    count every response token (`response_mask`, default `mask`), as the authors do: a masked token
+    drops out of the sum, it does not make the sequence's other tokens weigh more.
     `is_weight` multiplies the surrogate per token (the train/sampler correction, see is_weights)."""
     eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
     mask = mask.float()
@@ -1028,7 +1049,8 @@ def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dic
     n_seq = norm["seqs"] if norm else mask.shape[0]
     n_tok = norm["tokens"] if norm else mask.sum().clamp(min=1)
     if cfg.loss_type == "grpo":
-        loss = ((per_token * mask).sum(1) / mask.sum(1).clamp(min=1)).sum() / n_seq
+        lengths = (mask if response_mask is None else response_mask).float().sum(1)
+        loss = ((per_token * mask).sum(1) / lengths.clamp(min=1)).sum() / n_seq
     elif cfg.loss_type == "dr_grpo":
         loss = (per_token * mask).sum() / (n_seq * cfg.max_new_tokens)
     else:
@@ -1054,7 +1076,8 @@ def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tenso
 def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, totals: dict | None):
     """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
     engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
-    sequence_mask drops a rollout with any r outside [1/C, C]. Template-guided P²O rollouts keep
+    sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
+    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided P²O rollouts keep
     weight 1: they were sampled under another prompt on purpose, and rho_mask handles them.
     Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
     if batch.get("sample_logp") is None:
@@ -1069,8 +1092,9 @@ def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, total
     if cfg.is_correction == "token_truncate":
         return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
     if cfg.is_correction == "sequence_mask":
-        out = (((r < 1 / cfg.is_clip) | (r > cfg.is_clip)) & m).any(1, keepdim=True)
-        return (~out).float().expand_as(r)
+        seq = torch.exp(torch.where(m, r.log(), 0.0).sum(1, keepdim=True))
+        keep = (seq >= 1 / cfg.is_clip) & (seq <= cfg.is_clip)
+        return torch.where(m, torch.where(keep, seq, 0.0), 1.0).expand_as(r)
     return None
 
 
@@ -1108,7 +1132,7 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
             old_logp = old[j] if old[j] is not None else logp.detach()
             lmask = batch["loss_mask"][idx, :T]
             iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
-            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw)
+            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw, m)
             loss.backward()
             totals["loss"] += loss.item() / cfg.num_iterations
             for k in ("kl", "clip_low", "clip_high", "tokens"):
@@ -1146,7 +1170,10 @@ def make_optimizer(model, cfg: Config):
 # P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
 
 def new_p2o_state() -> dict:
-    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "runs": 0, "seconds": 0.0, "failures": 0}
+    """P²O's state, saved in checkpoints: the hard buffer (id -> problem), GEPA's state, the template
+    set and per-problem draw weights, the replay queue's counts, and run totals."""
+    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "replays": {}, "replay_carry": 0.0,
+            "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
 
 
 def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
@@ -1328,21 +1355,35 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
             p2o["hard"].pop(ex["id"], None)
-    # template set: fewest candidates covering every problem some candidate solves (none: no guidance)
-    cover = gepa.greedy_cover(state.val_scores)
-    p2o["templates"] = [state.candidates[i] for i in cover]
-    rows = gepa.template_weights(state.val_scores, cover) if cover else []
-    # only the problems GEPA scored get templates; others (and later arrivals) wait for the next run
-    p2o["weights"] = {ex["id"]: list(map(float, w)) for ex, w in zip(val, rows)}
+    give_templates(p2o, state, val, [ex for ex in train_set if ex not in val])
     p2o["seeds"] = seeds[1:]
     p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                    "metric_calls": state.metric_calls}
     return p2o
 
 
+def give_templates(p2o: dict, state, val: list[dict], pool: list[dict]) -> None:
+    """The template set (greedy cover: fewest candidates covering every problem some candidate
+    solves; none solves anything: no guidance) and, as the authors do, templates for every hard
+    problem GEPA saw: a scoring-set problem draws among the templates that solved it (weights: their
+    scoring-set mean), a reflection-pool problem among all of the set (same weights). Their replay
+    counts start again; problems that joined the buffer after this run wait for the next one."""
+    cover = gepa.greedy_cover(state.val_scores)
+    p2o["templates"] = [state.candidates[i] for i in cover]
+    p2o["weights"], p2o["replays"] = {}, {}
+    if not cover:
+        return
+    rows = gepa.template_weights(state.val_scores, cover)
+    means = [gepa.mean(state.val_scores[c]) for c in cover]
+    pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
+    for ex, w in [*zip(val, rows), *((ex, pooled) for ex in pool)]:
+        if ex["id"] in p2o["hard"]:
+            p2o["weights"][ex["id"]] = list(map(float, w))
+
+
 def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
-    """G templates for a hard problem that GEPA scored in its last run (None: sample it plainly),
-    drawn among the templates that solved it, in proportion to their mean score."""
+    """G templates for a hard problem GEPA gave templates (None: sample it plainly), drawn in
+    proportion to its weights (see give_templates)."""
     templates = p2o["templates"]
     if problem["id"] not in p2o["hard"] or not any(templates):
         return None
@@ -1350,6 +1391,66 @@ def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> li
     if not weights or sum(weights) <= 0:
         return None
     return rng.choices(templates, weights=weights, k=G)
+
+
+def replay_queue(p2o: dict, cfg: Config) -> list[dict]:
+    """Buffered hard problems that have templates and replays left, least replayed first, then in
+    the order GEPA gave them templates. A problem leaves when it is solved (it leaves the buffer)."""
+    if not any(p2o["templates"]):
+        return []
+    ids = [i for i in p2o["weights"] if i in p2o["hard"] and p2o["replays"].get(i, 0) < cfg.replay_max]
+    order = {i: n for n, i in enumerate(p2o["weights"])}
+    return [p2o["hard"][i] for i in sorted(ids, key=lambda i: (p2o["replays"].get(i, 0), order[i]))]
+
+
+def draw_problems(problems: list[dict], pos: dict, p2o: dict | None, cfg: Config) -> tuple[list[dict], int]:
+    """The step's prompts: new problems from the data walk and, under --p2o-schedule replay, up to
+    --replay-share of them replayed hard problems with templates, so templates reach rollouts however
+    large the data is. The share is kept exactly over the run by carrying the fraction from step to
+    step (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
+    k = cfg.prompts_per_step
+    if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
+        return next_problems(problems, pos, k, cfg.seed), 0
+    queue = replay_queue(p2o, cfg)
+    p2o["replay_carry"] += cfg.replay_share * k
+    want = min(int(p2o["replay_carry"] + 1e-9), k - 1 if k > 1 else k, len(queue))
+    p2o["replay_carry"] -= int(p2o["replay_carry"] + 1e-9)  # credit not used now is not saved up
+    fresh = next_problems(problems, pos, k - want, cfg.seed)
+    taken = {p["id"] for p in fresh}
+    replayed = [p for p in queue if p["id"] not in taken][:want]
+    fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
+    for p in replayed:
+        p2o["replays"][p["id"]] = p2o["replays"].get(p["id"], 0) + 1
+    return fresh + [{k_: v for k_, v in p.items() if k_ != "failures"} for p in replayed], len(replayed)
+
+
+def gepa_due(p2o: dict, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
+    """Whether GEPA runs after this step: every --gepa-every steps (replay), or when this step's
+    draws finished a pass over the data (epoch, the authors' schedule); never after the last step,
+    and only with --gepa-min-hard problems buffered."""
+    if step + 1 >= cfg.steps or len(p2o["hard"]) < cfg.gepa_min_hard:
+        return False
+    if cfg.p2o_schedule == "epoch":
+        return pos["epoch"] > epoch_before
+    return (step + 1) % cfg.gepa_every == 0
+
+
+def p2o_reach(cfg: Config, n_problems: int) -> str | None:
+    """Why guided rollouts cannot happen in this run (None when they can): said once at start."""
+    draws = cfg.steps * cfg.prompts_per_step
+    if cfg.p2o_schedule == "epoch":
+        if draws <= n_problems:
+            return (f"the run ends within the first pass over --data ({n_problems} problems, --steps x "
+                    f"--prompts-per-step = {draws} draws), and --p2o-schedule epoch runs GEPA at the end of a "
+                    "pass; use --p2o-schedule replay or more --steps")
+        return None
+    if cfg.gepa_every >= cfg.steps:
+        return (f"the first GEPA run would follow step {cfg.gepa_every}, and no step after it would use its "
+                f"templates (--steps {cfg.steps}); lower --gepa-every")
+    if cfg.replay_share <= 0 and draws <= n_problems:
+        return (f"--replay-share 0 and no problem comes round twice ({n_problems} problems, {draws} draws), so "
+                "no template can reach a rollout; raise --replay-share")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1778,6 +1879,7 @@ def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_f
             "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
             "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
             "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
+            "p2o/templated_problems": sum(1 for i in p2o["weights"] if i in p2o["hard"]) if any(p2o["templates"]) else 0,
             "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
             "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
             "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]}
@@ -1803,8 +1905,11 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
     log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
     log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
     step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
+    if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
+        print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
     if cfg.resume:
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
+        p2o = {**new_p2o_state(), **p2o}  # (a checkpoint from before a key existed)
         set_rng_state(rng)
         truncate_logs(out, step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
@@ -1817,7 +1922,8 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
     for step in bar:
         t0 = time.time()
         tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
-        batch_problems = next_problems(problems, pos, cfg.prompts_per_step, cfg.seed)
+        epoch_before = pos["epoch"]
+        batch_problems, replayed = draw_problems(problems, pos, p2o if cfg.p2o else None, cfg)
         # 2. rollouts (template-guided for hard problems when P²O has templates)
         batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
         t_roll = time.time() - t0
@@ -1835,9 +1941,8 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
         refresh_twin(model)  # the rollout twin follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
-        # P²O: evolve templates for the hard buffer every `gepa_every` steps
-        if (cfg.p2o and (step + 1) % cfg.gepa_every == 0 and step + 1 < cfg.steps  # (not after the last step)
-                and len(p2o["hard"]) >= cfg.gepa_min_hard):
+        # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
+        if cfg.p2o and gepa_due(p2o, cfg, step, epoch_before, pos):
             bar.set_description("p2o: GEPA")
             run_gepa(p2o, model, tok, cfg, reflector_lm)
             log_gepa(gepa_run_row(step + 1, p2o))
@@ -1849,7 +1954,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
                "time/update_s": t_update, "rollout/tokens_per_s": int(batch["mask"].sum()) / max(t_roll, 1e-9),
                **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
-            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg))
+            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
         if cfg.log_completions:

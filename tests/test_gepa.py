@@ -336,19 +336,47 @@ def test_changed_valset_with_small_budget_keeps_the_seed_and_the_best():
 def test_rescore_always_keeps_the_seed():
     state = gepa.State(candidates=["", "a", "b", "c"], parents=[[], [0], [0], [0]],
                        val_scores=[[0.0], [0.5], [0.7], [1.0]], valset_ids=["old"])
-    gepa.rescore(state, toy_examples(2), Counter(), 8)  # half the budget: 2 candidates
+    gepa.rescore(state, toy_examples(2), many(Counter()), 8)  # half the budget: 2 candidates
     assert state.candidates == ["", "c"] and state.parents == [[], [0]]
     state = gepa.State(candidates=["", "a", "b", "c"], parents=[[], [0], [0], [0]],
                        val_scores=[[0.0], [0.5], [0.7], [1.0]], valset_ids=["old"])
-    gepa.rescore(state, toy_examples(2), Counter(), 12)  # 3
+    gepa.rescore(state, toy_examples(2), many(Counter()), 12)  # 3
     assert state.candidates == ["", "b", "c"]
+
+
+def many(evaluate):
+    return lambda jobs: [evaluate(p, b) for p, b in jobs]
+
+
+def test_rescore_keeps_pareto_front_members_before_higher_means():
+    # a is best on one instance (on the front) with the lowest mean; b is dominated by c
+    state = gepa.State(candidates=["", "a", "b", "c"], parents=[[], [0], [0], [0]],
+                       val_scores=[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.6, 0.6], [0.0, 0.7, 0.7]],
+                       valset_ids=["x", "y", "z"])
+    gepa.rescore(state, toy_examples(2), many(Counter()), 12)  # room for 3
+    assert state.candidates == ["", "a", "c"]
+
+
+def test_rescore_without_reflection_keeps_every_seed_that_fits():
+    """lm=None: nothing will evolve, so re-scoring may spend the whole budget instead of half of it
+    (P²O's demo: budget 80, 16 hard problems, 4 seeds -> all 4 kept for 64 calls)."""
+    seeds = ["", "tA", "tB", "tC"]
+    old_val, new_val = toy_examples(16, offset=0), toy_examples(16, offset=40)
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80)
+    evaluate = Counter()
+    state = gepa.optimize(seeds, new_val, new_val, evaluate, None, 80, state=state)
+    assert state.candidates == seeds and evaluate.seen == 64
+    # with a reflector half of the budget is kept for evolution: 40 // 16 = 2 candidates
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80)
+    state = gepa.optimize(seeds, new_val, new_val, Counter(), toy_lm, 0 + 2 * 16 + 16, state=state)
+    assert len(state.candidates) == 2 and state.candidates[0] == ""
 
 
 def test_rescore_passes_parent_links_to_kept_ancestors():
     state = gepa.State(candidates=["s", "a", "b", "c"], parents=[[], [0], [1], [2]],
                        val_scores=[[0.9], [0.1], [0.2], [1.0]], valset_ids=["old"])
     evaluate = Counter()
-    gepa.rescore(state, toy_examples(2), evaluate, 8)  # room for 8 // 2 // 2 = 2 candidates
+    gepa.rescore(state, toy_examples(2), many(evaluate), 8)  # room for 8 // 2 // 2 = 2 candidates
     assert state.candidates == ["s", "c"] and state.parents == [[], [0]]
     assert evaluate.seen == state.metric_calls == 4
 

@@ -336,21 +336,38 @@ def test_guided_groups_are_mined_again(scripted, tiny_model, tiny_data, tmp_path
     assert guided_ids and not set(guided_ids) & set(saved["hard"])
 
 
-def test_problems_not_scored_by_gepa_get_no_templates(scripted, tiny_model):
+def test_every_problem_gepa_saw_gets_templates_later_arrivals_wait(scripted, tiny_model):
+    """The authors' rule: scoring-set problems draw among the templates that solved them,
+    reflection-pool problems among the whole set; a problem that joined after the run waits."""
     cfg = p2o.Config(model=str(tiny_model), gepa_budget=40, max_new_tokens=8, device="cpu")
     state = p2o.new_p2o_state()
     state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
     p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
-    scored = set(state["weights"])
-    assert state["templates"] == [MAGIC] and 0 < len(scored) < 6
+    scored = gepa.State.from_json(state["gepa"]).valset_ids
+    assert state["templates"] == [MAGIC] and 0 < len(scored) < 6  # half scored, half fed reflection
+    assert set(state["weights"]) == set(state["hard"])  # ... and all of them get templates
     import random
     rng = random.Random(0)
     for pid in state["hard"]:
-        got = p2o.assign_templates(state, {"id": pid}, 4, rng)
-        assert (got == [MAGIC] * 4) if pid in scored else got is None
+        assert p2o.assign_templates(state, {"id": pid}, 4, rng) == [MAGIC] * 4
     state["hard"]["late"] = {"id": "late", "question": "What is 1+1?", "answer": "2", "failures": []}
     assert p2o.assign_templates(state, {"id": "late"}, 4, rng) is None  # joined after the GEPA run
+
+
+def test_pool_problems_draw_from_the_whole_set_by_scoring_set_mean():
+    state = gepa.State(candidates=["", "A", "B"], parents=[[], [], []],
+                       val_scores=[[0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], valset_ids=["v0", "v1", "v2"])
+    p2o_state = p2o.new_p2o_state()
+    val = [{"id": f"v{i}"} for i in range(3)]
+    pool = [{"id": "p0"}, {"id": "gone"}]
+    p2o_state["hard"] = {i: {"id": i} for i in ("v0", "v1", "v2", "p0")}
+    p2o.give_templates(p2o_state, state, val, pool)
+    assert p2o_state["templates"] == ["A", "B"]
+    assert p2o_state["weights"]["v0"] == [pytest.approx(2 / 3), 0.0]  # only A solved it
+    assert p2o_state["weights"]["v1"] == [0.0, pytest.approx(1 / 3)]
+    assert p2o_state["weights"]["p0"] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]  # whole set, by mean
+    assert "gone" not in p2o_state["weights"]  # left the buffer meanwhile (solved)
 
 
 def test_gepa_feedback_always_carries_the_gold_answer_and_answers_are_batched(tiny_model, monkeypatch):
@@ -480,3 +497,110 @@ def test_eval_only_with_a_template(tiny_model, tmp_path, monkeypatch, capsys):
     assert p2o.main(base + ["--out", str(tmp_path / "e3")]) == 0 and not any("From a file" in p for p in seen[-1])
     assert p2o.main(["--model", str(tiny_model), "--template", "x", "--device", "cpu"]) == 2
     assert "--template is for --eval-only" in capsys.readouterr().err
+
+
+# Templates reach training at any run length: replay of buffered hard problems, the authors'
+# per-epoch schedule as an option, and a note when P²O cannot act. Each fails on the code before.
+
+def test_templates_reach_rollouts_when_no_problem_comes_round_twice(scripted, tiny_model, tmp_path):
+    """40 problems, 6 steps x 3 prompts = 18 draws: the data walk never repeats a problem, so only
+    replay can bring a problem GEPA gave templates back; it does from the first GEPA run on."""
+    data = write_problems(tmp_path / "big.jsonl", 40)
+    out = tmp_path / "run"
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(data), "--out", str(out), *ARGS,
+                               "--steps", "6"])
+    p2o.train(cfg, reflector_lm=scripted_lm)
+    steps = [r for r in rows(out) if "loss" in r]
+    first_gepa = next(i for i, r in enumerate(steps) if r["p2o/gepa_runs"] == 1)
+    after = steps[first_gepa + 1:]
+    assert after and all(r["p2o/guided_groups"] >= 1 for r in after)
+    assert all(r["p2o/replayed_groups"] == r["p2o/guided_groups"] for r in steps)  # guided = replayed here
+    # the share is kept exactly: 0.5 x 3 prompts = 1.5 a step, carried over (1, 2, 1, 2 ...)
+    assert [r["p2o/replayed_groups"] for r in after] == [1, 2, 1, 2][:len(after)] or \
+        sum(r["p2o/replayed_groups"] for r in after) == int(1.5 * len(after))
+    ids = [p["id"] for b in scripted["batches"] for p in b["problems"]]
+    new = [i for b in scripted["batches"] for p, t in zip(b["problems"], b["templates"][::4]) if not t
+           for i in [p["id"]]]
+    assert len(set(new)) == len(new)  # fresh draws never repeat: every guided group was a replay
+    assert len(ids) == 18
+
+
+def test_draw_problems_share_queue_order_and_one_problem_file():
+    cfg = p2o.Config(prompts_per_step=4, replay_share=0.25, replay_max=2, seed=0)
+    problems = [{"id": f"d{i}", "question": "q", "answer": "1"} for i in range(100)]
+    state = p2o.new_p2o_state()
+    state["templates"] = ["T"]
+    state["hard"] = {i: {"id": i, "question": "q", "answer": "1", "failures": []} for i in ("a", "b", "c")}
+    state["weights"] = {"a": [1.0], "b": [1.0], "c": [1.0]}
+    pos = {"epoch": 0, "index": 0}
+    got = [p2o.draw_problems(problems, pos, state, cfg) for _ in range(8)]
+    assert [n for _, n in got] == [1] * 6 + [0, 0]  # 3 problems x --replay-max 2, then the queue is empty
+    assert [b[-1]["id"] for b, n in got if n] == ["a", "b", "c", "a", "b", "c"]  # least replayed first
+    assert all(len(b) == 4 for b, _ in got) and pos["index"] == 8 * 4 - 6
+    assert "failures" not in got[0][0][-1]
+    # a solved problem leaves the buffer, and with it the queue
+    state["replays"] = {}
+    state["hard"].pop("b")
+    assert [p["id"] for p in p2o.replay_queue(state, cfg)] == ["a", "c"]
+    # one problem: never a division by zero, the batch stays full
+    one = [{"id": "a", "question": "q", "answer": "1"}]
+    cfg1 = dataclasses.replace(cfg, prompts_per_step=1, replay_share=0.5)
+    state["replays"], pos = {}, {"epoch": 0, "index": 0}
+    state["hard"], state["weights"] = {"a": {**one[0], "failures": []}}, {"a": [1.0]}
+    batches = [p2o.draw_problems(one, pos, state, cfg1)[0] for _ in range(4)]
+    assert all(len(b) == 1 and b[0]["id"] == "a" for b in batches)
+
+
+def test_epoch_schedule_runs_gepa_at_the_end_of_each_pass(scripted, tiny_model, tmp_path):
+    data = write_problems(tmp_path / "d.jsonl", 6)
+    out = tmp_path / "run"
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(data), "--out", str(out), *ARGS,
+                               "--steps", "5", "--p2o-schedule", "epoch", "--gepa-every", "1"])
+    p2o.train(cfg, reflector_lm=scripted_lm)
+    steps = [r for r in rows(out) if "loss" in r]
+    # 3 prompts a step over 6 problems: the first pass ends after step 2, and GEPA runs then, not
+    # every step (--gepa-every is not used); in the next pass the walk brings every problem back
+    # with templates, they are solved (2 of 4 > --hard-threshold 1) and leave the buffer: no GEPA
+    # at the end of pass 2 (fewer than --gepa-min-hard buffered)
+    assert [r["p2o/gepa_runs"] for r in steps] == [0, 1, 1, 1, 1]
+    assert [r["p2o/guided_groups"] for r in steps] == [0, 0, 3, 3, 0]
+    assert all(r["p2o/replayed_groups"] == 0 for r in steps)
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--steps", "3", "--gepa-every", "3"], "lower --gepa-every"),
+    (["--steps", "3", "--p2o-schedule", "epoch"], "within the first pass over --data"),
+    (["--steps", "3", "--replay-share", "0"], "raise --replay-share"),
+])
+def test_a_run_where_p2o_cannot_act_says_so_at_start(tiny_model, tmp_path, capsys, extra, says):
+    data = write_problems(tmp_path / "d.jsonl", 40)
+    argv = ["--model", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "r"), *ARGS, *extra,
+            "--reflector", "none"]
+    cfg, given = p2o.parse_config(argv)
+    p2o.train(cfg, given, stop_after=1)
+    err = capsys.readouterr().err
+    assert err.count("P²O cannot guide any rollout") == 1 and says in err
+
+
+@pytest.mark.parametrize("flag, value, says", [("--replay-share", "1", "--replay-share"),
+                                               ("--replay-share", "-0.1", "--replay-share"),
+                                               ("--replay-max", "0", "--replay-max"),
+                                               ("--p2o-schedule", "daily", "--p2o-schedule"),
+                                               ("--gepa-min-hard", "700", "--gepa-min-hard")])
+def test_replay_settings_that_cannot_work_exit_2(tiny_model, tiny_data, tmp_path, capsys, flag, value, says):
+    rc = p2o.main(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "r"), flag, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_grpo_loss_divides_a_guided_sequence_by_all_its_response_tokens():
+    """The ρ mask removes tokens from the sum, not from the sequence's length (authors)."""
+    cfg = p2o.Config(loss_type="grpo", epsilon=0.2)
+    logp = torch.zeros(1, 4)
+    adv = torch.tensor([1.0])
+    response = torch.tensor([[1, 1, 1, 1]])
+    kept = torch.tensor([[1, 0, 1, 0]])  # two tokens masked by ρ
+    loss, _ = p2o.policy_loss(logp, logp, adv, kept, cfg, response_mask=response)
+    assert loss.item() == pytest.approx(-2 / 4)
+    loss, _ = p2o.policy_loss(logp, logp, adv, kept, cfg)  # without it: the mask is the response
+    assert loss.item() == pytest.approx(-2 / 2)

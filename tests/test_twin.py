@@ -218,7 +218,10 @@ def test_importance_weights_by_hand():
     assert torch.allclose(w, expected)  # ratio 5 truncated to C=3; the padded token keeps 1
     assert totals == {"mismatch": 2.0, "is_tokens": 8.0}  # 5.0 and 0.556 are outside [0.9, 1.1]
     w = p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="sequence_mask"), None)
-    assert torch.equal(w, torch.tensor([[0.0] * 3, [1.0] * 3, [1.0] * 3]))  # only row 0 leaves [1/3, 3]
+    # TRL's sequence_mask: the product of a rollout's token ratios; row 0's (5) leaves [1/3, 3] and is
+    # dropped, the others weigh their tokens by it (a padded token keeps 1)
+    r1, r2 = 0.5 / 0.48, 0.5 / 0.9
+    assert torch.allclose(w, torch.tensor([[0.0] * 3, [r1, r1, 1.0], [r2] * 3]))
     assert p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="none"), None) is None
     # a template-guided rollout is left to rho_mask: weight 1, not counted
     totals = {"mismatch": 0.0, "is_tokens": 0.0}
