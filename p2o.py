@@ -209,10 +209,10 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
 
 # The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
 # ("Compute 48 * k.": k = 0 is a fact only a template states; data/demo_templates.txt says it).
-# 24 training problems, so hard ones come round again after GEPA has scored them. No reflector: a
-# 135M model writes no usable instructions (README), so GEPA ranks the seed templates against the
-# original prompt on the whole hard buffer. 48 steps: in 32, level 6 had barely begun to move.
-DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train.jsonl", rollout_engine="twin",
+# 240 training problems, more than the run draws: templates reach rollouts by replay, as on real
+# data. No reflector: a 135M model writes no usable instructions (README), so GEPA ranks the seed
+# templates against the original prompt on the whole hard buffer.
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train_240.jsonl", rollout_engine="twin",
             eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
             instruction="Give the final answer in \\boxed{}.", steps=48, group_size=4, prompts_per_step=4,
             max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
@@ -1171,9 +1171,10 @@ def make_optimizer(model, cfg: Config):
 
 def new_p2o_state() -> dict:
     """P²O's state, saved in checkpoints: the hard buffer (id -> problem), GEPA's state, the template
-    set and per-problem draw weights, the replay queue's counts, and run totals."""
+    set and per-problem draw weights, the replay queue's counts, each template's sampled success
+    since the last GEPA run, and run totals."""
     return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "replays": {}, "replay_carry": 0.0,
-            "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
+            "tally": {}, "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
 
 
 def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
@@ -1355,30 +1356,47 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
             p2o["hard"].pop(ex["id"], None)
-    give_templates(p2o, state, val, [ex for ex in train_set if ex not in val])
+    give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
     p2o["seeds"] = seeds[1:]
     p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                    "metric_calls": state.metric_calls}
     return p2o
 
 
-def give_templates(p2o: dict, state, val: list[dict], pool: list[dict]) -> None:
+def give_templates(p2o: dict, state, val: list[dict], pool: list[dict], hard_rate: float) -> None:
     """The template set (greedy cover: fewest candidates covering every problem some candidate
-    solves; none solves anything: no guidance) and, as the authors do, templates for every hard
-    problem GEPA saw: a scoring-set problem draws among the templates that solved it (weights: their
-    scoring-set mean), a reflection-pool problem among all of the set (same weights). Their replay
-    counts start again; problems that joined the buffer after this run wait for the next one."""
+    solves) and, as the authors do, templates for every hard problem GEPA saw: a scoring-set problem
+    draws among the templates that solved it (weights: their scoring-set mean), a reflection-pool
+    problem among all of the set (same weights). When no candidate solves any problem greedily, the
+    templates whose guided rollouts since the last run succeeded more often than a hard problem's
+    rollouts can (`hard_rate`) stay in use, weighted by that rate: one greedy answer per problem is
+    a coarse test, and a template that still lifts sampled success still teaches. Replay counts start
+    again; problems that joined the buffer after this run wait for the next one."""
     cover = gepa.greedy_cover(state.val_scores)
-    p2o["templates"] = [state.candidates[i] for i in cover]
+    tally, p2o["tally"] = p2o.get("tally", {}), {}
     p2o["weights"], p2o["replays"] = {}, {}
-    if not cover:
-        return
-    rows = gepa.template_weights(state.val_scores, cover)
-    means = [gepa.mean(state.val_scores[c]) for c in cover]
-    pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
-    for ex, w in [*zip(val, rows), *((ex, pooled) for ex in pool)]:
+    if any(state.candidates[i] for i in cover):
+        p2o["templates"] = [state.candidates[i] for i in cover]
+        means = [gepa.mean(state.val_scores[c]) for c in cover]
+        pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
+        rows = list(zip(val, gepa.template_weights(state.val_scores, cover))) + [(ex, pooled) for ex in pool]
+    else:  # no template solves a problem greedily: keep those that still lift sampled success
+        kept = {t: ok / n for t, (ok, n) in tally.items() if t in p2o["templates"] and ok / n > hard_rate}
+        p2o["templates"] = list(kept)
+        rows = [(ex, list(kept.values())) for ex in val + pool] if kept else []
+    p2o["kept_by_sampling"] = 0 if any(state.candidates[i] for i in cover) else len(p2o["templates"])
+    for ex, w in rows:
         if ex["id"] in p2o["hard"]:
             p2o["weights"][ex["id"]] = list(map(float, w))
+
+
+def tally_templates(p2o: dict, templates: list[str], rewards: list[float]) -> None:
+    """Sampled success of each template's guided rollouts since the last GEPA run (give_templates)."""
+    tally = p2o.setdefault("tally", {})
+    for t, r in zip(templates, rewards):
+        if t:
+            ok, n = tally.get(t, (0, 0))
+            tally[t] = (ok + (r > 0), n + 1)
 
 
 def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
@@ -1879,6 +1897,7 @@ def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_f
             "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
             "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
             "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
+            "p2o/templates_kept_by_sampling": p2o.get("kept_by_sampling", 0),
             "p2o/templated_problems": sum(1 for i in p2o["weights"] if i in p2o["hard"]) if any(p2o["templates"]) else 0,
             "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
             "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
@@ -1936,6 +1955,8 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
         batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
         hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
+        if cfg.p2o:
+            tally_templates(p2o, batch["templates"], rewards)
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)

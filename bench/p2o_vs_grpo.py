@@ -18,6 +18,9 @@ one thread, two at a time. Every run is then evaluated by this script, greedily,
 
     python bench/p2o_vs_grpo.py                         # 3 seeds -> bench/results/p2o_vs_grpo.json
     python bench/p2o_vs_grpo.py --seeds 0 1 2 3 --jobs 2 --steps 30
+    python bench/p2o_vs_grpo.py --seeds 0 1 2 3 4 5 --data data/demo_train_240.jsonl \
+        --json bench/results/p2o_vs_grpo_240.json      # a training file larger than the run
+    python bench/p2o_vs_grpo.py --train-args "--replay-share 0.25" ...   # any p2o.py flags, both arms
 
 Prints a table and writes the JSON. Runs go to runs/bench_p2o_vs_grpo/ (deleted first).
 """
@@ -28,6 +31,7 @@ import platform
 import random
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -44,6 +48,7 @@ def level_of(row):
 
 
 DEMO_G = 4  # p2o.DEMO's group size (checked in main)
+DEMO_PROMPTS = 4  # and its prompts per step
 SAMPLES = 8  # sampled answers per held-out problem (avg@8)
 
 
@@ -61,7 +66,7 @@ def read_rows(path):
 # Child: one training run (or the base model) and its per-problem evaluation
 
 
-def child(kind, seed, out, steps, hard_levels):
+def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
     import torch
     torch.set_num_threads(1)
     import p2o
@@ -91,6 +96,8 @@ def child(kind, seed, out, steps, hard_levels):
         p2o.sample_rollouts, p2o.reward_rollouts = sample, reward
         argv = ["--demo", "--seed", str(seed), "--out", str(out), "--eval-every", "0"]
         argv += ["--steps", str(steps)] if steps else []
+        argv += ["--data", data] if data else []
+        argv += shlex.split(train_args)
         argv += ["--no-p2o"] if kind == "grpo" else []
         cfg, given = p2o.parse_config(argv)
         cfg = p2o.Config(**{**cfg.__dict__, **{k: v for k, v in cfg_demo.items() if k not in given}})
@@ -127,7 +134,7 @@ def child(kind, seed, out, steps, hard_levels):
 # Parent: schedule the runs, then compare
 
 
-def run_all(jobs, n_parallel, runs_dir, steps, hard_levels):
+def run_all(jobs, n_parallel, runs_dir, steps, hard_levels, data="", train_args=""):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     pending, running, done = list(jobs), {}, {}
     while pending or running:
@@ -135,7 +142,8 @@ def run_all(jobs, n_parallel, runs_dir, steps, hard_levels):
             kind, seed = pending.pop(0)
             out = runs_dir / f"{kind}-{seed}"
             cmd = [sys.executable, __file__, "--child", kind, "--seed", str(seed), "--run-dir", str(out),
-                   "--hard-levels", ",".join(map(str, hard_levels))] + (["--steps", str(steps)] if steps else [])
+                   "--hard-levels", ",".join(map(str, hard_levels)), "--data", data, "--train-args", train_args]
+            cmd += ["--steps", str(steps)] if steps else []
             log = open(runs_dir / f"{kind}-{seed}.log", "w")
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             running[proc.pid] = (kind, seed, out, time.time(), log)
@@ -195,6 +203,14 @@ def nonzero_frac(groups, pred):
     return (sum(0 < g["successes"] < g["G"] for g in gs) / len(gs) if gs else float("nan")), len(gs)
 
 
+def guided_share(metrics):
+    """Share of the rollout groups that were template-guided, from the step after the first GEPA run on."""
+    first = next((i for i, x in enumerate(metrics) if x.get("p2o/gepa_runs", 0) >= 1), None)
+    after = metrics[first + 1:] if first is not None else []
+    groups = len(after) * DEMO_PROMPTS
+    return sum(x["p2o/guided_groups"] for x in after) / groups if groups else None
+
+
 def summarize(done, seeds, hard_levels):
     base = done[("base", 0)]
     levels_of = {i: v["level"] for i, v in base["problems"].items()}
@@ -217,7 +233,8 @@ def summarize(done, seeds, hard_levels):
                 "rho_masked_frac": sum(rho) / len(rho) if rho else None,
                 "gepa_s": gepa_s, "train_s": r["train_s"], "gepa_share": gepa_s / max(r["train_s"], 1e-9),
                 "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"], "cpu_s": r.get("cpu_s"),
-                "templates_in_use": m[-1].get("p2o/templates") if m else None}
+                "templates_in_use": m[-1].get("p2o/templates") if m else None,
+                "guided_share_after_first_gepa": guided_share(m)}
         per_seed.append(row)
     pairs = [(done[("p2o", s)], done[("grpo", s)]) for s in seeds]
     all_levels = sorted({v for v in levels_of.values()})
@@ -238,6 +255,9 @@ def summarize(done, seeds, hard_levels):
                                               for r in per_seed if r["p2o"]["guided_groups"])
                                           / max(1, sum(r["p2o"]["guided_groups"] for r in per_seed))),
         "p2o_guided_groups": sum(r["p2o"]["guided_groups"] for r in per_seed),
+        "p2o_guided_share_after_first_gepa": (lambda xs: sum(xs) / len(xs) if xs else None)(
+            [r["p2o"]["guided_share_after_first_gepa"] for r in per_seed
+             if r["p2o"]["guided_share_after_first_gepa"] is not None]),
     }
     return per_seed, summary
 
@@ -260,6 +280,8 @@ def table(per_seed, summary, hard_levels):
              f"{f(a['p2o']['hard_groups_nonzero_adv'])} |",
              f"| template-guided groups with nonzero advantage | - | - | "
              f"{f(summary['p2o_guided_groups_nonzero_adv'])} of {summary['p2o_guided_groups']} |",
+             f"| share of groups template-guided, after the first GEPA run | - | - | "
+             f"{f(summary['p2o_guided_share_after_first_gepa'])} |",
              f"| GEPA share of training wall time | - | - | {f(a['p2o']['gepa_share'])} |",
              f"| run wall time, s (2 runs at a time, 1 thread each, shared machine) | - | "
              f"{a['grpo']['wall_s']:.0f} | {a['p2o']['wall_s']:.0f} |"]
@@ -280,6 +302,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's)")
+    ap.add_argument("--data", default="", help="training file (default: the demo's)")
+    ap.add_argument("--train-args", default="", help="more p2o.py flags for both arms, as one string")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     ap.add_argument("--hard-levels", default="6", help="comma-separated levels counted as hard")
     ap.add_argument("--runs", default="runs/bench_p2o_vs_grpo")
@@ -292,11 +316,11 @@ def main():
     args = ap.parse_args()
     hard_levels = [int(x) for x in args.hard_levels.split(",")]
     import p2o
-    assert p2o.DEMO["group_size"] == DEMO_G, "update DEMO_G"
+    assert p2o.DEMO["group_size"] == DEMO_G and p2o.DEMO["prompts_per_step"] == DEMO_PROMPTS, "update DEMO_G"
     if args.child:
         out = Path(args.run_dir)
         out.mkdir(parents=True, exist_ok=True) if args.child == "base" else None
-        child(args.child, args.seed, out, args.steps, hard_levels)
+        child(args.child, args.seed, out, args.steps, hard_levels, args.data, args.train_args)
         return
     runs_dir = ROOT / args.runs
     t0, load0 = time.time(), os.getloadavg()[0]
@@ -309,12 +333,13 @@ def main():
         shutil.rmtree(runs_dir, ignore_errors=True)
         runs_dir.mkdir(parents=True)
         jobs = [("base", 0)] + [(kind, s) for s in args.seeds for kind in ("p2o", "grpo")]
-        done = run_all(jobs, args.jobs, runs_dir, args.steps, hard_levels)
+        done = run_all(jobs, args.jobs, runs_dir, args.steps, hard_levels, args.data, args.train_args)
     per_seed, summary = summarize(done, args.seeds, hard_levels)
     print(table(per_seed, summary, hard_levels))
     import p2o
     result = {"command": " ".join(["python", "bench/p2o_vs_grpo.py"] + sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "settings": {**p2o.DEMO},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "settings": {**p2o.DEMO, **({"data": args.data} if args.data else {}), "train_args": args.train_args},
               "steps": args.steps or p2o.DEMO["steps"], "seeds": args.seeds, "hard_levels": hard_levels,
               "summary": summary, "per_seed": per_seed, "bench_wall_s": time.time() - t0,
               "loadavg_before_after": [load0, os.getloadavg()[0]], "machine": platform.platform(),

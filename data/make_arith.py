@@ -228,11 +228,12 @@ def level5(rng):
 
 
 K_VALUE = 0  # level 6's constant; data/demo_templates.txt states it
+L6_MAX = 99  # level 6's largest factor: 98 distinct problems; --l6-max widens it for larger files
 
 
-def level6(rng):
+def level6(rng, l6_max=L6_MAX):
     """A question about the task's constant k; the answer needs its value, which the question omits."""
-    a = rng.randint(2, 99)
+    a = rng.randint(2, l6_max)
     # only "a * k": an "a + k" form was answerable by echoing a, which the policy does by habit
     return ask(f"{a} * k"), format_answer(evaluate(("*", a, K_VALUE)))
 
@@ -271,15 +272,16 @@ def read_questions(path):
     return questions
 
 
-def generate(n, levels, seed, exclude=(), id_prefix="arith"):
+def generate(n, levels, seed, exclude=(), id_prefix="arith", l6_max=L6_MAX):
     """n rows cycling through levels; duplicates and excluded problems are redrawn."""
     rng = random.Random(seed)
+    makers = {**LEVELS, 6: lambda r: level6(r, l6_max)}
     seen = set(exclude)
     rows = []
     for i in range(n):
         level = levels[i % len(levels)]
         for _ in range(10000):
-            question, answer = LEVELS[level](rng)
+            question, answer = makers[level](rng)
             if question not in seen:
                 break
         else:
@@ -299,13 +301,17 @@ def main():
     ap.add_argument("--exclude", action="append", default=[],
                     help="JSONL from this script whose problems must not appear (repeatable)")
     ap.add_argument("--id-prefix", default="arith")
+    ap.add_argument("--l6-max", type=int, default=L6_MAX,
+                    help=f"largest factor n in level 6's 'n * k' (default {L6_MAX}: 98 distinct problems)")
     args = ap.parse_args()
     if args.n < 1:
         fail("--n must be at least 1")
+    if args.l6_max < 2:
+        fail("--l6-max must be at least 2")
     exclude = set()
     for path in args.exclude:
         exclude |= read_questions(path)
-    rows = generate(args.n, parse_levels(args.levels), args.seed, exclude, args.id_prefix)
+    rows = generate(args.n, parse_levels(args.levels), args.seed, exclude, args.id_prefix, args.l6_max)
     try:
         with open(args.out, "w") as f:
             for row in rows:

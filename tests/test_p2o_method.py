@@ -362,7 +362,7 @@ def test_pool_problems_draw_from_the_whole_set_by_scoring_set_mean():
     val = [{"id": f"v{i}"} for i in range(3)]
     pool = [{"id": "p0"}, {"id": "gone"}]
     p2o_state["hard"] = {i: {"id": i} for i in ("v0", "v1", "v2", "p0")}
-    p2o.give_templates(p2o_state, state, val, pool)
+    p2o.give_templates(p2o_state, state, val, pool, hard_rate=0.25)
     assert p2o_state["templates"] == ["A", "B"]
     assert p2o_state["weights"]["v0"] == [pytest.approx(2 / 3), 0.0]  # only A solved it
     assert p2o_state["weights"]["v1"] == [0.0, pytest.approx(1 / 3)]
@@ -604,3 +604,19 @@ def test_grpo_loss_divides_a_guided_sequence_by_all_its_response_tokens():
     assert loss.item() == pytest.approx(-2 / 4)
     loss, _ = p2o.policy_loss(logp, logp, adv, kept, cfg)  # without it: the mask is the response
     assert loss.item() == pytest.approx(-2 / 2)
+
+
+def test_templates_that_still_lift_sampled_success_stay_when_greedy_scoring_finds_none():
+    state = gepa.State(candidates=["", "A"], parents=[[], []], val_scores=[[0.0, 0.0], [0.0, 0.0]],
+                       valset_ids=["v0", "v1"])
+    val = [{"id": "v0"}, {"id": "v1"}]
+    s = p2o.new_p2o_state()
+    s["hard"] = {"v0": {"id": "v0"}, "v1": {"id": "v1"}}
+    s["templates"] = ["A"]
+    p2o.tally_templates(s, ["A", "A", "", "A"] * 2, [1.0, 0.0, 1.0, 1.0] * 2)  # A: 4 of 6 sampled right
+    p2o.give_templates(s, state, val, [], hard_rate=0.25)
+    assert s["templates"] == ["A"] and s["weights"] == {"v0": [pytest.approx(4 / 6)], "v1": [pytest.approx(4 / 6)]}
+    assert s["kept_by_sampling"] == 1 and s["tally"] == {}
+    p2o.tally_templates(s, ["A"] * 8, [1.0] + [0.0] * 7)  # 1 of 8: no better than a hard problem's rollouts
+    p2o.give_templates(s, state, val, [], hard_rate=0.25)
+    assert s["templates"] == [] and s["weights"] == {}
