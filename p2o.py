@@ -7,7 +7,8 @@
     python p2o.py --plot runs/x                             # runs/x/run.svg from its metrics.jsonl
 
 One training step, top to bottom (see `train`):
-  1. draw `prompts_per_step` problems                               next_problems
+  1. draw `prompts_per_step` problems (P²O: a share of them are      draw_problems
+     buffered hard problems GEPA gave templates, replayed)
   2. sample `group_size` completions each (hard problems that have    sample_rollouts
      GEPA templates are sampled *with* a template: P²O)              assign_templates
   3. reward them with verify.score                                   reward_rollouts
@@ -19,7 +20,8 @@ One training step, top to bottom (see `train`):
   7. micro-batched backward, clip, AdamW step                        update_policy
 Every `gepa_every` steps the hard problems collected so far are handed to GEPA, which evolves
 prompt templates with a reflection LM (`run_gepa`); the templates that cover the most hard
-problems (`gepa.greedy_cover`) guide the next rollouts of those problems.
+problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back as a
+share of later batches (`draw_problems`), so this works however large the data is.
 
 Only this file imports torch; gepa.py and verify.py are standalone and can be copied alone.
 """
@@ -1077,8 +1079,9 @@ def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, total
     """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
     engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
     sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
-    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided P²O rollouts keep
-    weight 1: they were sampled under another prompt on purpose, and rho_mask handles them.
+    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided
+    P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
+    handles them.
     Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
     if batch.get("sample_logp") is None:
         return None
@@ -1439,7 +1442,7 @@ def draw_problems(problems: list[dict], pos: dict, p2o: dict | None, cfg: Config
     fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
     for p in replayed:
         p2o["replays"][p["id"]] = p2o["replays"].get(p["id"], 0) + 1
-    return fresh + [{k_: v for k_, v in p.items() if k_ != "failures"} for p in replayed], len(replayed)
+    return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)
 
 
 def gepa_due(p2o: dict, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
