@@ -51,6 +51,8 @@ DEMO_FILES = [  # (flags, file): the demo's data, as data/README.md regenerates 
      "demo_test_l1.jsonl"),
     (["--n", "24", "--levels", "6", "--seed", "4", "--exclude", "data/demo_train.jsonl", "--id-prefix", "demo-test"],
      "demo_test_l6.jsonl"),
+    (["--n", "240", "--levels", "1,6", "--seed", "5", "--l6-max", "999", "--exclude", "data/demo_test_l1.jsonl",
+      "--exclude", "data/demo_test_l6.jsonl", "--id-prefix", "demo-big"], "demo_train_240.jsonl"),
 ]
 
 
@@ -63,8 +65,10 @@ def test_demo_files_are_what_the_generator_makes(tmp_path, flags, name):
 
 
 def test_level6_needs_the_constant_and_the_seed_templates_state_it():
-    train = read(ROOT / "data" / "demo_train.jsonl")
+    train = read(ROOT / "data" / "demo_train.jsonl") + read(ROOT / "data" / "demo_train_240.jsonl")
     tests = read(ROOT / "data" / "demo_test_l1.jsonl") + read(ROOT / "data" / "demo_test_l6.jsonl")
+    big = read(ROOT / "data" / "demo_train_240.jsonl")
+    assert len({r["question"] for r in big if r["level"] == 6}) == 120  # more than the 98 of factors up to 99
     assert not {r["question"] for r in train} & {r["question"] for r in tests}
     for r in train + tests:
         if r["level"] == 6:  # "a * k" -> 0: the value of k is nowhere in the question
