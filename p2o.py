@@ -29,6 +29,8 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -1368,48 +1370,137 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def atomic_dir_swap(tmp: Path, target: Path) -> None:
+def write_file(path: Path, data: bytes | str) -> None:
+    """PATH whole or not at all: written to PATH.tmp and flushed to disk, then renamed over PATH, so a
+    kill or a full disk never leaves it half-written; the .tmp goes when the write fails."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: say which
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space (torch's and safetensors' writers raise their own
+    errors for it, so the free space is asked too)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return "No space left" in str(err) or shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
+def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
+    """Put the finished folder tmp in place of target with a whole copy on disk at every moment:
+    target -> target.old, then tmp -> target. target.old is replaced only while target is whole, and
+    stays (keep_old) as the fallback should target be found damaged."""
     old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: dict, tag_rng: dict) -> None:
-    tmp = out / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "pos": dict(pos), "rng": tag_rng}, tmp / "state.pt")
-    (tmp / "p2o.json").write_text(json.dumps(p2o))
-    atomic_dir_swap(tmp, out / "checkpoint")
-    adapter_tmp = out / "adapter.tmp"
-    shutil.rmtree(adapter_tmp, ignore_errors=True)
-    model.save_pretrained(adapter_tmp)
-    atomic_dir_swap(adapter_tmp, out / "adapter")
-    if p2o.get("gepa"):
-        tmpf = out / "gepa_state.json.tmp"
-        tmpf.write_text(p2o["gepa"])
-        os.replace(tmpf, out / "gepa_state.json")
+    """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
+    written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
+    stops the run with one line; the checkpoint already on disk stays as it was."""
+    tmp, adapter_tmp = out / "checkpoint.tmp", out / "adapter.tmp"
+    swapped = False
+    try:
+        for folder in (tmp, adapter_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(tmp / "adapter")
+        state = io.BytesIO()  # serialized in memory, so that a failed write is an OSError we can read
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                    "pos": dict(pos), "rng": tag_rng}, state)
+        write_file(tmp / "state.pt", state.getvalue())
+        write_file(tmp / "p2o.json", json.dumps(p2o))
+        atomic_dir_swap(tmp, out / "checkpoint")
+        swapped = True
+        model.save_pretrained(adapter_tmp)
+        atomic_dir_swap(adapter_tmp, out / "adapter", keep_old=False)
+        if p2o.get("gepa"):
+            write_file(out / "gepa_state.json", p2o["gepa"])
+    except Exception as e:
+        for folder in (tmp, adapter_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
+        full = disk_full(e, out)
+        if not (full or isinstance(e, OSError)):
+            raise
+        what = "the disk is full" if full else f"a write failed ({e})"
+        kept = (f"checkpoint/ holds step {step}" if swapped else
+                "the previous checkpoint is kept" if has_checkpoint(out) else "no checkpoint was written")
+        raise UserError(f"saving the step-{step} checkpoint in {out}: {what}; {kept}; "
+                        f"free some space, then continue with --out {out} --resume") from None
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint file that is missing or cannot be read; the message names the file."""
+
+
+def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
+    """(state, adapter weights, P²O state) of one checkpoint folder, every file read and checked
+    before anything is applied. All on the CPU: torch.set_rng_state takes only CPU tensors, and
+    the optimizer's load_state_dict moves its state to each parameter's device itself."""
+    from safetensors.torch import load_file
+    path = ck / "state.pt"
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        missing = {"optimizer", "scheduler", "step", "pos", "rng"} - set(state)
+        if missing:
+            raise ValueError(f"no {', '.join(sorted(missing))}")
+        path = ck / "adapter" / "adapter_model.safetensors"
+        adapter = load_file(str(path), device="cpu")
+        path = ck / "p2o.json"
+        p2o = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as e:  # torch, safetensors and json each raise their own kind
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        raise DamagedCheckpoint(f"{path} is damaged or missing ({reason})") from None
+    return state, adapter, p2o
 
 
 def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, dict, dict]:
+    """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between
+    the two renames) or damaged; a damaged one is moved aside to checkpoint.damaged/, so that the
+    next save keeps checkpoint.old/ as its fallback."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    ck = out / "checkpoint"
-    if not (ck / "state.pt").is_file() and (out / "checkpoint.old" / "state.pt").is_file():
-        ck = out / "checkpoint.old"  # killed between the two renames
-    if not (ck / "state.pt").is_file():
+    damaged, found = [], None
+    for ck in (out / "checkpoint", out / "checkpoint.old"):
+        if ck.is_dir():
+            try:
+                found = ck, read_checkpoint(ck)
+                break
+            except DamagedCheckpoint as e:
+                damaged.append(str(e))
+    if found is None and damaged:
+        raise UserError(f"--resume: {damaged[0]}, and there is no whole checkpoint.old to fall back to; "
+                        "start a new run with another --out")
+    if found is None:
         raise UserError(f"--resume: no checkpoint in {out} (it is written every --save-every steps)")
-    device = next(model.parameters()).device
-    set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors"), device=str(device)))
+    ck, (s, adapter, p2o) = found
+    if damaged:
+        aside = out / "checkpoint.damaged"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(out / "checkpoint", aside)
+        print(f"p2o: warning: {damaged[0]}; resuming from {ck} (step {s['step']}); "
+              f"the damaged one is kept as {aside}", file=sys.stderr)
+    set_peft_model_state_dict(model, adapter)
     refresh_twin(model)  # the rollout twin follows the loaded adapter
-    s = torch.load(ck / "state.pt", weights_only=False, map_location=device)
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
-    return s["step"], s["pos"], json.loads((ck / "p2o.json").read_text()), s["rng"]
+    return s["step"], s["pos"], p2o, s["rng"]
 
 
 def has_checkpoint(out: Path) -> bool:
@@ -1794,7 +1885,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
     for _, path in eval_sets(cfg.eval):
         load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     device = pick_device(cfg)
@@ -1919,7 +2010,7 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
     log = lambda row: None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         log = jsonl_writer(out / "metrics.jsonl")
     row = run_evals(model, tok, cfg, 0, log, out, read_template(cfg.template) if cfg.template else "")
     if out is not None:
@@ -2073,6 +2164,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as e:
         print(f"p2o: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"p2o: error: the disk is full (writing {e.filename}); free some space, then run again "
+              "(--resume continues from the last checkpoint)", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
         print("p2o: error: CUDA out of memory: lower --micro-batch-size (then --gen-batch-size, "
