@@ -1102,8 +1102,10 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
     totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
                   mismatch=0.0, is_tokens=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
+    skipped = 0
     for it in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
+        it_loss = 0.0
         for j, idx in enumerate(micro):
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
@@ -1112,12 +1114,17 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
             iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
             loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw)
             loss.backward()
+            it_loss += loss.item()
             totals["loss"] += loss.item() / cfg.num_iterations
             for k in ("kl", "clip_low", "clip_high", "tokens"):
                 totals[k] += st[k]
             totals["entropy"] += (ent * m).sum().item()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
+        if math.isfinite(it_loss) and math.isfinite(float(grad_norm)):
+            optimizer.step()
+        else:  # one NaN or inf would spread to every weight and to Adam's moments: no update
+            optimizer.zero_grad(set_to_none=True)
+            skipped = 1
         scheduler.step()
         totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
     tok = max(totals["tokens"], 1)
@@ -1127,7 +1134,28 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
     return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
             "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
             "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
-            "grad_norm": totals["grad_norm"]}
+            "grad_norm": totals["grad_norm"], "skipped": skipped}
+
+
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run: the weights will not recover
+
+
+def count_skipped(stats: dict, pos: dict, step: int, cfg: Config) -> None:
+    """Warn about an update skipped for a non-finite loss or gradient, count it (train/skipped_steps,
+    saved with the checkpoint), and stop the run after MAX_SKIPPED_IN_A_ROW of them in a row."""
+    skipped = stats.pop("skipped")
+    pos["skipped_steps"] = pos.get("skipped_steps", 0) + skipped
+    pos["skipped_in_a_row"] = pos.get("skipped_in_a_row", 0) + 1 if skipped else 0
+    stats["train/skipped_steps"] = pos["skipped_steps"]
+    if not skipped:
+        return
+    if pos["skipped_in_a_row"] >= MAX_SKIPPED_IN_A_ROW:
+        raise UserError(f"step {step}: {MAX_SKIPPED_IN_A_ROW} updates in a row had a non-finite loss or gradient; "
+                        f"stopped, the last checkpoint in {cfg.out} is intact: lower --lr (now {cfg.lr:g}) "
+                        "and continue with --resume --lr ...")
+    tqdm.write(f"p2o: warning: step {step}: non-finite loss or gradient (loss {stats['loss']:.4g}, grad norm "
+               f"{stats['grad_norm']:.4g}); this update is skipped (train/skipped_steps); lower --lr if it repeats",
+               file=sys.stderr)
 
 
 def make_optimizer(model, cfg: Config):
@@ -1416,6 +1444,9 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict
     """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
     written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
     stops the run with one line; the checkpoint already on disk stays as it was."""
+    if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise UserError(f"step {step}: the adapter's weights are not finite; not saved, the last checkpoint in "
+                        f"{out} is intact: lower --lr and continue with --resume")
     tmp, adapter_tmp = out / "checkpoint.tmp", out / "adapter.tmp"
     swapped = False
     try:
@@ -1697,10 +1728,21 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def json_safe(value):
+    """NaN and infinity are not JSON: they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def jsonl_writer(path: Path, also=None):
     def write(row: dict):
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         if also is not None:
             also(row)
     return write
@@ -1924,6 +1966,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        count_skipped(stats, pos, step + 1, cfg)
         refresh_twin(model)  # the rollout twin follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer every `gepa_every` steps

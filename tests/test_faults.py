@@ -182,3 +182,27 @@ def test_resume_loads_rng_and_optimizer_state_to_the_cpu_whatever_the_model_devi
     torch.set_rng_state(rng["torch"])  # raises for a tensor that is not a CPU ByteTensor
     tensors = [v for st in opt.sd["state"].values() for v in st.values() if torch.is_tensor(v)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
+
+
+# --- a non-finite loss --------------------------------------------------------------------------------
+
+def strict_json(line):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_non_finite_loss_skips_the_update_and_stops_the_run(capsys, monkeypatch, tiny_model, tiny_data, tmp_path):
+    parity_reward(monkeypatch)
+    out = tmp_path / "run"
+    rc, err = run_main(capsys, *args(tiny_model, tiny_data, out, "--steps", "12", "--save-every", "1",
+                                     "--lr", "1e30", "--warmup-steps", "0"))
+    assert one_error_line(rc, err) and "non-finite loss or gradient" in err and "--lr" in err
+    assert "this update is skipped" in err  # a warning for each skipped update before the stop
+    rows = [strict_json(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["train/skipped_steps"] for r in rows]
+    assert skipped[-1] == p2o.MAX_SKIPPED_IN_A_ROW - 1 and len(rows) < 12  # the stopping step is not logged
+    state, adapter, _ = p2o.read_checkpoint(out / "checkpoint")
+    assert all(torch.isfinite(v).all() for v in adapter.values())
+    assert all(torch.isfinite(t).all() for st in state["optimizer"]["state"].values() for t in st.values())
+    assert not (out / "checkpoint.tmp").exists()
