@@ -48,6 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+try:
+    import fcntl
+except ImportError:  # Windows: no lock on --out
+    fcntl = None
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -1538,6 +1542,43 @@ def has_checkpoint(out: Path) -> bool:
     return (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
 
 
+LOCK = ".lock"  # in --out: held (flock) by the live run that writes there
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path):
+    """One live run per --out: a second run, or a --resume beside a live one, is refused. The kernel
+    drops an flock when its process ends, however it ends, so a killed run leaves nothing stuck."""
+    if fcntl is None or (out.exists() and not out.is_dir()):  # (a file: open_run_folder says so)
+        yield
+        return
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / LOCK, "a+", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror}); choose another --out") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise UserError(f"--out {out} is in use by a running p2o (pid {pid}); wait for it to end or stop it, "
+                        "or choose another --out") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # refused before writing anything
+            (out / LOCK).unlink()
+            out.rmdir()
+        f.close()
+
+
 def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
     """The run's config and folder. --resume takes the saved config (flags given explicitly win).
     No stop is a dead end: a run folder without a checkpoint yet (stopped, killed or failed before
@@ -1558,7 +1599,7 @@ def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
         if not has_checkpoint(out):
             print(f"p2o: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
             cfg = dataclasses.replace(cfg, resume=False)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
         if has_checkpoint(out):
             raise UserError(f"--out {out} holds a run with a checkpoint; pass --resume to continue it "
                             "or choose another --out")
@@ -1917,8 +1958,14 @@ def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_f
 
 
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
-    """The whole run. `stop_after` ends early as if killed after that step (tests use it);
-    `reflector_lm` overrides --reflector with any callable (tests script it)."""
+    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
+    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
+    script it)."""
+    with run_folder_lock(Path(cfg.out)):
+        return train_locked(cfg, given, stop_after, reflector_lm)
+
+
+def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:

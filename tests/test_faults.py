@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,32 @@ def test_non_finite_loss_skips_the_update_and_stops_the_run(capsys, monkeypatch,
     assert all(torch.isfinite(v).all() for v in adapter.values())
     assert all(torch.isfinite(t).all() for st in state["optimizer"]["state"].values() for t in st.values())
     assert not (out / "checkpoint.tmp").exists()
+
+
+# --- two runs on one --out ------------------------------------------------------------------------
+
+def test_an_out_folder_in_use_is_refused_and_not_left_locked(capsys, monkeypatch, tiny_model, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    started, go = threading.Event(), threading.Event()
+
+    def reward(texts, golds):  # the first run waits in its first step while the others try
+        if threading.current_thread() is not threading.main_thread():
+            started.set()
+            go.wait(60)
+        return [0.0] * len(texts), ["fb"] * len(texts)
+    monkeypatch.setattr(p2o, "reward_rollouts", reward)
+    first = threading.Thread(target=p2o.train, args=(p2o.parse_config(args(tiny_model, tiny_data, out,
+                                                                             "--steps", "2"))[0],))
+    first.start()
+    try:
+        assert started.wait(60)
+        for extra in (["--resume"], []):
+            rc, err = run_main(capsys, *args(tiny_model, tiny_data, out, "--steps", "2", *extra))
+            assert one_error_line(rc, err) and "in use by a running p2o" in err and "another --out" in err
+    finally:
+        go.set()
+        first.join(60)
+    assert steps_logged(out) == [1, 2]  # the first run's logs, whole and once
+    # its lock file stays behind, and stops nobody
+    rc, err = run_main(capsys, "--out", out, "--resume", "--steps", "3")
+    assert rc == 0 and steps_logged(out) == [1, 2, 3]
