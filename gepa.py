@@ -231,11 +231,24 @@ def reflection_request(prompt, records):
 
 
 FENCED = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
+THINK_OPEN, THINK_CLOSE = re.compile(r"<think>", re.I), re.compile(r"</think>", re.I)
+
+
+def without_thinking(answer):
+    """What a thinking model said after its reasoning: the text after the last </think> (a reply may
+    start inside the block when the chat template opened it), cut at a <think> never closed (the
+    model ran out of tokens while thinking). Fences inside the reasoning are drafts, not answers."""
+    closes = list(THINK_CLOSE.finditer(answer))
+    if closes:
+        answer = answer[closes[-1].end():]
+    opened = THINK_OPEN.search(answer)
+    return answer[:opened.start()] if opened else answer
 
 
 def parse_instruction(answer):
-    """The text of the last ``` block in answer, language tag dropped; None if there is none."""
-    blocks = FENCED.findall(answer)
+    """The text of the last ``` block in answer after any <think> reasoning, language tag dropped;
+    None if there is none."""
+    blocks = FENCED.findall(without_thinking(answer))
     if not blocks:
         return None
     head, body = blocks[-1]
@@ -248,8 +261,12 @@ def parse_instruction(answer):
 def reflect(prompt, records, lm):
     """Ask lm for a better prompt. records: dicts with 'input', 'output', 'feedback' (and optionally
     'score'); long fields are truncated. Returns the new prompt, or None when the answer holds no
-    ``` block, an empty one, or the current prompt unchanged. An exception from lm propagates."""
+    ``` block, an empty one, or the current prompt unchanged. An exception from lm propagates; an
+    answer that is all reasoning (<think> with nothing after it) raises ValueError saying so."""
     answer = lm(reflection_request(prompt, records))
+    if isinstance(answer, str) and answer.strip() and not without_thinking(answer).strip():
+        raise ValueError("the answer was all reasoning (<think>) with nothing after it: raise the "
+                         "reflector's token limit, or turn its thinking off")
     child = parse_instruction(answer) if isinstance(answer, str) else None
     if not child or child == prompt.strip():
         return None
@@ -646,11 +663,20 @@ class OpenAILM:
 
     def read_reply(self, raw):
         try:
-            content = json.loads(raw)["choices"][0]["message"].get("content")
+            choice = json.loads(raw)["choices"][0]
+            message = choice["message"]
+            content = message.get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise RuntimeError(f"{self.url} sent a reply that is not an OpenAI chat completion: "
                                f"{raw[:300]!r}") from None
-        return content or ""
+        if content:
+            return content
+        # a thinking model's reasoning is not its answer, even when the answer never came
+        why = (f"only reasoning_content (the model thought until finish_reason "
+               f"{choice.get('finish_reason')!r}); raise max_tokens (now {self.max_tokens}) or turn "
+               "thinking off") if message.get("reasoning_content") else \
+            f"no content (finish_reason {choice.get('finish_reason')!r})"
+        raise RuntimeError(f"{self.url} answered with an empty message: {why}")
 
 
 def server_message(error):
