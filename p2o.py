@@ -133,6 +133,8 @@ class Config:
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
     gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
                            "set is at most a quarter of it")
+    gepa_max_seconds: float = opt(900.0, "wall-time cap of one GEPA run's search (a slow or hanging reflector "
+                                  "stops there; the templates found so far are kept); 0 = no cap")
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
     gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
                             "front or the budget left is smaller); their answers are batched")
@@ -143,6 +145,8 @@ class Config:
                          "none (no reflection: GEPA scores the --templates and the empty template only); "
                          "checked at start: the path must exist, the server must answer")
     reflector_model: str = opt("", "model name sent to an http reflector")
+    reflector_timeout: float = opt(60.0, "seconds an http reflector may take to answer one request (a failed "
+                                   "request is retried 3 times, within --gepa-max-seconds)")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---; "
                          "they join GEPA's first candidate pool beside the empty template")
@@ -250,6 +254,8 @@ def check_config(cfg: Config) -> None:
         bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
     if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
         bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
+    if cfg.reflector_timeout <= 0 or cfg.gepa_max_seconds < 0:
+        bad("--reflector-timeout must be > 0 and --gepa-max-seconds >= 0 (0: no cap)")
     if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
     if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
     if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
@@ -1284,8 +1290,16 @@ def make_reflector(cfg: Config, model, tok):
     if cfg.reflector == "none":
         return None, lambda: None
     if cfg.reflector.startswith(("http://", "https://")):
-        return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
-                             api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
+        server = gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
+                               api_key=os.environ.get("OPENAI_API_KEY"), timeout=cfg.reflector_timeout)
+
+        def ask(text: str) -> str:  # a clock that moves while the server thinks (or hangs)
+            server.deadline = ask.deadline
+            for _ in ticking([None], f"p2o: GEPA: waiting for {cfg.reflector}", unit="reply"):
+                answer = server(text)
+            return answer
+        ask.deadline = None  # gepa.optimize's time limit, passed on to the server's retries
+        return ask, lambda: None
     if cfg.reflector == "self":
         r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
@@ -1348,7 +1362,8 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
         try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
             state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state,
-                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many)
+                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
+                                  max_seconds=cfg.gepa_max_seconds or None)
         finally:
             release()
     for w in caught:

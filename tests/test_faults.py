@@ -6,13 +6,17 @@ import errno
 import io
 import json
 import shutil
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import p2o
+from conftest import write_problems
+from test_p2o_method import ARGS as P2O_ARGS, scripted  # noqa: F401 (fixture)
 
 FAST = ["--group-size", "4", "--prompts-per-step", "2", "--max-new-tokens", "12", "--device", "cpu",
         "--micro-batch-size", "4", "--no-p2o"]
@@ -236,3 +240,25 @@ def test_an_out_folder_in_use_is_refused_and_not_left_locked(capsys, monkeypatch
     # its lock file stays behind, and stops nobody
     rc, err = run_main(capsys, "--out", out, "--resume", "--steps", "3")
     assert rc == 0 and steps_logged(out) == [1, 2, 3]
+
+
+# --- a reflector that accepts and never answers -------------------------------------------------------
+
+def test_a_hanging_reflector_is_bounded_and_training_goes_on(capsys, scripted, tiny_model, tmp_path):  # noqa: F811
+    with socket.socket() as server:  # accepts connections (the kernel's backlog), never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+        data = write_problems(tmp_path / "train.jsonl", 12)
+        t0 = time.time()
+        rc = p2o.main([str(a) for a in ("--model", tiny_model, "--data", data, "--out", tmp_path / "run", *P2O_ARGS,
+                                        "--reflector", url, "--reflector-timeout", "0.5", "--gepa-max-seconds", "3")])
+    out, err = capsys.readouterr()
+    err += out  # (GEPA's warnings are written above the progress bar)
+    assert rc == 0, err
+    assert time.time() - t0 < 40  # today: 60 s x 4 attempts x 5 reflections
+    assert f"GEPA: waiting for {url}" in err  # a clock moved while it waited
+    assert "no answer before the time limit" in err or "timed out" in err
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 4 and rows[-1]["p2o/gepa_runs"] == 1 and rows[-1]["p2o/reflector_failures"] >= 1
+    assert rows[-1]["p2o/gepa_seconds"] < 3 + 2  # the cap, and the scoring around it

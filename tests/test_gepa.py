@@ -695,3 +695,21 @@ def test_openai_lm_never_returns_reasoning_content_and_says_why(stub):
     server = stub((200, {"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]}, 0))
     with pytest.raises(RuntimeError, match="empty message: no content"):
         gepa.OpenAILM(server.base_url, "m")("hi")
+
+
+def test_max_seconds_caps_the_search_and_a_hanging_server(stub):
+    def slow_lm(text):
+        time.sleep(0.2)
+        return toy_lm(text)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="1 s time limit"):
+        state = gepa.optimize("Solve.", toy_examples(6), toy_examples(6), Counter(), slow_lm, 10_000, max_seconds=1)
+    assert time.monotonic() - t0 < 2 and state.iterations >= 1
+    assert_valid(state)
+    # a server that never answers in time: each retry is cut to what is left of the cap
+    server = stub((200, chat("late"), 5))
+    lm = gepa.OpenAILM(server.base_url, "m", timeout=30, retries=3, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="no answer before the time limit"):
+        gepa.optimize("Solve.", toy_examples(6), toy_examples(6), Counter(), lm, 10_000, max_seconds=1)
+    assert time.monotonic() - t0 < 3 and lm.deadline is None
