@@ -388,6 +388,35 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
     return problems
 
 
+def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
+                warn: bool = True) -> list[dict]:
+    """The problems whose chat prompt plus max_new completion tokens fit the model's context; the
+    others are skipped with one warning (a prompt past the context fails mid-run, or asks for its
+    whole attention matrix at once), and a file with none left is an error."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return problems
+    room = context - max_new
+    if room < 1:
+        raise UserError(f"--max-new-tokens {max_new} leaves no room for a prompt in the model's {context}-token "
+                        "context; lower it")
+    fits, long = [], []
+    for p in problems:
+        text = chat_prompt(tok, user_message(p["question"], cfg.instruction))
+        size = len(text.encode("utf-8"))  # a token holds at least one byte: only longer texts can overflow,
+        # and one with 64 bytes per token of room does, without tokenizing megabytes
+        too_long = size > room and (size > 64 * room or len(tok(text, add_special_tokens=False)["input_ids"]) > room)
+        (long if too_long else fits).append(p)
+    if long and not fits:
+        raise UserError(f"{path}: every prompt is longer than the model's context ({context} tokens, {max_new} of "
+                        "them kept for --max-new-tokens); shorten the questions or lower --max-new-tokens")
+    if long and warn:
+        print(f"p2o: warning: {path}: skipped {len(long)} of {len(problems)} problems whose prompt does not fit "
+              f"the model's context ({context} tokens with --max-new-tokens {max_new}; first: id {long[0]['id']})",
+              file=sys.stderr)
+    return fits
+
+
 def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
     """k problems in a seeded shuffled order, epoch after epoch; `pos` (epoch, index) is saved
     in checkpoints so a resumed run sees exactly the same problems."""
@@ -1710,7 +1739,9 @@ def evaluate_file(model, tok, cfg: Config, path: str, name: str = "", template: 
     (drawn from a fixed seed, so evaluations repeat and training's random stream is untouched).
     Returns (metrics without the eval/<name>/ prefix, one readable row per problem)."""
     name = name or eval_sets([path])[0][0]
-    problems = load_problems(path, warn=False)[:cfg.eval_limit]  # (train/eval_only warned once)
+    problems = load_problems(path, warn=False)  # (train/eval_only warned once)
+    problems = fit_context(problems, model, tok, cfg, path, cfg.eval_max_new_tokens or cfg.max_new_tokens,
+                           warn=False)[:cfg.eval_limit]
     greedy = eval_answers(model, tok, cfg, problems, 0, f"eval {name} (greedy)", template)
     sampled = None
     if cfg.eval_samples:
@@ -1734,6 +1765,13 @@ def evaluate_file(model, tok, cfg: Config, path: str, name: str = "", template: 
             row["sample_completions"] = [a["completion"] for a in sampled[i]]
         rows.append(row)
     return m, rows
+
+
+def check_eval_context(model, tok, cfg: Config) -> None:
+    """Warn once, when the model is loaded, about --eval problems too long for its context (each
+    evaluation skips them)."""
+    for _, path in eval_sets(cfg.eval):
+        fit_context(load_problems(path, warn=False), model, tok, cfg, path, cfg.eval_max_new_tokens or cfg.max_new_tokens)
 
 
 def eval_table(results: list[tuple[str, dict]], cfg: Config) -> str:
@@ -1994,6 +2032,8 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     device = pick_device(cfg)
     model, tok = load_model(cfg, device)
+    problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
+    check_eval_context(model, tok, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
     log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
     log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
@@ -2112,6 +2152,7 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
         load_problems(path)  # fail (or warn about skipped rows) before the model loads
     device = pick_device(cfg)
     model, tok = load_model(cfg, device, adapter=cfg.adapter)
+    check_eval_context(model, tok, cfg)
     log = lambda row: None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

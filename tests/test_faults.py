@@ -262,3 +262,28 @@ def test_a_hanging_reflector_is_bounded_and_training_goes_on(capsys, scripted, t
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 4 and rows[-1]["p2o/gepa_runs"] == 1 and rows[-1]["p2o/reflector_failures"] >= 1
     assert rows[-1]["p2o/gepa_seconds"] < 3 + 2  # the cap, and the scoring around it
+
+
+# --- prompts longer than the model's context ------------------------------------------------------------
+
+def test_prompts_longer_than_the_context_are_skipped_with_one_line(capsys, tiny_model, tmp_path):
+    data = write_problems(tmp_path / "train.jsonl", 12)
+    # 2048 positions, 12 of them for the answer: 3000 one-byte tokens do not fit
+    with open(data, "a") as f:
+        f.write(json.dumps({"id": "long", "question": "7 " * 1500 + "?", "answer": "7"}) + "\n")
+    rc, err = run_main(capsys, *args(tiny_model, data, tmp_path / "run", "--steps", "1", "--eval", data))
+    assert rc == 0, err
+    assert len([l for l in err.splitlines() if "does not fit" in l]) == 2  # the training file, the --eval file
+    assert "skipped 1 of 13" in err and "id long" in err and str(data) in err and "--max-new-tokens 12" in err
+    evals = [json.loads(l) for l in (tmp_path / "run" / "evals" / "step_0.jsonl").read_text().splitlines()]
+    assert len(evals) == 12 and "long" not in {r["id"] for r in evals}
+
+
+def test_a_huge_prompt_is_refused_without_tokenizing_it(capsys, monkeypatch, tiny_model, tmp_path):
+    cfg = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu"])[0]
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    problems = [{"id": "huge", "question": "x" * 5_000_000, "answer": "1"}]
+    t0 = time.time()
+    with pytest.raises(p2o.UserError, match="every prompt is longer than the model's context .2048 tokens"):
+        p2o.fit_context(problems, model, tok, cfg, "big.jsonl", 512)
+    assert time.time() - t0 < 2
