@@ -1406,7 +1406,7 @@ def _worker_main():
     print("ready", flush=True)
     while True:
         request = json.loads(requests.get())
-        if alarm and request.get("t"):  # SIGALRM's default action ends us, even mid-C-call
+        if alarm and math.isfinite(request.get("t") or math.inf):  # SIGALRM's default action ends us, even mid-C-call
             signal.setitimer(signal.ITIMER_REAL, float(request["t"]) + ALARM_GRACE)
         try:
             equal, why = _compare_strings(request["p"], request["g"])

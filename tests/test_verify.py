@@ -604,16 +604,17 @@ CALLER = r"""
 import sys, threading, time
 sys.path.insert(0, %r)
 import verify
-start = verify._Worker.start
+start, started = verify._Worker.start, []
 def reporting_start(self):
     start(self)
     print("worker", self.proc.pid, flush=True)
+    started.append(self)
 verify._Worker.start = reporting_start
 # a long deadline: only the caller's end, not its timeout, may stop the worker
 threading.Thread(target=verify.is_equiv, args=(%r, %r), kwargs={"timeout": 300}, daemon=True).start()
-while not verify._POOL.count:
+while not started:
     time.sleep(0.05)
-time.sleep(1.5)  # the request is in, the worker computes
+time.sleep(0.5)  # the request is in, the worker computes
 print("busy", flush=True)
 if sys.argv[1] == "hang":
     time.sleep(300)
