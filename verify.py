@@ -35,8 +35,8 @@ imports only this file and sympy - never the caller's __main__ or torch - and wo
 lazily on the first symbolic comparisons and stopped at exit (or by shutdown_worker()).
 A worker never outlives its caller nor computes past a deadline, whatever ends the caller (exit
 with a call in flight, an exception, SIGKILL): it exits as soon as its stdin closes or its parent
-changes, and each comparison arms an alarm a little past the caller's deadline, whose default
-action ends the process even inside sympy or a C extension.
+changes (seen by threads, so also mid-comparison), and each comparison arms an alarm a little past
+the caller's deadline, whose default action ends the process even inside a C extension.
 
 Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
@@ -1406,8 +1406,10 @@ def _worker_main():
     print("ready", flush=True)
     while True:
         request = json.loads(requests.get())
-        if alarm and math.isfinite(request.get("t") or math.inf):  # SIGALRM's default action ends us, even mid-C-call
-            signal.setitimer(signal.ITIMER_REAL, float(request["t"]) + ALARM_GRACE)
+        limit = request.get("t")
+        if alarm and limit is not None and math.isfinite(limit):
+            # SIGALRM's default action ends the process, even inside a C call that holds the GIL
+            signal.setitimer(signal.ITIMER_REAL, limit + ALARM_GRACE)
         try:
             equal, why = _compare_strings(request["p"], request["g"])
         except Exception:  # noqa: BLE001 - keep serving: one bad answer must not kill the worker
