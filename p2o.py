@@ -1459,9 +1459,14 @@ def write_file(path: Path, data: bytes | str) -> None:
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(e, OSError) and not e.filename:  # a failed write() names no file: say which
-            raise OSError(e.errno, e.strerror, str(path)) from None
+        if isinstance(e, OSError):
+            raise naming(e, path) from None
         raise
+
+
+def naming(err: OSError, path: Path) -> OSError:
+    """err, naming path when it names no file (a failed write() does not), so the message can."""
+    return err if err.filename else OSError(err.errno, err.strerror, str(path))
 
 
 def disk_full(err: BaseException, folder: Path) -> bool:
@@ -1835,8 +1840,11 @@ def json_safe(value):
 
 def jsonl_writer(path: Path, also=None):
     def write(row: dict):
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+        except OSError as e:
+            raise naming(e, path) from None
         if also is not None:
             also(row)
     return write

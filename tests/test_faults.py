@@ -287,3 +287,11 @@ def test_a_huge_prompt_is_refused_without_tokenizing_it(capsys, monkeypatch, tin
     with pytest.raises(p2o.UserError, match="every prompt is longer than the model's context .2048 tokens"):
         p2o.fit_context(problems, model, tok, cfg, "big.jsonl", 512)
     assert time.time() - t0 < 2
+
+
+def test_disk_full_while_logging_is_one_line_naming_the_file(capsys, monkeypatch, tiny_model, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    fill_disk(monkeypatch, "metrics.jsonl")
+    rc, err = run_main(capsys, *args(tiny_model, tiny_data, out, "--steps", "2"))
+    monkeypatch.undo()
+    assert one_error_line(rc, err) and "disk is full" in err and str(out / "metrics.jsonl") in err
