@@ -670,12 +670,12 @@ def test_worker_never_computes_long_past_the_deadline():
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert worker.stdout.readline().strip() == "ready"
-        worker.stdin.write('{"id": 1, "p": "%s", "g": "%s", "t": 0.5}\n'
+        worker.stdin.write('{"id": 1, "p": "%s", "g": "%s", "t": 0.2}\n'
                            % (SLOW_PRED.replace("\\", "\\\\"), SLOW_GOLD.replace("\\", "\\\\")))
         worker.stdin.flush()
         start = time.monotonic()
-        worker.wait(timeout=0.5 + verify.ALARM_GRACE + 3)  # stdin still open: only the alarm ends it
-        assert time.monotonic() - start < 0.5 + verify.ALARM_GRACE + 3
+        worker.wait(timeout=0.2 + verify.ALARM_GRACE + 3)  # stdin still open: only the alarm ends it
+        assert time.monotonic() - start < 0.2 + verify.ALARM_GRACE + 3
     finally:
         worker.kill()
         worker.wait()
