@@ -232,11 +232,24 @@ def reflection_request(prompt, records):
 
 
 FENCED = re.compile(r"```([^\n`]*)\n(.*?)```", re.DOTALL)
+THINK_OPEN, THINK_CLOSE = re.compile(r"<think>", re.I), re.compile(r"</think>", re.I)
+
+
+def without_thinking(answer):
+    """What a thinking model said after its reasoning: the text after the last </think> (a reply may
+    start inside the block when the chat template opened it), cut at a <think> never closed (the
+    model ran out of tokens while thinking). Fences inside the reasoning are drafts, not answers."""
+    closes = list(THINK_CLOSE.finditer(answer))
+    if closes:
+        answer = answer[closes[-1].end():]
+    opened = THINK_OPEN.search(answer)
+    return answer[:opened.start()] if opened else answer
 
 
 def parse_instruction(answer):
-    """The text of the last ``` block in answer, language tag dropped; None if there is none."""
-    blocks = FENCED.findall(answer)
+    """The text of the last ``` block in answer after any <think> reasoning, language tag dropped;
+    None if there is none."""
+    blocks = FENCED.findall(without_thinking(answer))
     if not blocks:
         return None
     head, body = blocks[-1]
@@ -249,8 +262,12 @@ def parse_instruction(answer):
 def reflect(prompt, records, lm):
     """Ask lm for a better prompt. records: dicts with 'input', 'output', 'feedback' (and optionally
     'score'); long fields are truncated. Returns the new prompt, or None when the answer holds no
-    ``` block, an empty one, or the current prompt unchanged. An exception from lm propagates."""
+    ``` block, an empty one, or the current prompt unchanged. An exception from lm propagates; an
+    answer that is all reasoning (<think> with nothing after it) raises ValueError saying so."""
     answer = lm(reflection_request(prompt, records))
+    if isinstance(answer, str) and answer.strip() and not without_thinking(answer).strip():
+        raise ValueError("the answer was all reasoning (<think>) with nothing after it: raise the "
+                         "reflector's token limit, or turn its thinking off")
     child = parse_instruction(answer) if isinstance(answer, str) else None
     if not child or child == prompt.strip():
         return None
@@ -448,19 +465,21 @@ def next_minibatch(state, n_train, size, seed):
     return picks
 
 
-def reflective_round(state, trainset, valset, evaluate_many, lm, minibatch, k, seed, rng, on_candidate):
+def reflective_round(state, trainset, valset, evaluate_many, lm, minibatch, k, seed, rng, on_candidate,
+                     deadline=None):
     """One GEPA iteration with k distinct parents: each parent answers its own minibatch, the
     reflection LM proposes one child per parent, and a child is kept only if it does strictly better
     than its parent on that minibatch; kept children are then scored on the whole valset. The
     answers of all parents, then of all children, then of all kept children go to evaluate_many in
-    one call each. Returns one outcome per parent: 'skipped', 'failed', 'rejected' or 'accepted'."""
+    one call each. Returns one outcome per parent: 'skipped', 'failed', 'rejected' or 'accepted'.
+    Past the deadline (time.monotonic()) no further reflection starts: those parents are 'skipped'."""
     parents = select_parents(state.val_scores, k, rng)
     batches = [[trainset[i] for i in next_minibatch(state, len(trainset), minibatch, seed)] for _ in parents]
     befores = run_evaluate_many(evaluate_many, [(state.candidates[p], b) for p, b in zip(parents, batches)], state)
     outcomes, proposals = [], []
     for parent, batch, before in zip(parents, batches, befores):
-        if all(s >= SOLVED for s, _, _ in before):
-            outcomes.append("skipped")  # nothing to learn from a perfect minibatch
+        if all(s >= SOLVED for s, _, _ in before) or (deadline is not None and time.monotonic() >= deadline):
+            outcomes.append("skipped")  # nothing to learn from a perfect minibatch, or no time left
             continue
         prompt = state.candidates[parent]
         records = [{"input": example_text(ex), "output": out, "feedback": fb, "score": s}
@@ -531,7 +550,8 @@ def check_inputs(seeds, trainset, valset, evaluate, lm, max_metric_calls, miniba
 
 
 def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size=3, seed=0,
-             state=None, merge=False, on_candidate=None, parents_per_iteration=1, evaluate_many=None):
+             state=None, merge=False, on_candidate=None, parents_per_iteration=1, evaluate_many=None,
+             max_seconds=None):
     """Run GEPA and return its State (the given state, updated in place, or a new one).
 
     seed_prompt: the starting prompt, or a list of starting prompts: the first is the baseline
@@ -552,6 +572,9 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
     evaluate_many([(prompt, batch), ...]) -> [results of evaluate(prompt, batch), ...]: optional;
         gets every answer an iteration needs at once (all parents, then all children), so a batched
         model can answer them in one pass. Default: evaluate on each pair in turn.
+    max_seconds: wall-time cap of THIS call's reflective search; no reflection starts after it, and
+        an lm with a `deadline` attribute (OpenAILM) is given it, so a hanging server is cut off there
+        too. The candidates found so far are kept. None: no cap.
     """
     trainset, valset = list(trainset), list(valset)
     seeds = [seed_prompt] if isinstance(seed_prompt, str) else list(seed_prompt or [])
@@ -580,7 +603,11 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
     minibatch = min(minibatch_size, len(trainset))
     worst_case = 2 * minibatch + len(valset)  # parent and child on the minibatch, then the child on valset
     failures = 0
-    while limit - state.metric_calls >= worst_case and failures < MAX_REFLECTION_FAILURES:
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    if hasattr(lm, "deadline"):
+        lm.deadline = deadline
+    while (limit - state.metric_calls >= worst_case and failures < MAX_REFLECTION_FAILURES
+           and (deadline is None or time.monotonic() < deadline)):
         rng = random.Random(f"gepa:{seed}:{state.iterations}")
         state.iterations += 1
         plan = find_merge(state, rng) if merge and state.merges_due > 0 else None
@@ -590,13 +617,18 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
             continue
         k = min(parents_per_iteration, (limit - state.metric_calls) // worst_case)
         for outcome in reflective_round(state, trainset, valset, evaluate_many, lm, minibatch, k, seed,
-                                        rng, on_candidate):
+                                        rng, on_candidate, deadline):
             failures = failures + 1 if outcome == "failed" else 0
             if outcome == "accepted" and merge:
                 state.merges_due += 1
+    if hasattr(lm, "deadline"):
+        lm.deadline = None
     if failures >= MAX_REFLECTION_FAILURES:
         warnings.warn(f"gepa: stopped after {failures} reflections in a row gave nothing usable; "
                       "check the reflection LM", RuntimeWarning)
+    elif deadline is not None and time.monotonic() >= deadline and limit - state.metric_calls >= worst_case:
+        warnings.warn(f"gepa: stopped at the {max_seconds:g} s time limit with budget left; "
+                      f"{len(state.candidates)} candidates kept", RuntimeWarning)
     return state
 
 
@@ -620,6 +652,7 @@ class OpenAILM:
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.max_tokens, self.temperature = max_tokens, temperature
         self.retries, self.backoff = retries, backoff
+        self.deadline = None  # time.monotonic() after which no attempt starts (optimize's max_seconds)
 
     def __call__(self, text):
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": text}],
@@ -630,10 +663,14 @@ class OpenAILM:
         last = None
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                time.sleep(max(0.0, min(self.backoff * 2 ** (attempt - 1), self.time_left())))
+            timeout = min(self.timeout, self.time_left())
+            if timeout <= 0:
+                raise RuntimeError(f"reflection LM at {self.url}: no answer before the time limit "
+                                   f"(last: {last or 'no reply yet'})")
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as e:
                 message = server_message(e)
@@ -650,13 +687,25 @@ class OpenAILM:
                            f"check that the server is running and reachable, that base_url ends in /v1, "
                            f"and that it serves model {self.model!r}")
 
+    def time_left(self):
+        return float("inf") if self.deadline is None else self.deadline - time.monotonic()
+
     def read_reply(self, raw):
         try:
-            content = json.loads(raw)["choices"][0]["message"].get("content")
+            choice = json.loads(raw)["choices"][0]
+            message = choice["message"]
+            content = message.get("content")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise RuntimeError(f"{self.url} sent a reply that is not an OpenAI chat completion: "
                                f"{raw[:300]!r}") from None
-        return content or ""
+        if content:
+            return content
+        # a thinking model's reasoning is not its answer, even when the answer never came
+        why = (f"only reasoning_content (the model thought until finish_reason "
+               f"{choice.get('finish_reason')!r}); raise max_tokens (now {self.max_tokens}) or turn "
+               "thinking off") if message.get("reasoning_content") else \
+            f"no content (finish_reason {choice.get('finish_reason')!r})"
+        raise RuntimeError(f"{self.url} answered with an empty message: {why}")
 
 
 def server_message(error):

@@ -31,6 +31,8 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import errno
+import io
 import json
 import math
 import os
@@ -48,6 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+try:
+    import fcntl
+except ImportError:  # Windows: no lock on --out
+    fcntl = None
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -138,6 +144,8 @@ class Config:
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
     gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
                            "set is at most a quarter of it")
+    gepa_max_seconds: float = opt(900.0, "wall-time cap of one GEPA run's search (a slow or hanging reflector "
+                                  "stops there; the templates found so far are kept); 0 = no cap")
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
     gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
                             "front or the budget left is smaller); their answers are batched")
@@ -148,6 +156,8 @@ class Config:
                          "none (no reflection: GEPA scores the --templates and the empty template only); "
                          "checked at start: the path must exist, the server must answer")
     reflector_model: str = opt("", "model name sent to an http reflector")
+    reflector_timeout: float = opt(60.0, "seconds an http reflector may take to answer one request (a failed "
+                                   "request is retried 3 times, within --gepa-max-seconds)")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
     templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---; "
                          "they join GEPA's first candidate pool beside the empty template")
@@ -263,6 +273,8 @@ def check_config(cfg: Config) -> None:
     if cfg.p2o and cfg.gepa_min_hard > cfg.hard_buffer_size:
         bad(f"--gepa-min-hard {cfg.gepa_min_hard} is above --hard-buffer-size {cfg.hard_buffer_size}: GEPA could "
             "never run; lower the first or raise the second")
+    if cfg.reflector_timeout <= 0 or cfg.gepa_max_seconds < 0:
+        bad("--reflector-timeout must be > 0 and --gepa-max-seconds >= 0 (0: no cap)")
     if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
     if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
     if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
@@ -393,6 +405,35 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
         print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
               f"or gold answer ({where}s {shown})", file=sys.stderr)
     return problems
+
+
+def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
+                warn: bool = True) -> list[dict]:
+    """The problems whose chat prompt plus max_new completion tokens fit the model's context; the
+    others are skipped with one warning (a prompt past the context fails mid-run, or asks for its
+    whole attention matrix at once), and a file with none left is an error."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return problems
+    room = context - max_new
+    if room < 1:
+        raise UserError(f"--max-new-tokens {max_new} leaves no room for a prompt in the model's {context}-token "
+                        "context; lower it")
+    fits, long = [], []
+    for p in problems:
+        text = chat_prompt(tok, user_message(p["question"], cfg.instruction))
+        size = len(text.encode("utf-8"))  # a token holds at least one byte: only longer texts can overflow,
+        # and one with 64 bytes per token of room does, without tokenizing megabytes
+        too_long = size > room and (size > 64 * room or len(tok(text, add_special_tokens=False)["input_ids"]) > room)
+        (long if too_long else fits).append(p)
+    if long and not fits:
+        raise UserError(f"{path}: every prompt is longer than the model's context ({context} tokens, {max_new} of "
+                        "them kept for --max-new-tokens); shorten the questions or lower --max-new-tokens")
+    if long and warn:
+        print(f"p2o: warning: {path}: skipped {len(long)} of {len(problems)} problems whose prompt does not fit "
+              f"the model's context ({context} tokens with --max-new-tokens {max_new}; first: id {long[0]['id']})",
+              file=sys.stderr)
+    return fits
 
 
 def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
@@ -1127,8 +1168,10 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
     totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
                   mismatch=0.0, is_tokens=0.0)
     params = [p for p in model.parameters() if p.requires_grad]
+    skipped = 0
     for it in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
+        it_loss = 0.0
         for j, idx in enumerate(micro):
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
@@ -1137,12 +1180,17 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
             iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
             loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw, m)
             loss.backward()
+            it_loss += loss.item()
             totals["loss"] += loss.item() / cfg.num_iterations
             for k in ("kl", "clip_low", "clip_high", "tokens"):
                 totals[k] += st[k]
             totals["entropy"] += (ent * m).sum().item()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
+        if math.isfinite(it_loss) and math.isfinite(float(grad_norm)):
+            optimizer.step()
+        else:  # one NaN or inf would spread to every weight and to Adam's moments: no update
+            optimizer.zero_grad(set_to_none=True)
+            skipped = 1
         scheduler.step()
         totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
     tok = max(totals["tokens"], 1)
@@ -1152,7 +1200,28 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
     return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
             "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
             "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
-            "grad_norm": totals["grad_norm"]}
+            "grad_norm": totals["grad_norm"], "skipped": skipped}
+
+
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run: the weights will not recover
+
+
+def count_skipped(stats: dict, pos: dict, step: int, cfg: Config) -> None:
+    """Warn about an update skipped for a non-finite loss or gradient, count it (train/skipped_steps,
+    saved with the checkpoint), and stop the run after MAX_SKIPPED_IN_A_ROW of them in a row."""
+    skipped = stats.pop("skipped")
+    pos["skipped_steps"] = pos.get("skipped_steps", 0) + skipped
+    pos["skipped_in_a_row"] = pos.get("skipped_in_a_row", 0) + 1 if skipped else 0
+    stats["train/skipped_steps"] = pos["skipped_steps"]
+    if not skipped:
+        return
+    if pos["skipped_in_a_row"] >= MAX_SKIPPED_IN_A_ROW:
+        raise UserError(f"step {step}: {MAX_SKIPPED_IN_A_ROW} updates in a row had a non-finite loss or gradient; "
+                        f"stopped, the last checkpoint in {cfg.out} is intact: lower --lr (now {cfg.lr:g}) "
+                        "and continue with --resume --lr ...")
+    tqdm.write(f"p2o: warning: step {step}: non-finite loss or gradient (loss {stats['loss']:.4g}, grad norm "
+               f"{stats['grad_norm']:.4g}); this update is skipped (train/skipped_steps); lower --lr if it repeats",
+               file=sys.stderr)
 
 
 def make_optimizer(model, cfg: Config):
@@ -1281,8 +1350,16 @@ def make_reflector(cfg: Config, model, tok):
     if cfg.reflector == "none":
         return None, lambda: None
     if cfg.reflector.startswith(("http://", "https://")):
-        return gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
-                             api_key=os.environ.get("OPENAI_API_KEY")), lambda: None
+        server = gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
+                               api_key=os.environ.get("OPENAI_API_KEY"), timeout=cfg.reflector_timeout)
+
+        def ask(text: str) -> str:  # a clock that moves while the server thinks (or hangs)
+            server.deadline = ask.deadline
+            for _ in ticking([None], f"p2o: GEPA: waiting for {cfg.reflector}", unit="reply"):
+                answer = server(text)
+            return answer
+        ask.deadline = None  # gepa.optimize's time limit, passed on to the server's retries
+        return ask, lambda: None
     if cfg.reflector == "self":
         r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
@@ -1345,7 +1422,8 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
         try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
             state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state,
-                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many)
+                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
+                                  max_seconds=cfg.gepa_max_seconds or None)
         finally:
             release()
     for w in caught:
@@ -1490,52 +1568,186 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def atomic_dir_swap(tmp: Path, target: Path) -> None:
+def write_file(path: Path, data: bytes | str) -> None:
+    """PATH whole or not at all: written to PATH.tmp and flushed to disk, then renamed over PATH, so a
+    kill or a full disk never leaves it half-written; the .tmp goes when the write fails."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise naming(e, path) from None
+        raise
+
+
+def naming(err: OSError, path: Path) -> OSError:
+    """err, naming path when it names no file (a failed write() does not), so the message can."""
+    return err if err.filename else OSError(err.errno, err.strerror, str(path))
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write ran out of space (torch's and safetensors' writers raise their own
+    errors for it, so the free space is asked too)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return "No space left" in str(err) or shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
+def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
+    """Put the finished folder tmp in place of target with a whole copy on disk at every moment:
+    target -> target.old, then tmp -> target. target.old is replaced only while target is whole, and
+    stays (keep_old) as the fallback should target be found damaged."""
     old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    if not keep_old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: dict, tag_rng: dict) -> None:
-    tmp = out / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "pos": dict(pos), "rng": tag_rng}, tmp / "state.pt")
-    (tmp / "p2o.json").write_text(json.dumps(p2o))
-    atomic_dir_swap(tmp, out / "checkpoint")
-    adapter_tmp = out / "adapter.tmp"
-    shutil.rmtree(adapter_tmp, ignore_errors=True)
-    model.save_pretrained(adapter_tmp)
-    atomic_dir_swap(adapter_tmp, out / "adapter")
-    if p2o.get("gepa"):
-        tmpf = out / "gepa_state.json.tmp"
-        tmpf.write_text(p2o["gepa"])
-        os.replace(tmpf, out / "gepa_state.json")
+    """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
+    written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
+    stops the run with one line; the checkpoint already on disk stays as it was."""
+    if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
+        raise UserError(f"step {step}: the adapter's weights are not finite; not saved, the last checkpoint in "
+                        f"{out} is intact: lower --lr and continue with --resume")
+    tmp, adapter_tmp = out / "checkpoint.tmp", out / "adapter.tmp"
+    swapped = False
+    try:
+        for folder in (tmp, adapter_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(tmp / "adapter")
+        state = io.BytesIO()  # serialized in memory, so that a failed write is an OSError we can read
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                    "pos": dict(pos), "rng": tag_rng}, state)
+        write_file(tmp / "state.pt", state.getvalue())
+        write_file(tmp / "p2o.json", json.dumps(p2o))
+        atomic_dir_swap(tmp, out / "checkpoint")
+        swapped = True
+        model.save_pretrained(adapter_tmp)
+        atomic_dir_swap(adapter_tmp, out / "adapter", keep_old=False)
+        if p2o.get("gepa"):
+            write_file(out / "gepa_state.json", p2o["gepa"])
+    except Exception as e:
+        for folder in (tmp, adapter_tmp):
+            shutil.rmtree(folder, ignore_errors=True)
+        full = disk_full(e, out)
+        if not (full or isinstance(e, OSError)):
+            raise
+        what = "the disk is full" if full else f"a write failed ({e})"
+        kept = (f"checkpoint/ holds step {step}" if swapped else
+                "the previous checkpoint is kept" if has_checkpoint(out) else "no checkpoint was written")
+        raise UserError(f"saving the step-{step} checkpoint in {out}: {what}; {kept}; "
+                        f"free some space, then continue with --out {out} --resume") from None
+
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint file that is missing or cannot be read; the message names the file."""
+
+
+def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
+    """(state, adapter weights, P²O state) of one checkpoint folder, every file read and checked
+    before anything is applied. All on the CPU: torch.set_rng_state takes only CPU tensors, and
+    the optimizer's load_state_dict moves its state to each parameter's device itself."""
+    from safetensors.torch import load_file
+    path = ck / "state.pt"
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        missing = {"optimizer", "scheduler", "step", "pos", "rng"} - set(state)
+        if missing:
+            raise ValueError(f"no {', '.join(sorted(missing))}")
+        path = ck / "adapter" / "adapter_model.safetensors"
+        adapter = load_file(str(path), device="cpu")
+        path = ck / "p2o.json"
+        p2o = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as e:  # torch, safetensors and json each raise their own kind
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        raise DamagedCheckpoint(f"{path} is damaged or missing ({reason})") from None
+    return state, adapter, p2o
 
 
 def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, dict, dict]:
+    """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between
+    the two renames) or damaged; a damaged one is moved aside to checkpoint.damaged/, so that the
+    next save keeps checkpoint.old/ as its fallback."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    ck = out / "checkpoint"
-    if not (ck / "state.pt").is_file() and (out / "checkpoint.old" / "state.pt").is_file():
-        ck = out / "checkpoint.old"  # killed between the two renames
-    if not (ck / "state.pt").is_file():
+    damaged, found = [], None
+    for ck in (out / "checkpoint", out / "checkpoint.old"):
+        if ck.is_dir():
+            try:
+                found = ck, read_checkpoint(ck)
+                break
+            except DamagedCheckpoint as e:
+                damaged.append(str(e))
+    if found is None and damaged:
+        raise UserError(f"--resume: {damaged[0]}, and there is no whole checkpoint.old to fall back to; "
+                        "start a new run with another --out")
+    if found is None:
         raise UserError(f"--resume: no checkpoint in {out} (it is written every --save-every steps)")
-    device = next(model.parameters()).device
-    set_peft_model_state_dict(model, load_file(str(ck / "adapter" / "adapter_model.safetensors"), device=str(device)))
+    ck, (s, adapter, p2o) = found
+    if damaged:
+        aside = out / "checkpoint.damaged"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(out / "checkpoint", aside)
+        print(f"p2o: warning: {damaged[0]}; resuming from {ck} (step {s['step']}); "
+              f"the damaged one is kept as {aside}", file=sys.stderr)
+    set_peft_model_state_dict(model, adapter)
     refresh_twin(model)  # the rollout twin follows the loaded adapter
-    s = torch.load(ck / "state.pt", weights_only=False, map_location=device)
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
-    return s["step"], s["pos"], json.loads((ck / "p2o.json").read_text()), s["rng"]
+    return s["step"], s["pos"], p2o, s["rng"]
 
 
 def has_checkpoint(out: Path) -> bool:
     return (out / "checkpoint" / "state.pt").is_file() or (out / "checkpoint.old" / "state.pt").is_file()
+
+
+LOCK = ".lock"  # in --out: held (flock) by the live run that writes there
+
+
+@contextlib.contextmanager
+def run_folder_lock(out: Path):
+    """One live run per --out: a second run, or a --resume beside a live one, is refused. The kernel
+    drops an flock when its process ends, however it ends, so a killed run leaves nothing stuck."""
+    if fcntl is None or (out.exists() and not out.is_dir()):  # (a file: open_run_folder says so)
+        yield
+        return
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / LOCK, "a+", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write there ({e.strerror}); choose another --out") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise UserError(f"--out {out} is in use by a running p2o (pid {pid}); wait for it to end or stop it, "
+                        "or choose another --out") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # refused before writing anything
+            (out / LOCK).unlink()
+            out.rmdir()
+        f.close()
 
 
 def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
@@ -1558,7 +1770,7 @@ def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
         if not has_checkpoint(out):
             print(f"p2o: {out} has no checkpoint yet; starting it again from step 0", file=sys.stderr)
             cfg = dataclasses.replace(cfg, resume=False)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
         if has_checkpoint(out):
             raise UserError(f"--out {out} holds a run with a checkpoint; pass --resume to continue it "
                             "or choose another --out")
@@ -1654,7 +1866,9 @@ def evaluate_file(model, tok, cfg: Config, path: str, name: str = "", template: 
     (drawn from a fixed seed, so evaluations repeat and training's random stream is untouched).
     Returns (metrics without the eval/<name>/ prefix, one readable row per problem)."""
     name = name or eval_sets([path])[0][0]
-    problems = load_problems(path, warn=False)[:cfg.eval_limit]  # (train/eval_only warned once)
+    problems = load_problems(path, warn=False)  # (train/eval_only warned once)
+    problems = fit_context(problems, model, tok, cfg, path, cfg.eval_max_new_tokens or cfg.max_new_tokens,
+                           warn=False)[:cfg.eval_limit]
     greedy = eval_answers(model, tok, cfg, problems, 0, f"eval {name} (greedy)", template)
     sampled = None
     if cfg.eval_samples:
@@ -1678,6 +1892,13 @@ def evaluate_file(model, tok, cfg: Config, path: str, name: str = "", template: 
             row["sample_completions"] = [a["completion"] for a in sampled[i]]
         rows.append(row)
     return m, rows
+
+
+def check_eval_context(model, tok, cfg: Config) -> None:
+    """Warn once, when the model is loaded, about --eval problems too long for its context (each
+    evaluation skips them)."""
+    for _, path in eval_sets(cfg.eval):
+        fit_context(load_problems(path, warn=False), model, tok, cfg, path, cfg.eval_max_new_tokens or cfg.max_new_tokens)
 
 
 def eval_table(results: list[tuple[str, dict]], cfg: Config) -> str:
@@ -1728,10 +1949,24 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def json_safe(value):
+    """NaN and infinity are not JSON: they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def jsonl_writer(path: Path, also=None):
     def write(row: dict):
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
+        except OSError as e:
+            raise naming(e, path) from None
         if also is not None:
             also(row)
     return write
@@ -1908,8 +2143,14 @@ def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_f
 
 
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
-    """The whole run. `stop_after` ends early as if killed after that step (tests use it);
-    `reflector_lm` overrides --reflector with any callable (tests script it)."""
+    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
+    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
+    script it)."""
+    with run_folder_lock(Path(cfg.out)):
+        return train_locked(cfg, given, stop_after, reflector_lm)
+
+
+def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:
@@ -1918,11 +2159,13 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
     for _, path in eval_sets(cfg.eval):
         load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
     device = pick_device(cfg)
     model, tok = load_model(cfg, device)
+    problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
+    check_eval_context(model, tok, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
     log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
     log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
@@ -1963,6 +2206,7 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        count_skipped(stats, pos, step + 1, cfg)
         refresh_twin(model)  # the rollout twin follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
@@ -2045,10 +2289,11 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
         load_problems(path)  # fail (or warn about skipped rows) before the model loads
     device = pick_device(cfg)
     model, tok = load_model(cfg, device, adapter=cfg.adapter)
+    check_eval_context(model, tok, cfg)
     log = lambda row: None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         log = jsonl_writer(out / "metrics.jsonl")
     row = run_evals(model, tok, cfg, 0, log, out, read_template(cfg.template) if cfg.template else "")
     if out is not None:
@@ -2202,6 +2447,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except UserError as e:
         print(f"p2o: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"p2o: error: the disk is full (writing {e.filename}); free some space, then run again "
+              "(--resume continues from the last checkpoint)", file=sys.stderr)
         return 2
     except torch.cuda.OutOfMemoryError:
         print("p2o: error: CUDA out of memory: lower --micro-batch-size (then --gen-batch-size, "

@@ -29,10 +29,14 @@ How it decides, cheapest first:
 
 Safety: model output is never evaluated as Python - no eval/exec, no sympify/parse_expr on raw
 text. Sizes are bounded (answer length, nesting depth, power and factorial sizes), and the
-deadline is enforced by the parent process, so it holds from any thread (no signal.alarm).
-A worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
+deadline is enforced by the parent process, so it holds from any thread (no signal.alarm in the
+caller). A worker is `python verify.py --verify-worker` started with subprocess (fork+exec), so it
 imports only this file and sympy - never the caller's __main__ or torch - and workers are started
 lazily on the first symbolic comparisons and stopped at exit (or by shutdown_worker()).
+A worker never outlives its caller nor computes past a deadline, whatever ends the caller (exit
+with a call in flight, an exception, SIGKILL): it exits as soon as its stdin closes or its parent
+changes (seen by threads, so also mid-comparison), and each comparison arms an alarm a little past
+the caller's deadline, whose default action ends the process even inside a C extension.
 
 Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
@@ -43,6 +47,7 @@ import math
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -59,6 +64,8 @@ WORKER_FLAG = "--verify-worker"
 START_TIMEOUT = 60.0            # seconds a fresh worker may take to import sympy
 MAX_WORKERS = 4                 # symbolic comparisons run in up to this many processes at once
 QUEUE_WAIT = 60.0               # seconds a call may wait for a free worker (not its deadline)
+ALARM_GRACE = 1.0               # a worker ends itself this long past its caller's deadline
+PARENT_POLL = 0.5               # seconds between a worker's checks that its caller is alive
 
 # ----------------------------------------------------------------------------- extraction
 
@@ -1391,14 +1398,44 @@ def _worker_main():
         pass
     import sympy  # noqa: F401  (import before 'ready' so no call pays for it)
     sys.setrecursionlimit(4000)
+    # requests are read by a thread, so the end of stdin (the caller is gone) is seen mid-computation
+    requests = queue.Queue()
+    threading.Thread(target=_worker_read, args=(sys.stdin, requests), daemon=True).start()
+    threading.Thread(target=_worker_watch_parent, args=(os.getppid(),), daemon=True).start()
+    alarm = hasattr(signal, "setitimer")
     print("ready", flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
+    while True:
+        request = json.loads(requests.get())
+        limit = request.get("t")
+        if alarm and limit is not None and math.isfinite(limit):
+            # SIGALRM's default action ends the process, even inside a C call that holds the GIL
+            signal.setitimer(signal.ITIMER_REAL, limit + ALARM_GRACE)
         try:
             equal, why = _compare_strings(request["p"], request["g"])
         except Exception:  # noqa: BLE001 - keep serving: one bad answer must not kill the worker
             equal, why = False, "unreadable"
+        finally:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         print(json.dumps({"id": request["id"], "equal": equal, "why": why}), flush=True)
+
+
+def _worker_read(stdin, requests):
+    """Pass request lines on; at end of input (the caller exited or was killed) end the worker now."""
+    try:
+        for line in stdin:
+            requests.put(line)
+    finally:
+        os._exit(0)
+
+
+def _worker_watch_parent(parent):
+    """End the worker when its parent dies, even if a forked copy of the caller keeps our stdin
+    open. (Not PR_SET_PDEATHSIG: it fires when the thread that started us ends, and workers are
+    started from short-lived threads.)"""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL)
+    os._exit(0)
 
 
 class _Worker:
@@ -1414,7 +1451,7 @@ class _Worker:
         path = os.path.abspath(__file__)
         # fork+exec (not multiprocessing): the child imports only this file, never __main__.
         # Its own session: a Ctrl-C in the terminal interrupts the caller, which may still finish
-        # its work (a training step), not the workers (it exits when our end of stdin closes)
+        # its work (a training step), not the workers (they exit when our end of stdin closes)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", path, WORKER_FLAG], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
@@ -1448,7 +1485,7 @@ class _Worker:
     def ask(self, pred, gold, timeout):
         """(equal, reason), or None when no reply came within timeout (the process is then killed)."""
         self.next_id += 1
-        request = json.dumps({"id": self.next_id, "p": pred, "g": gold})
+        request = json.dumps({"id": self.next_id, "p": pred, "g": gold, "t": timeout})
         deadline = time.monotonic() + timeout  # starts now: waiting for this worker did not count
         try:
             self.proc.stdin.write(request + "\n")

@@ -688,3 +688,56 @@ def test_seed_prompts_compete_and_no_reflector_scores_seeds_only():
         gepa.optimize(["", "[a]", "[b]"], toy_examples(6), val, Counter(), None, 17)
     with pytest.raises(TypeError, match="seed_prompt"):
         gepa.optimize([], toy_examples(6), val, Counter(), None, 17)
+
+
+# ---------------------------------------------------------------------------------------------
+# thinking reflectors: the reasoning is never read as the instruction
+
+
+@pytest.mark.parametrize("answer, expected", [
+    # one fence mentioned while thinking would pair with the answer's opening fence
+    ("<think>It goes between ``` fences.</think>\nHere:\n```\nReal rule.\n```", "Real rule."),
+    ("So: ``` then the rule.</think>\n```\nReal rule.\n```", "Real rule."),  # the template opened <think>
+    ("<think>\nA first try:\n```\nDraft rule.\n```\nbut then", None),  # cut off while thinking
+])
+def test_thinking_is_never_read_as_the_instruction(answer, expected):
+    assert gepa.parse_instruction(answer) == expected
+
+
+def test_a_reflector_that_only_thinks_is_a_failure_that_says_why():
+    reply = "<think>\nLet me draft:\n```\nDraft rule.\n```\nand keep thinking"
+    with pytest.warns(RuntimeWarning) as caught:
+        state = gepa.optimize("Solve.", toy_examples(6), toy_examples(6), Counter(), lambda t: reply, 10_000)
+    assert state.candidates == ["Solve."]
+    assert state.reflection_failures == gepa.MAX_REFLECTION_FAILURES and state.unusable_reflections == 0
+    assert "all reasoning (<think>)" in str(caught[0].message)
+
+
+def test_openai_lm_never_returns_reasoning_content_and_says_why(stub):
+    reply = {"choices": [{"message": {"role": "assistant", "content": None,
+                                      "reasoning_content": "```\nThought-up rule.\n```"},
+                          "finish_reason": "length"}]}
+    server = stub((200, reply, 0))
+    with pytest.raises(RuntimeError, match="only reasoning_content.*'length'.*max_tokens"):
+        gepa.OpenAILM(server.base_url, "m", max_tokens=64)("hi")
+    server = stub((200, {"choices": [{"message": {"content": ""}, "finish_reason": "stop"}]}, 0))
+    with pytest.raises(RuntimeError, match="empty message: no content"):
+        gepa.OpenAILM(server.base_url, "m")("hi")
+
+
+def test_max_seconds_caps_the_search_and_a_hanging_server(stub):
+    def slow_lm(text):
+        time.sleep(0.2)
+        return toy_lm(text)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="1 s time limit"):
+        state = gepa.optimize("Solve.", toy_examples(6), toy_examples(6), Counter(), slow_lm, 10_000, max_seconds=1)
+    assert time.monotonic() - t0 < 2 and state.iterations >= 1
+    assert_valid(state)
+    # a server that never answers in time: each retry is cut to what is left of the cap
+    server = stub((200, chat("late"), 5))
+    lm = gepa.OpenAILM(server.base_url, "m", timeout=30, retries=3, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="no answer before the time limit"):
+        gepa.optimize("Solve.", toy_examples(6), toy_examples(6), Counter(), lm, 10_000, max_seconds=1)
+    assert time.monotonic() - t0 < 3 and lm.deadline is None

@@ -595,6 +595,92 @@ def test_fast_path_does_not_start_worker():
     assert verify.is_equiv("1,000", "1000") and verify.is_equiv("0.5", "\\frac{1}{2}")
     assert verify._POOL.running() == before
 
+# ----------------------------------------------------------------------------- workers die with their caller
+
+# sympy works on this for minutes (or until memory runs out): a worker stuck in it must still go
+SLOW_PRED, SLOW_GOLD = "\\exp(\\exp(\\exp(100)))+1", "\\exp(\\exp(\\exp(100)))"
+
+CALLER = r"""
+import sys, threading, time
+sys.path.insert(0, %r)
+import verify
+start, started = verify._Worker.start, []
+def reporting_start(self):
+    start(self)
+    print("worker", self.proc.pid, flush=True)
+    started.append(self)
+verify._Worker.start = reporting_start
+# a long deadline: only the caller's end, not its timeout, may stop the worker
+threading.Thread(target=verify.is_equiv, args=(%r, %r), kwargs={"timeout": 300}, daemon=True).start()
+while not started:
+    time.sleep(0.05)
+time.sleep(0.5)  # the request is in, the worker computes
+print("busy", flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(300)
+""" % (ROOT, SLOW_PRED, SLOW_GOLD)
+
+
+def alive(pid):
+    """Running (a zombie left for a reaper counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def workers_left_after_caller(tmp_path, how):
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER)
+    caller = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, text=True)
+    pids = []
+    for line in caller.stdout:
+        if line.startswith("worker"):
+            pids.append(int(line.split()[1]))
+        if line.startswith("busy"):
+            break
+    assert pids and all(alive(p) for p in pids)
+    if how == "hang":
+        caller.kill()  # SIGKILL: no atexit, no cleanup in the caller
+    caller.wait(timeout=60)
+    give_up = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < give_up:
+        time.sleep(0.1)
+    left = [p for p in pids if alive(p)]
+    for p in left:  # never leave one computing on the test machine
+        os.kill(p, 9)
+    return left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_the_caller_exits_mid_verification(tmp_path):
+    assert workers_left_after_caller(tmp_path, "exit") == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_the_caller_is_sigkilled_mid_verification(tmp_path):
+    assert workers_left_after_caller(tmp_path, "hang") == []
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
+def test_worker_never_computes_long_past_the_deadline():
+    # the caller alive but not stopping it (hung, or stuck itself): the worker's own alarm ends it
+    worker = subprocess.Popen([sys.executable, os.path.join(ROOT, "verify.py"), verify.WORKER_FLAG],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "ready"
+        worker.stdin.write('{"id": 1, "p": "%s", "g": "%s", "t": 0.2}\n'
+                           % (SLOW_PRED.replace("\\", "\\\\"), SLOW_GOLD.replace("\\", "\\\\")))
+        worker.stdin.flush()
+        start = time.monotonic()
+        worker.wait(timeout=0.2 + verify.ALARM_GRACE + 3)  # stdin still open: only the alarm ends it
+        assert time.monotonic() - start < 0.2 + verify.ALARM_GRACE + 3
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 # ----------------------------------------------------------------------------- copied alone
 
 
