@@ -1,7 +1,8 @@
 """Rollout speed of p2o.py's engines: tokens/s and peak memory of `peft` (generate with the 4-bit +
 LoRA training model) vs `twin` (a plain bf16 copy with LoRA folded in, eager, dynamic cache) vs
-`twin` compiled (static cache + transformers' compiled decoding: what p2o uses on CUDA), plus the
-train/sampler mismatch of each.
+`twin` compiled (static cache + transformers' compiled decoding: what p2o uses on CUDA, and on CPU
+with --compile on) vs `twin_int8` (the fp32 twin with torch's int8 dynamic quantization of its linear
+layers: a CPU experiment, not a p2o engine), plus the train/sampler mismatch of each.
 
     python bench/rollout_speed.py                       # CUDA: Qwen2.5-0.5B and 1.5B shapes
     python bench/rollout_speed.py --dry-run             # CPU check: 2-layer models, small batch
@@ -38,7 +39,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from results_file import write_results  # noqa: E402
 TARGET_TPS = {"0.5B": 10_000, "1.5B": 5_000}
-ENGINES = ("peft", "twin_eager", "twin_compiled")
+ENGINES = ("peft", "twin_eager", "twin_compiled", "twin_int8")
 
 
 def parse_args(argv=None):
@@ -53,7 +54,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-force", dest="force", action="store_false",
                     help="let completions end at EOS (min_new_tokens 0): for mismatch figures on a real model, "
                          "since forcing the length suppresses EOS in the sampler but not in the training forward")
-    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--engines", default=",".join(ENGINES[:3]), help=f"comma list of {', '.join(ENGINES)}")
     ap.add_argument("--twin-dtype", default="auto",
                     help="auto (p2o's choice, p2o.twin_dtype), bf16, fp32, or a comma list to compare (bf16,fp32)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -156,11 +157,15 @@ def run_model(path, label, args, device):
         p2o.TWINS.pop(model, None)
         if engine != "peft":
             t0 = time.perf_counter()
-            p2o.build_twin(model, twin_dtype(dname, device), device)
+            dtype = torch.float32 if engine == "twin_int8" else twin_dtype(dname, device)
+            p2o.build_twin(model, dtype, device, cfg, compile=engine == "twin_compiled")
+            if engine == "twin_int8":  # int8 weights, activations quantized per call (CPU only; not refreshable)
+                torch.ao.quantization.quantize_dynamic(p2o.TWINS[model]["model"], {torch.nn.Linear},
+                                                       dtype=torch.qint8, inplace=True)
             build_s = time.perf_counter() - t0
-            p2o.TWINS[model]["compile"] = engine == "twin_compiled"
             t0 = time.perf_counter()
-            p2o.refresh_twin(model)
+            if engine != "twin_int8":
+                p2o.refresh_twin(model)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             refresh_s = time.perf_counter() - t0
@@ -168,8 +173,9 @@ def run_model(path, label, args, device):
         r = measure(model, tok, prompts, cfg, device, args.repeats,
                     warm_up=device.type == "cuda" or engine == "twin_compiled")
         if engine != "peft":
-            r |= {"twin_dtype": str(twin_dtype(dname, device)).split(".")[-1], "build_s": build_s,
-                  "refresh_s": refresh_s, "compiled": device.type == "cuda" and engine == "twin_compiled"}
+            r |= {"twin_dtype": "int8" if engine == "twin_int8" else str(dtype).split(".")[-1], "build_s": build_s,
+                  "refresh_s": refresh_s, "graphs": len(p2o.TWINS[model]["shapes"]),
+                  "eager_calls": p2o.TWINS[model]["eager_calls"]}
         prev = out["engines"].get(name)
         r["seconds_per_round"] = (prev["seconds_per_round"] if prev else []) + [r["seconds"]]
         if prev is None or r["seconds"] < prev["seconds"]:  # the fastest round counts
