@@ -767,9 +767,9 @@ def _install_compiled_call(entry: dict, device: torch.device) -> None:
     compile caches afresh, so a dropped twin's graphs do not count against the recompile limit."""
     from transformers import CompileConfig
     twin = entry["model"]
-    entry["broken"] = compile_blocker(device)
-    if entry["broken"]:
-        _say(entry, "broken", f"p2o: warning: cannot compile the rollout twin: {entry['broken']}; generating eagerly")
+    blocker = compile_blocker(device)
+    if blocker:
+        _give_up_compiling(entry, f"cannot compile the rollout twin: {blocker}")
         return
     # CUDA: CUDA graphs on top of inductor; CPU has none
     cc = CompileConfig(dynamic=False, mode="reduce-overhead" if device.type == "cuda" else "default")
@@ -960,8 +960,13 @@ def _compile_failed(entry: dict, e: Exception) -> None:
     """A compile that raises (no Triton, no C compiler, an inductor bug) must not end training:
     say so once and generate eagerly from then on."""
     first = (str(e).strip().splitlines() or [""])[0][:200]
-    entry["broken"] = f"compiling failed ({type(e).__name__}: {first})"
-    _say(entry, "broken", f"p2o: warning: {entry['broken']}; generating eagerly")
+    _give_up_compiling(entry, f"compiling failed ({type(e).__name__}: {first})")
+
+
+def _give_up_compiling(entry: dict, why: str) -> None:
+    entry["broken"] = why
+    entry["caches"].clear()  # the eager path allocates its own
+    _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
 
 
 RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
@@ -1063,9 +1068,8 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
         _compile_failed(entry, e)
         return None
     if not entry["used"]:  # transformers declined to compile: its uncompiled static path is slower than eager
-        entry["broken"] = "transformers did not use the compiled forward"
         entry["eager_calls"] += 1
-        _say(entry, "broken", f"p2o: warning: {entry['broken']}; generating eagerly")
+        _give_up_compiling(entry, "transformers did not use the compiled forward")
     return out
 
 

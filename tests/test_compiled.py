@@ -154,8 +154,8 @@ def test_a_compile_that_raises_falls_back_to_eager_once(tiny_model, tmp_path, mo
 
 def test_compile_on_without_a_compiler_says_why_and_generates_eagerly(tiny_model, tmp_path, monkeypatch, capsys):
     import torch._inductor.config as inductor
-    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/c++",))
-    steps = small_run(tiny_model, tmp_path, "--compile", "on")
+    with inductor.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+        steps = small_run(tiny_model, tmp_path, "--compile", "on")
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if "cannot compile" in l]
     assert len(lines) == 1 and "no C++ compiler" in lines[0] and err.count("warning") == 1
@@ -216,3 +216,28 @@ def test_out_of_memory_building_the_twin_under_auto_falls_back_to_peft(tiny_mode
     assert model not in p2o.TWINS
     with pytest.raises(torch.OutOfMemoryError):  # asked for by name: the user should know
         p2o.attach_rollout_engine(model, p2o.dataclasses.replace(cfg, rollout_engine="twin"), CPU)
+
+
+def test_transformers_declining_to_compile_is_counted(tiny_model, tmp_path, monkeypatch, capsys):
+    from transformers.generation.utils import GenerationMixin
+    monkeypatch.setattr(GenerationMixin, "_valid_auto_compile_criteria", lambda self, *a, **k: False)
+    steps = small_run(tiny_model, tmp_path, "--compile", "on")
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and "transformers did not use the compiled forward" in err
+    assert steps[-1]["rollout/graphs"] == 0 and steps[-1]["rollout/eager_calls"] == 3
+
+
+def test_a_prompt_beyond_the_static_cache_generates_eagerly(tiny_model, capsys):
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on",
+                               "--max-new-tokens", "10", "--gen-batch-size", "8", "--no-p2o"])
+    model, tok = p2o.load_model(cfg, CPU)
+    entry = p2o.TWINS[model]
+    assert entry["plan"] == {1: 768, 8: 768}
+    long = p2o.chat_prompt(tok, "What is 1 + 1? " + "x" * 800)  # one token a byte: over 768 with the answer
+    capsys.readouterr()
+    for _ in range(2):
+        _, comp, _ = p2o.generate(model, tok, [long], cfg, greedy=True)
+    assert same_tokens(comp, eager_greedy(entry, tok, [long], 10), tok.pad_token_id)
+    err = capsys.readouterr().err
+    assert err.count("do not fit the static caches") == 1 and "warning" not in err
+    assert entry["eager_calls"] == 2 and entry["shapes"] == set() and not entry["broken"]
