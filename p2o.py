@@ -1029,7 +1029,8 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
     kept cache, reset first. A bucket's first call is preceded by a short warm-up that compiles it,
     timed as rollout/compile_s. Returns generate's output, or None when this call must run eagerly:
-    it does not fit the plan, or compiling failed (said once; the compiled path is then off)."""
+    it does not fit the plan, or compiling failed (said once; the compiled path is then off). A
+    call transformers ran uncompiled is returned, counted, and turns the compiled path off."""
     from transformers import StaticCache
     twin, plan = entry["model"], entry["plan"]
     n, length = inputs["input_ids"].shape
@@ -1054,9 +1055,11 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
                 warm.pop("logits_processor", None)
                 cache.reset()
                 entry["used"] = False
-                twin.generate(**padded, **warm)
-                entry["compile_s"] += time.time() - t0
-                bar.close()
+                try:
+                    twin.generate(**padded, **warm)
+                finally:
+                    entry["compile_s"] += time.time() - t0
+                    bar.close()
                 if entry["used"]:
                     entry["shapes"].add(batch)
             cache.reset()
