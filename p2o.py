@@ -620,12 +620,14 @@ def cache_plan(cfg: Config) -> dict[int, int]:
 
 
 def kv_cache_bytes(config, plan: dict[int, int], dtype: torch.dtype) -> int:
-    """Bytes the static caches of `plan` take: each slot holds a key and a value per layer."""
+    """Bytes the static caches of `plan` take: each slot holds a key and a value per layer, and the
+    buckets of one length share the largest one's rows (_static_cache)."""
     c = config.get_text_config() if hasattr(config, "get_text_config") else config
     kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     per_slot = c.num_hidden_layers * 2 * kv_heads * head_dim * torch.finfo(dtype).bits // 8
-    return per_slot * sum(b * n for b, n in plan.items())
+    rows = {n: max(b for b in plan if plan[b] == n) for n in plan.values()}
+    return per_slot * sum(b * n for n, b in rows.items())
 
 
 def train_peak_bytes(model, cfg: Config, device: torch.device) -> int:
@@ -1024,6 +1026,28 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
 
+def _static_cache(entry: dict, batch: int):
+    """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
+    first rows of the largest (generate calls never overlap), so together they cost the largest."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    if batch in entry["caches"]:
+        return entry["caches"][batch]
+    twin, plan = entry["model"], entry["plan"]
+    cache = entry["caches"][batch] = StaticCache(config=twin.config, max_cache_len=plan[batch])
+    owner = max(b for b in plan if plan[b] == plan[batch])
+    shape = getattr(twin, "_get_static_cache_init_shape", lambda: None)()
+    if shape is None or any(type(layer) is not StaticLayer for layer in cache.layers):
+        return cache  # transformers allocates it on first use
+    cache.early_initialization(batch, *shape, dtype=twin.dtype, device=twin.device)
+    if owner != batch:
+        for layer, big in zip(cache.layers, _static_cache(entry, owner).layers):
+            layer.keys, layer.values = big.keys[:batch], big.values[:batch]
+            torch._dynamo.mark_static_address(layer.keys)  # graphs may keep their address
+            torch._dynamo.mark_static_address(layer.values)
+    return cache
+
+
 def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     """The compiled static-cache path: the batch is padded (with copies of its last row, dropped
     afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
@@ -1031,7 +1055,6 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     timed as rollout/compile_s. Returns generate's output, or None when this call must run eagerly:
     it does not fit the plan, or compiling failed (said once; the compiled path is then off). A
     call transformers ran uncompiled is returned, counted, and turns the compiled path off."""
-    from transformers import StaticCache
     twin, plan = entry["model"], entry["plan"]
     n, length = inputs["input_ids"].shape
     batch = min((b for b in plan if b >= n), default=None)
@@ -1039,9 +1062,7 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
         _say(entry, "fit", f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static "
              f"caches (rows: length {plan}); such calls generate eagerly (rollout/eager_calls)")
         return None
-    cache = entry["caches"].get(batch)
-    if cache is None:
-        cache = entry["caches"][batch] = StaticCache(config=twin.config, max_cache_len=plan[batch])
+    cache = _static_cache(entry, batch)
     padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
     static = {**kw, "cache": cache, "compile_config": entry["compile_config"]}
     # past the limit torch would run new shapes uncompiled without a word: make that an error here

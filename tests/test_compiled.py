@@ -94,16 +94,17 @@ def test_p2o_run_compiles_each_shape_once_with_eager_greedy_tokens(tiny_model, t
 @pytest.mark.slow
 def test_compiled_generate_buckets_caches_and_a_recompile_limit_hit(tiny_model, monkeypatch, capsys, fp32_twin):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on", "--lora-r", "4",
-                               "--max-new-tokens", "10", "--gen-batch-size", "8", "--temperature", "0.7"])
+                               "--max-new-tokens", "10", "--gen-batch-size", "32", "--temperature", "0.7"])
     model, tok = p2o.load_model(cfg, CPU)
     entry = p2o.TWINS[model]
-    assert entry["plan"] == {1: 3072, 8: 768}  # 512 + 10 -> 768; the 1-row cache also holds a reflection
+    assert entry["plan"] == {1: 3072, 8: 768, 32: 768}  # 512 + 10 -> 768; the 1-row cache also holds a reflection
     prompts = [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(5)]
     _, comp, _ = p2o.generate(model, tok, prompts, cfg, greedy=True)
     assert same_tokens(comp, eager_greedy(entry, tok, prompts, 10), tok.pad_token_id)
     assert entry["shapes"] == {8} and entry["compile_s"] > 0 and entry["eager_calls"] == 0
-    cache = entry["caches"][8]
+    cache, big = entry["caches"][8], entry["caches"][32]
     ptrs = [layer.keys.data_ptr() for layer in cache.layers]
+    assert ptrs == [layer.keys.data_ptr() for layer in big.layers]  # 8 rows: the first rows of the 32-row cache
     # sampled, in the same bucket: the same cache object, reset, nothing recompiled; padded rows dropped
     pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts[:3], cfg)
     assert comp.shape == slogp.shape == (3, 10) and len(pids) == 3
@@ -112,8 +113,8 @@ def test_compiled_generate_buckets_caches_and_a_recompile_limit_hit(tiny_model, 
     assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
     assert entry["shapes"] == {8} and entry["eager_calls"] == 0
     # what the memory check counts is what the cache holds
-    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-    assert held == p2o.kv_cache_bytes(entry["model"].config, {8: 768}, torch.float32)
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in big.layers)
+    assert held == p2o.kv_cache_bytes(entry["model"].config, {8: 768, 32: 768}, torch.float32)
     # a new shape past torch's recompile limit would run uncompiled without a word: here it is said and counted
     monkeypatch.setattr(p2o, "RECOMPILE_MARGIN", 1 - len(entry["plan"]))
     capsys.readouterr()
