@@ -13,7 +13,7 @@
 # minutes, so split them, e.g.
 #   PARTS=p2o P2O_SIZES=0.5B bash bench/gpu_run.sh     then     PARTS=p2o P2O_SIZES=1.5B bash bench/gpu_run.sh
 #   PARTS=rollout bash bench/gpu_run.sh        then        PARTS="step trl" bash bench/gpu_run.sh
-# CPU dry run of the p2o part (2-layer models): python bench/gpu_p2o_run.py --dry-run --out-dir /tmp
+# CPU dry run of the p2o part (2-layer models): OUT=/tmp PARTS=p2o P2O_SIZES=0.5B P2O_FLAGS=--dry-run bash bench/gpu_run.sh
 # Results go to $OUT (the device tool's folder) or bench/results. Wheels in .whl/ are installed
 # first when the machine lacks a package (bitsandbytes, trl): `pip download --no-deps -d .whl
 # bitsandbytes trl` here, then carry .whl with the device call.
@@ -33,7 +33,7 @@ for part in ${PARTS:-p2o rollout step trl}; do
     # one process per size and engine, each under its own limit (ENGINE_TIMEOUT seconds)
     for size in ${P2O_SIZES:-0.5B 1.5B}; do
       echo "== gpu_p2o_run $size"
-      python3 bench/gpu_p2o_run.py --sizes $size --timeout ${ENGINE_TIMEOUT:-180} \
+      python3 bench/gpu_p2o_run.py --sizes $size --timeout ${ENGINE_TIMEOUT:-180} ${P2O_FLAGS:-} \
         --json "$OUT/gpu_run_$(python3 -c 'import sys; sys.path.insert(0, "bench"); import gpu_p2o_run as g; print(g.card_name())')_$size.json" \
         2>&1 | grep -v Warning | tail -12
     done ;;
