@@ -145,6 +145,9 @@ def child(spec_path):
                            "tokens_per_s_without_compile": v["tokens"] / max(v["seconds"] - v["compile_s"], 1e-9)}
                    for k, v in stats.items()},
     }
+    # torch's own counts: unique graphs, recompiles, and CUDA graph skips (a re-recording limit hit)
+    from torch._dynamo.utils import counters
+    result["torch_counters"] = {k: dict(counters[k]) for k in ("stats", "inductor", "recompiles") if k in counters}
     if cuda:
         result |= {"peak_allocated_gb": torch.cuda.max_memory_allocated() / 2**30,
                    "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30}
