@@ -2,7 +2,7 @@
 per run, each compiled once; greedy tokens equal to the eager path's; and every way it can fail
 (no compiler, a compile that raises, torch's recompile limit, no memory) ends in eager generation,
 said once and counted in rollout/eager_calls, never in a dead run. The two tests marked `slow`
-compile for real (about a minute together on a 2-core CPU); `-m "not slow"` skips them."""
+compile for real (about 30 s together on a 2-core CPU with a cold inductor cache); `-m "not slow"` skips them."""
 import json
 
 import pytest
