@@ -112,6 +112,9 @@ class Config:
     rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
                               "refreshed after every step; compiled on CUDA) | peft (generate with the training "
                               "model itself); auto = twin when the device has room for it")
+    compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
+                       "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
+                       "cannot work or fails, p2o says why once and generates eagerly")
     is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
                              "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (as TRL: "
                              "a rollout's ratio is the product of its token ratios; outside [1/C, C] it is dropped, "
@@ -255,6 +258,7 @@ def check_config(cfg: Config) -> None:
         bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
     if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
     if cfg.rollout_engine not in ("auto", "twin", "peft"): bad("--rollout-engine must be auto, twin or peft")
+    if cfg.compile not in ("auto", "on", "off"): bad("--compile must be auto, on or off")
     if cfg.is_correction not in ("none", "token_truncate", "sequence_mask"):
         bad("--is-correction must be none, token_truncate or sequence_mask")
     if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
@@ -572,7 +576,7 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     path, gguf_file = resolve_model(cfg.model)
-    dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else
+    dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else
              torch.float16 if device.type == "cuda" else torch.float32)
     four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
     kw = dict(dtype=dtype)
@@ -645,23 +649,99 @@ def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
 # with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
 # and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
 
-TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin: {"model", "compile", "shapes", "compile_s"}
-GEN_BATCH_BUCKET, CACHE_LEN_BUCKET = 8, 256  # compiled shapes are rounded up to these: few recompiles
+TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin and its compiled path's state (build_twin)
+# The compiled path runs fixed shapes: a call's batch is padded up to one of a few buckets, and each
+# bucket keeps one static KV cache, sized once for the run and reset between calls (cache_plan). So
+# a run compiles each bucket once and CUDA graphs, which hold the cache's addresses, are recorded once.
+PROMPT_BUDGET = 512  # prompt tokens a static cache holds; a call with a longer prompt runs eagerly (counted)
+CACHE_LEN_BUCKET = 256
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def cache_plan(cfg: Config) -> dict[int, int]:
+    """{batch bucket: static cache length}, fixed for the run from the config (prompt lengths are not
+    known in advance). Buckets: --gen-batch-size and a quarter of it, both rounded up to 8, and 1 (the
+    `self` reflector, a lone answer). Length: PROMPT_BUDGET + the longest answer the run asks for
+    (training or evaluation), rounded up to 256. The 1-row cache also holds a reflection: a prompt
+    of --gepa-minibatch examples (each a prompt, an answer and feedback) plus the reflector's
+    answer; one row is cheap, so only it pays for that length."""
+    big = _round_up(cfg.gen_batch_size, 8)
+    small = _round_up(-(-big // 4), 8)
+    length = _round_up(PROMPT_BUDGET + max(cfg.max_new_tokens, cfg.eval_max_new_tokens), CACHE_LEN_BUCKET)
+    one = length
+    if cfg.p2o and cfg.reflector == "self":
+        reflection = (PROMPT_BUDGET + cfg.gepa_minibatch * (PROMPT_BUDGET + cfg.max_new_tokens + 128)
+                      + cfg.reflector_max_new_tokens)
+        one = _round_up(max(length, reflection), CACHE_LEN_BUCKET)
+    return {1: one, small: length, big: length}
+
+
+def kv_cache_bytes(config, plan: dict[int, int], dtype: torch.dtype) -> int:
+    """Bytes the static caches of `plan` take: each slot holds a key and a value per layer, and the
+    buckets of one length share the largest one's rows (_static_cache)."""
+    c = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    per_slot = c.num_hidden_layers * 2 * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+    rows = {n: max(b for b in plan if plan[b] == n) for n in plan.values()}
+    return per_slot * sum(b * n for n, b in rows.items())
+
+
+def train_peak_bytes(model, cfg: Config, device: torch.device) -> int:
+    """What an update adds on top of the loaded policy, from the config (a generous estimate): the
+    saved activations of a micro-batch of PROMPT_BUDGET + --max-new-tokens tokens (every layer's
+    input under gradient checkpointing plus one layer recomputed, else every layer's ~12 hidden-size
+    tensors and 3 MLP-size ones in 16 bits), one lm-head chunk's logits, log-softmax and gradient in
+    fp32, and AdamW's fp32 LoRA parameters, gradients and two moments."""
+    c = _base(model).config
+    c = c.get_text_config() if hasattr(c, "get_text_config") else c
+    tokens = cfg.micro_batch_size * (PROMPT_BUDGET + cfg.max_new_tokens)
+    layer = (12 * c.hidden_size + 3 * c.intermediate_size) * 2
+    ckpt = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    acts = tokens * (c.num_hidden_layers * c.hidden_size * 2 + layer if ckpt else c.num_hidden_layers * layer)
+    head = cfg.logprob_chunk * c.vocab_size * 4 * 3
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad) * 16
+    return acts + head + lora
 
 
 def twin_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs that have it, else fp16. On CPU bf16 only with native bf16 instructions (else it
-    is emulated and slow): on SmolLM2-135M (one thread, batch 16) bf16 made 140 tokens/s, fp32 84
+    """bf16 on GPUs with native bf16, else fp16 (T4 and V100 only emulate bf16, and inductor does not
+    compile it there). On CPU bf16 only with native bf16 instructions (else it is emulated and slow):
+    on SmolLM2-135M (one thread, batch 16) bf16 made 140 tokens/s, fp32 84
     (bench/rollout_speed.py --twin-dtype bf16,fp32; decoding reads every weight once a token, and
     bf16 reads half the bytes). fp32 would be exact; bf16 costs a small train/sampler mismatch
     (rollout/mismatch_frac; --is-correction)."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         flags = ""
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def compile_blocker(device: torch.device) -> str | None:
+    """Why torch.compile cannot work for generate on `device`, or None when it should."""
+    try:
+        if device.type == "cuda":
+            from torch.utils._triton import has_triton
+            if not has_triton():
+                major, minor = torch.cuda.get_device_capability(device)
+                return f"Triton is missing or does not support this GPU (compute capability {major}.{minor})"
+            return None
+        if device.type == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            try:
+                get_cpp_compiler()
+            except Exception:
+                return "inductor finds no C++ compiler (install g++ or set CXX)"
+            return None
+    except ImportError:  # torch moved these helpers: try, and fall back if the compile fails
+        return None
+    return f"p2o compiles generate on CUDA and CPU only, not on {device.type}"
 
 
 def _base(model):
@@ -716,9 +796,11 @@ def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
                 t.copy_(getattr(src, pname))
 
 
-def build_twin(model, dtype: torch.dtype, device: torch.device):
+def build_twin(model, dtype: torch.dtype, device: torch.device, cfg: Config | None = None,
+               compile: bool | None = None):
     """The policy's architecture with plain weights in `dtype`, filled by refresh_twin. Built on the
-    meta device first so no random initialisation is paid for."""
+    meta device first so no random initialisation is paid for. `compile` (default: on CUDA) sends
+    generate through the compiled static-cache path, with the buckets of cache_plan(cfg)."""
     base = _base(model)
     config = copy.deepcopy(base.config)
     if hasattr(config, "quantization_config"):
@@ -731,9 +813,40 @@ def build_twin(model, dtype: torch.dtype, device: torch.device):
     if device.type == "cpu":  # decoding one token at a time: plain attention beat sdpa by ~12% (SmolLM2, bf16)
         twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
-    TWINS[model] = {"model": twin, "compile": device.type == "cuda", "shapes": set(), "compile_s": 0.0}
+    compile = device.type == "cuda" if compile is None else compile
+    TWINS[model] = {"model": twin, "compile": compile, "broken": None, "plan": cache_plan(cfg or Config()),
+                    "caches": {}, "shapes": set(), "compile_s": 0.0, "eager_calls": 0, "said": set()}
+    if compile:
+        _install_compiled_call(TWINS[model], device)
     refresh_twin(model, full=True)
     return twin
+
+
+def _install_compiled_call(entry: dict, device: torch.device) -> None:
+    """Give the twin the compiled forward transformers' generate looks for (`_compiled_call`, reused
+    while the compile config is the same object), wrapped so p2o sees whether a call used it: a
+    call that did not ran uncompiled, whatever transformers decided. A new twin also starts torch's
+    compile caches afresh, so a dropped twin's graphs do not count against the recompile limit."""
+    from transformers import CompileConfig
+    twin = entry["model"]
+    blocker = compile_blocker(device)
+    if blocker:
+        _give_up_compiling(entry, f"cannot compile the rollout twin: {blocker}")
+        return
+    # CUDA: CUDA graphs on top of inductor; CPU has none
+    cc = CompileConfig(dynamic=False, mode="reduce-overhead" if device.type == "cuda" else "default")
+    cc._compile_all_devices = True  # transformers compiles on CUDA only unless told
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(twin.__call__, **cc.to_dict())
+    except Exception as e:
+        _compile_failed(entry, e)
+        return
+
+    def call(*args, **kwargs):
+        entry["used"] = True
+        return compiled(*args, **kwargs)
+    twin._compiled_call, twin._last_compile_config, entry["compile_config"] = call, cc, cc
 
 
 def model_params(model) -> int:
@@ -753,28 +866,69 @@ def available_ram() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
-    """Pick the engine (auto: the twin when the device has room for it) and build the twin."""
-    dtype = twin_dtype(device)
-    need = model_params(model) * torch.finfo(dtype).bits // 8
-    engine = cfg.rollout_engine
-    if engine == "auto" and device.type == "cuda":  # keep a quarter of the GPU for training and the KV cache
+def wants_compile(cfg: Config, device: torch.device) -> bool:
+    """--compile auto: on CUDA only (on CPU, compiling did not pay: README, "Rollout engine")."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+
+
+def choose_engine(model, cfg: Config, device: torch.device, dtype: torch.dtype, compile: bool) -> tuple[str, str]:
+    """auto: the twin when the device holds it, its static KV caches (compiled path) and, on a GPU,
+    an update's peak beside them with a tenth of the card spare (allocator, CUDA graph pools).
+    Returns (engine, what was counted)."""
+    twin = model_params(model) * torch.finfo(dtype).bits // 8
+    kv = kv_cache_bytes(_base(model).config, cache_plan(cfg), dtype) if compile else 0
+    if cfg.rollout_engine != "auto":
+        return cfg.rollout_engine, f"{twin / 2**30:.2f} GiB"
+    gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+    if device.type == "cuda":  # free memory is read after the policy has loaded
         free, total = torch.cuda.mem_get_info(device)
-        engine = "twin" if free - need >= total // 4 else "peft"
-    elif engine == "auto":  # CPU: the twin is faster (see twin_dtype) and RAM is rarely the limit
-        engine = "twin" if need <= available_ram() // 2 else "peft"
+        train = train_peak_bytes(model, cfg, device)
+        fits = free >= twin + kv + train + total // 10
+        return ("twin" if fits else "peft"), (f"twin {gib(twin)} + KV cache {gib(kv)} + update {gib(train)} + "
+                                              f"spare {gib(total // 10)} GiB against {gib(free)} GiB free")
+    # CPU: the twin is faster (see twin_dtype) and RAM is rarely the limit
+    fits = twin + kv <= available_ram() // 2
+    return ("twin" if fits else "peft"), f"twin {gib(twin)} + KV cache {gib(kv)} GiB"
+
+
+def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
+    """Pick the engine (auto: the twin when the device has room for it) and build the twin. Out of
+    memory while building it under auto: the peft engine, said in one line."""
+    dtype = twin_dtype(device)
+    compile = wants_compile(cfg, device)
+    engine, sizes = choose_engine(model, cfg, device, dtype, compile)
     TWINS.pop(model, None)
     if engine == "twin":
-        build_twin(model, dtype, device)
-    how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({need / 2**30:.2f} GiB)"
-           f"{', compiled' if device.type == 'cuda' else ''}" if engine == "twin" else "the training model")
+        try:
+            build_twin(model, dtype, device, cfg, compile)
+        except torch.OutOfMemoryError:
+            if cfg.rollout_engine != "auto":
+                raise
+            TWINS.pop(model, None)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            engine = "peft"
+            print(f"p2o: rollout engine: out of memory while building the twin ({sizes}); using peft",
+                  file=sys.stderr)
+    if engine == "twin":
+        blocker = TWINS[model]["broken"]
+        how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({sizes})"
+               + (", compiled" if compile and not blocker else ""))
+    else:
+        how = "the training model" + (f"; no room for the twin: {sizes}" if cfg.rollout_engine == "auto" else "")
+        if cfg.compile == "on":
+            print("p2o: --compile on: the peft engine generates eagerly (only the twin compiles)", file=sys.stderr)
     print(f"p2o: rollout engine: {engine} ({how}; --rollout-engine to choose)", file=sys.stderr)
     return engine
 
 
 def rollout_stats(model) -> dict:
-    entry = TWINS.get(model)
-    return {"rollout/engine": "twin" if entry else "peft", "rollout/compile_s": entry["compile_s"] if entry else 0.0}
+    """rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls that ran
+    uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or
+    declined compile, no compiler)."""
+    entry = TWINS.get(model) or {}
+    return {"rollout/engine": "twin" if entry else "peft", "rollout/compile_s": entry.get("compile_s", 0.0),
+            "rollout/graphs": len(entry.get("shapes", ())), "rollout/eager_calls": entry.get("eager_calls", 0)}
 
 
 @contextlib.contextmanager
@@ -857,6 +1011,29 @@ def contiguous_head_input(gen_model) -> None:
         head._p2o_contiguous_input = True
 
 
+def _say(entry: dict, key: str, line: str) -> None:
+    """Print `line` once per twin and `key`."""
+    if key not in entry["said"]:
+        entry["said"].add(key)
+        tqdm.write(line, file=sys.stderr)
+
+
+def _compile_failed(entry: dict, e: Exception) -> None:
+    """A compile that raises (no Triton, no C compiler, an inductor bug) must not end training:
+    say so once and generate eagerly from then on."""
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    _give_up_compiling(entry, f"compiling failed ({type(e).__name__}: {first})")
+
+
+def _give_up_compiling(entry: dict, why: str) -> None:
+    entry["broken"] = why
+    entry["caches"].clear()  # the eager path allocates its own
+    _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
+
+
+RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
+
+
 @torch.no_grad()
 def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
                            max_new_tokens: int | None = None):
@@ -884,12 +1061,19 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
         if record is not None:
             from transformers import LogitsProcessorList
             kw["logits_processor"] = LogitsProcessorList([record])
-        inputs = dict(enc)
-        if entry and entry["compile"]:
-            inputs, kw = _compiled_inputs(entry, inputs, max_new, kw)
-        if entry and not entry["compile"]:
-            inputs.update(_prefill_shared(gen_model, enc))
-        out = gen_model.generate(**inputs, **kw)[:n]
+        out = None
+        if entry and entry["compile"] and not entry["broken"]:
+            out = _generate_compiled(entry, dict(enc), max_new, kw)
+        if out is None:
+            if entry and entry["compile"]:
+                entry["eager_calls"] += 1
+            if record is not None:
+                record.logp.clear()  # a compiled call that failed part-way may have drawn some
+            inputs = dict(enc)
+            if entry:
+                inputs.update(_prefill_shared(gen_model, enc))
+            out = gen_model.generate(**inputs, **kw)
+        out = out[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
         if record is not None:
             logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
@@ -902,34 +1086,75 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
 
-def _compiled_inputs(entry: dict, inputs: dict, max_new: int, kw: dict) -> tuple[dict, dict]:
-    """CUDA: static KV cache + transformers' compiled decoding. The batch is padded (with copies of
-    its last row, dropped afterwards) to a multiple of GEN_BATCH_BUCKET and the cache length rounded
-    up to CACHE_LEN_BUCKET, so a run compiles a handful of graphs; each new shape is compiled once
-    by a short warm-up call, timed as rollout/compile_s. Returns generate's (inputs, kwargs)."""
-    from transformers import CompileConfig
+def _static_cache(entry: dict, batch: int):
+    """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
+    first rows of the largest (generate calls never overlap), so together they cost the largest."""
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+    if batch in entry["caches"]:
+        return entry["caches"][batch]
+    twin, plan = entry["model"], entry["plan"]
+    cache = entry["caches"][batch] = StaticCache(config=twin.config, max_cache_len=plan[batch])
+    owner = max(b for b in plan if plan[b] == plan[batch])
+    shape = getattr(twin, "_get_static_cache_init_shape", lambda: None)()
+    if shape is None or any(type(layer) is not StaticLayer for layer in cache.layers):
+        return cache  # transformers allocates it on first use
+    cache.early_initialization(batch, *shape, dtype=twin.dtype, device=twin.device)
+    if owner != batch:
+        for layer, big in zip(cache.layers, _static_cache(entry, owner).layers):
+            layer.keys, layer.values = big.keys[:batch], big.values[:batch]
+            torch._dynamo.mark_static_address(layer.keys)  # graphs may keep their address
+            torch._dynamo.mark_static_address(layer.values)
+    return cache
+
+
+def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
+    """The compiled static-cache path: the batch is padded (with copies of its last row, dropped
+    afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
+    kept cache, reset first. A bucket's first call is preceded by a short warm-up that compiles it,
+    timed as rollout/compile_s. Returns generate's output, or None when this call must run eagerly:
+    it does not fit the plan, or compiling failed (said once; the compiled path is then off). A
+    call transformers ran uncompiled is returned, counted, and turns the compiled path off."""
+    twin, plan = entry["model"], entry["plan"]
     n, length = inputs["input_ids"].shape
-    batch = -(-n // GEN_BATCH_BUCKET) * GEN_BATCH_BUCKET
-    cache_len = -(-(length + max_new) // CACHE_LEN_BUCKET) * CACHE_LEN_BUCKET
+    batch = min((b for b in plan if b >= n), default=None)
+    if batch is None or length + max_new > plan[batch]:
+        _say(entry, "fit", f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static "
+             f"caches (rows: length {plan}); such calls generate eagerly (rollout/eager_calls)")
+        return None
+    cache = _static_cache(entry, batch)
     padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
-    static = {**kw, "cache_implementation": "static", "max_cache_len": cache_len,
-              "compile_config": CompileConfig(dynamic=False)}
-    if (batch, cache_len) not in entry["shapes"]:
-        bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
-        t0 = time.time()
-        warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
-        warm.pop("logits_processor", None)
-        entry["model"].generate(**padded, **warm)
-        entry["compile_s"] += time.time() - t0
-        entry["shapes"].add((batch, cache_len))
-        bar.close()
-        twin = entry["model"]
-        if twin.device.type == "cuda" and not hasattr(twin, "_compiled_call"):
-            # transformers declined to compile: its uncompiled static-cache path is slower than eager
-            tqdm.write("p2o: warning: transformers did not compile the rollout twin; generating eagerly")
-            entry["compile"] = False
-            return inputs, kw
-    return padded, static
+    static = {**kw, "cache": cache, "compile_config": entry["compile_config"]}
+    # past the limit torch would run new shapes uncompiled without a word: make that an error here
+    limit = max(torch._dynamo.config.recompile_limit, len(plan) + RECOMPILE_MARGIN)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True):
+            if batch not in entry["shapes"]:
+                bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
+                t0 = time.time()
+                warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
+                warm.pop("logits_processor", None)
+                cache.reset()
+                entry["used"] = False
+                try:
+                    twin.generate(**padded, **warm)
+                finally:
+                    entry["compile_s"] += time.time() - t0
+                    bar.close()
+                if entry["used"]:
+                    entry["shapes"].add(batch)
+            cache.reset()
+            entry["used"] = False
+            out = twin.generate(**padded, **static)
+    except (torch.OutOfMemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        _compile_failed(entry, e)
+        return None
+    if not entry["used"]:  # transformers declined to compile: its uncompiled static path is slower than eager
+        entry["eager_calls"] += 1
+        _give_up_compiling(entry, "transformers did not use the compiled forward")
+    return out
 
 
 def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):

@@ -1,7 +1,8 @@
 """Rollout speed of p2o.py's engines: tokens/s and peak memory of `peft` (generate with the 4-bit +
 LoRA training model) vs `twin` (a plain bf16 copy with LoRA folded in, eager, dynamic cache) vs
-`twin` compiled (static cache + transformers' compiled decoding: what p2o uses on CUDA), plus the
-train/sampler mismatch of each.
+`twin` compiled (static cache + transformers' compiled decoding: what p2o uses on CUDA, and on CPU
+with --compile on) vs `twin_int8` (the fp32 twin with torch's int8 dynamic quantization of its linear
+layers: a CPU experiment, not a p2o engine), plus the train/sampler mismatch of each.
 
     python bench/rollout_speed.py                       # CUDA: Qwen2.5-0.5B and 1.5B shapes
     python bench/rollout_speed.py --dry-run             # CPU check: 2-layer models, small batch
@@ -38,7 +39,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from results_file import write_results  # noqa: E402
 TARGET_TPS = {"0.5B": 10_000, "1.5B": 5_000}
-ENGINES = ("peft", "twin_eager", "twin_compiled")
+ENGINES = ("peft", "twin_eager", "twin_compiled", "twin_int8")
 
 
 def parse_args(argv=None):
@@ -53,7 +54,7 @@ def parse_args(argv=None):
     ap.add_argument("--no-force", dest="force", action="store_false",
                     help="let completions end at EOS (min_new_tokens 0): for mismatch figures on a real model, "
                          "since forcing the length suppresses EOS in the sampler but not in the training forward")
-    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--engines", default=",".join(ENGINES[:3]), help=f"comma list of {', '.join(ENGINES)}")
     ap.add_argument("--twin-dtype", default="auto",
                     help="auto (p2o's choice, p2o.twin_dtype), bf16, fp32, or a comma list to compare (bf16,fp32)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -100,13 +101,13 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     # training log-probs of the same tokens (no grad, micro-batches of 8) vs the sampler's
     off = total = far = 0
@@ -123,10 +124,21 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
             seq_far += outside.any(1).tolist()
             total += m.sum().item()
     tokens = int(mask.sum().item())
+    # CPU time: on a shared machine with one torch thread, less swayed by other jobs than wall time
     return {"seconds": best, "tokens": tokens, "tokens_per_s": tokens / best, "peak_alloc_mb": peak,
+            "cpu_seconds": best_cpu, "tokens_per_cpu_s": tokens / best_cpu,
             "warmup_s": warm_s, "compile_s": entry["compile_s"] if entry else 0.0,
             "mismatch_frac": off / max(total, 1), "tokens_outside_clip3_frac": far / max(total, 1),
             "seqs_outside_clip3_frac": sum(seq_far) / max(len(seq_far), 1)}
+
+
+def cpu_name():
+    try:
+        info = open("/proc/cpuinfo").read()
+        name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
+        return name + (", avx512_bf16" if "avx512_bf16" in info else "")
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def twin_dtype(name, device):
@@ -156,11 +168,15 @@ def run_model(path, label, args, device):
         p2o.TWINS.pop(model, None)
         if engine != "peft":
             t0 = time.perf_counter()
-            p2o.build_twin(model, twin_dtype(dname, device), device)
+            dtype = torch.float32 if engine == "twin_int8" else twin_dtype(dname, device)
+            p2o.build_twin(model, dtype, device, cfg, compile=engine == "twin_compiled")
+            if engine == "twin_int8":  # int8 weights, activations quantized per call (CPU only; not refreshable)
+                torch.ao.quantization.quantize_dynamic(p2o.TWINS[model]["model"], {torch.nn.Linear},
+                                                       dtype=torch.qint8, inplace=True)
             build_s = time.perf_counter() - t0
-            p2o.TWINS[model]["compile"] = engine == "twin_compiled"
             t0 = time.perf_counter()
-            p2o.refresh_twin(model)
+            if engine != "twin_int8":
+                p2o.refresh_twin(model)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             refresh_s = time.perf_counter() - t0
@@ -168,16 +184,18 @@ def run_model(path, label, args, device):
         r = measure(model, tok, prompts, cfg, device, args.repeats,
                     warm_up=device.type == "cuda" or engine == "twin_compiled")
         if engine != "peft":
-            r |= {"twin_dtype": str(twin_dtype(dname, device)).split(".")[-1], "build_s": build_s,
-                  "refresh_s": refresh_s, "compiled": device.type == "cuda" and engine == "twin_compiled"}
+            r |= {"twin_dtype": "int8" if engine == "twin_int8" else str(dtype).split(".")[-1], "build_s": build_s,
+                  "refresh_s": refresh_s, "graphs": len(p2o.TWINS[model]["shapes"]),
+                  "eager_calls": p2o.TWINS[model]["eager_calls"]}
         prev = out["engines"].get(name)
-        r["seconds_per_round"] = (prev["seconds_per_round"] if prev else []) + [r["seconds"]]
+        for k in ("seconds", "cpu_seconds"):
+            r[k + "_per_round"] = (prev[k + "_per_round"] if prev else []) + [r[k]]
         if prev is None or r["seconds"] < prev["seconds"]:  # the fastest round counts
             out["engines"][name] = r
         else:
-            prev["seconds_per_round"] = r["seconds_per_round"]
+            prev["seconds_per_round"], prev["cpu_seconds_per_round"] = r["seconds_per_round"], r["cpu_seconds_per_round"]
         print(f"  {label:>10} {name:>14} round {rnd}: {r['tokens_per_s']:9.0f} tokens/s  "
-              f"{r['seconds'] * 1000 / args.new_tokens:7.1f} ms/step  peak "
+              f"({r['tokens_per_cpu_s']:6.0f} per CPU s)  {r['seconds'] * 1000 / args.new_tokens:7.1f} ms/step  peak "
               f"{r['peak_alloc_mb'] if r['peak_alloc_mb'] is not None else float('nan'):8.0f} MB  "
               f"compile {r['compile_s']:5.1f} s  mismatch {r['mismatch_frac']:.4f}", flush=True)
     p2o.TWINS.pop(model, None)
@@ -221,7 +239,7 @@ def main(argv=None):
                                                            "twin_dtype", "model", "force")}
                 | {"G": 8, "device": device.type, "load_in_4bit": device.type == "cuda"},
                 "device": torch.cuda.get_device_name(0) if device.type == "cuda" else
-                f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+                f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                 "date": time.strftime("%Y-%m-%d %H:%M:%S")}

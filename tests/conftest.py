@@ -90,3 +90,8 @@ def assert_same_metrics(path_a: Path, path_b: Path) -> list[dict]:
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
     return b
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: compiles for real (tests/test_compiled.py); run by default, "
+                                       "skip with -m 'not slow'")
