@@ -248,3 +248,17 @@ def test_bench_results_are_strict_json_with_nan_as_null(tmp_path):
         {"a": None, "b": [1.5, None], "c": {"d": None, "e": 2}}
     for f in sorted((ROOT / "bench" / "results").glob("*.json")):  # the committed figures too
         json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"bare {c} in {f}"))
+
+
+def test_schedule_bench_templates_reach_rollouts_on_data_larger_than_the_run():
+    """bench/p2o_schedule.py drives p2o.py's own data walk, buffer, GEPA schedule and replay with an
+    oracle for the model: on 400 problems and 40 x 8 draws (none repeated), replay guides groups from
+    the step after the first GEPA run; the epoch schedule, whose first pass outlasts the run, none."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from p2o_schedule import simulate
+    replay = simulate(400, 40, "replay", gepa_every=10)
+    assert replay["first_gepa_step"] == 10 and replay["first_guided_step"] == 11
+    assert replay["guided_share_after_first_gepa"] >= 0.4 and replay["guided_nonzero_adv"] > 0
+    epoch = simulate(400, 40, "epoch", gepa_every=10)
+    assert epoch["gepa_runs"] == 0 and epoch["guided_groups"] == 0
