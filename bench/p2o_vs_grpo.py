@@ -344,7 +344,7 @@ def main():
               "summary": summary, "per_seed": per_seed, "bench_wall_s": time.time() - t0,
               "loadavg_before_after": [load0, os.getloadavg()[0]], "machine": platform.platform(),
               "cpus": os.cpu_count(), "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
-    write_results(ROOT / args.json, result)
+    write_results(ROOT / args.json, p2o.json_safe(result))  # a mean over no groups is NaN: JSON has null
 
 
 if __name__ == "__main__":

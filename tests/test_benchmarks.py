@@ -236,17 +236,11 @@ def test_eval_only_without_out_writes_a_timestamped_folder(tiny_model, tmp_path,
     assert rc == 2 and "already exists" in capsys.readouterr().err
 
 
-def test_bench_results_are_strict_json_with_nan_as_null(tmp_path):
-    """A bench script's figures may hold NaN (a mean over no groups); bare NaN is not JSON."""
-    import sys
-    sys.path.insert(0, str(ROOT / "bench"))
-    from results_file import write_results
-    out = tmp_path / "sub" / "r.json"
-    write_results(out, {"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": -float("inf"), "e": 2}})
-    text = out.read_text()
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in {text}")) == \
-        {"a": None, "b": [1.5, None], "c": {"d": None, "e": 2}}
-    for f in sorted((ROOT / "bench" / "results").glob("*.json")):  # the committed figures too
+def test_committed_bench_results_are_strict_json():
+    """Bare NaN is not JSON (other tools refuse the file): bench scripts write null instead."""
+    files = sorted((ROOT / "bench" / "results").glob("*.json"))
+    assert files
+    for f in files:
         json.loads(f.read_text(), parse_constant=lambda c, f=f: pytest.fail(f"bare {c} in {f}"))
 
 
