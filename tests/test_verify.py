@@ -616,6 +616,9 @@ while not started:
     time.sleep(0.05)
 time.sleep(0.5)  # the request is in, the worker computes
 print("busy", flush=True)
+# hold on until the test has seen every reported worker alive: exiting earlier would let the exit
+# cleanup stop an idle spare worker before the test looks at it
+sys.stdin.readline()
 if sys.argv[1] == "hang":
     time.sleep(300)
 """ % (ROOT, SLOW_PRED, SLOW_GOLD)
@@ -633,7 +636,8 @@ def alive(pid):
 def workers_left_after_caller(tmp_path, how):
     script = tmp_path / "caller.py"
     script.write_text(CALLER)
-    caller = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, text=True)
+    caller = subprocess.Popen([sys.executable, str(script), how], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     pids = []
     for line in caller.stdout:
         if line.startswith("worker"):
@@ -641,6 +645,8 @@ def workers_left_after_caller(tmp_path, how):
         if line.startswith("busy"):
             break
     assert pids and all(alive(p) for p in pids)
+    caller.stdin.write("go\n")
+    caller.stdin.close()
     if how == "hang":
         caller.kill()  # SIGKILL: no atexit, no cleanup in the caller
     caller.wait(timeout=60)
