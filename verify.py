@@ -67,6 +67,30 @@ QUEUE_WAIT = 60.0               # seconds a call may wait for a free worker (not
 ALARM_GRACE = 1.0               # a worker ends itself this long past its caller's deadline
 PARENT_POLL = 0.5               # seconds between a worker's checks that its caller is alive
 
+# ----------------------------------------------------------------------------- function names
+# Every function the reader knows, in one table; the tokenizer, the reader and the cleaning regexes
+# are built from it, so a name added here is read everywhere. Each name maps to (the sympy
+# function, by its name in sympy, which only the worker imports; how the name is used):
+#   "trig"    takes an angle: a degree sign inside it means pi/180 (\cos 60^\circ is 1/2)
+#   "func"    any other function of one argument, written \ln x, \ln(x) or ln(x)
+#   "matrix"  takes a square matrix (\det)
+#   "letter"  a one-letter name that is a function when '(' follows it (f(x), P(1)), so f(x) = x^2
+#             and f(y) = y^2 are the same answer; other letters multiply: a(b+c). Its sympy
+#             function is None: an undefined function of that name.
+_FUNCTIONS = {
+    "sin": ("sin", "trig"), "cos": ("cos", "trig"), "tan": ("tan", "trig"),
+    "sec": ("sec", "trig"), "csc": ("csc", "trig"), "cot": ("cot", "trig"),
+    "arcsin": ("asin", "func"), "arccos": ("acos", "func"), "arctan": ("atan", "func"),
+    "arcsec": ("asec", "func"), "arccsc": ("acsc", "func"), "arccot": ("acot", "func"),
+    "sinh": ("sinh", "func"), "cosh": ("cosh", "func"), "tanh": ("tanh", "func"),
+    "ln": ("log", "func"), "log": ("log", "func"), "exp": ("exp", "func"),
+    "det": ("det", "matrix"),
+    **{letter: (None, "letter") for letter in "fghFGHPQW"},
+}
+_NAMED_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use != "letter"}
+_FUNC_LETTERS = {name for name, (_, use) in _FUNCTIONS.items() if use == "letter"}
+_TRIG_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use == "trig"}
+
 # ----------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
@@ -289,14 +313,14 @@ _MATH_DELIMS_RE = re.compile(r"^\\\(|\\\)$|^\\\[|\\\]$")
 # 'and'/'or' between answers, also unspaced: '(11,7)or(7,11)', '1orW(x)=-1', 'x=1orx=2' (a
 # one-letter name and '=' follow); not 'for', 'orange', '1 order'
 _AND_OR_RE = re.compile(r"\s+(?:and|or)\s+|(?<=[\d)\]}])\s*(?:and|or)(?=[^a-z]|[a-z]\s*=|$)")
-_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-z])")
+_TRIG_RE = re.compile(r"\\(?:%s)(?![a-z])" % "|".join(sorted(_TRIG_FUNCS)))
 _DEGREE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°)")
 _NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
 # 'x \in', 'y(x) =', '(x, y) =': a name in front of the answer (one '=' only); f(x) = .. is kept
-# whole, for the reader's function letters (_FUNC_LETTERS), so f(x) = x^2 and f(y) = y^2 agree
+# whole, for the reader's function letters (_FUNCTIONS), so f(x) = x^2 and f(y) = y^2 agree
 _PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])"
-                        r"|(?![fghFGHPQW]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)"
-                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % (_NAME, _NAME))
+                        r"|(?![%s]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)"
+                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % ("".join(sorted(_FUNC_LETTERS)), _NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
             "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
@@ -534,10 +558,6 @@ _TOKEN_RE = re.compile(r"""
   | (?P<op>[-+*/^_()\[\]{}=<>!|,])
   | (?P<space>\s+)
 """, re.VERBOSE)
-_FUNCS = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh",
-          "cosh", "tanh", "ln", "log", "exp", "det"}
-# letters that name functions when followed by '(': f(x), g(2), P(1); other letters multiply: a(b+c)
-_FUNC_LETTERS = {"f", "g", "h", "F", "G", "H", "P", "Q", "W"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
           "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
           "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
@@ -560,7 +580,7 @@ def _tokenize(s):
         if kind == "word":
             if text == "sqrt":
                 tokens.append(("cmd", "sqrt"))
-            elif text in _FUNCS:
+            elif text in _NAMED_FUNCS:
                 tokens.append(("func", text))
             elif text in ("pi", "infty", "inf", "infinity", "oo"):
                 tokens.append(("const", "\\pi" if text == "pi" else "\\infty"))
@@ -571,7 +591,7 @@ def _tokenize(s):
             name = text[1:]
             if name in ("frac", "sqrt", "binom", "lfloor", "rfloor", "lceil", "rceil", "sum", "prod"):
                 tokens.append(("cmd", name))
-            elif name in _FUNCS or name in ("arcsec", "arccsc", "arccot"):
+            elif name in _NAMED_FUNCS:
                 tokens.append(("func", name))
             elif name in _GREEK:
                 tokens.append(("var", name))
@@ -882,13 +902,12 @@ class _Reader:
             arg = self.postfix()
             while self.peek()[0] in ("num", "var", "const"):
                 arg = arg * self.postfix()
-        table = {"sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "sec": sp.sec, "csc": sp.csc,
-                 "cot": sp.cot, "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan,
-                 "arcsec": sp.asec, "arccsc": sp.acsc, "arccot": sp.acot, "sinh": sp.sinh,
-                 "cosh": sp.cosh, "tanh": sp.tanh, "ln": sp.log, "exp": sp.exp, "log": sp.log}
-        if name == "det":
-            raise Unreadable("det needs a matrix")
-        value = sp.log(arg, base) if base is not None else table[name](arg)
+        sympy_name, use = _FUNCTIONS[name]
+        if (use == "matrix") != isinstance(arg, sp.MatrixBase):
+            raise Unreadable("\\%s of a %s" % (name, "number" if use == "matrix" else "matrix"))
+        if use == "matrix" and not arg.is_square:
+            raise Unreadable("\\%s of a matrix that is not square" % name)
+        value = sp.log(arg, base) if base is not None else getattr(sp, sympy_name)(arg)
         return self.safe_pow(value, power) if power is not None else value
 
 # ----------------------------------------------------------------------------- answer structure
@@ -1040,7 +1059,7 @@ def _is_words(s):
     """'yes', 'no solution', 'Monday': words, not a product of single-letter variables."""
     if not re.fullmatch(r"[A-Za-z][A-Za-z ]+", s):
         return False
-    runs = [w for w in re.findall(r"[A-Za-z]+", s) if w not in _FUNCS and w not in _GREEK]
+    runs = [w for w in re.findall(r"[A-Za-z]+", s) if w not in _NAMED_FUNCS and w not in _GREEK]
     return " " in s.strip() or any(len(w) >= 3 for w in runs)
 
 

@@ -744,3 +744,30 @@ def test_a_bare_answer_is_taken_whole_not_its_last_number():
 ])
 def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     assert verify.score(completion, gold)[0] == reward
+
+
+# ----------------------------------------------------------------------------- function names
+
+
+@pytest.mark.parametrize("pred,gold,equal", [
+    ("\\det\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", "-2", True),
+    ("\\det(\\begin{bmatrix}2 & 0 \\\\ 0 & 3\\end{bmatrix})", "6", True),
+    ("\\operatorname{det}\\begin{pmatrix}2 & 0 \\\\ 0 & 3\\end{pmatrix}", "5", False),
+    ("\\det 5", "5", False),                                    # det takes a matrix
+    ("\\det\\begin{pmatrix}1 & 2\\end{pmatrix}", "0", False),   # ... a square one
+    ("\\arcsec 2", "\\frac{\\pi}{3}", True),
+    ("arcsec(2)", "\\frac{\\pi}{3}", True),                    # a bare name reads as its command
+    ("\\cos 60^\\circ", "\\frac12", True),                      # a trig function takes degrees
+    ("\\cosh 0", "1", True),
+])
+def test_every_function_name_is_read_the_same_everywhere(pred, gold, equal):
+    assert verify.is_equiv(pred, gold) is equal
+
+
+def test_function_table_feeds_the_regexes():
+    # the names are in one table; the regexes that need them are built from it
+    for name, (_, use) in verify._FUNCTIONS.items():
+        assert bool(verify._TRIG_RE.fullmatch("\\" + name)) == (use == "trig")
+        if use == "letter":
+            assert verify._clean("%s(x) = x^2" % name) == "%s(x) = x^2" % name  # kept whole
+    assert verify._clean("y(x) = x^2") == "x^2"
