@@ -53,6 +53,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import namedtuple
 from fractions import Fraction
 
 MAX_COMPLETION_CHARS = 100_000  # longer completions are rejected before any parsing
@@ -910,9 +911,25 @@ class _Reader:
         value = sp.log(arg, base) if base is not None else getattr(sp, sympy_name)(arg)
         return self.safe_pow(value, power) if power is not None else value
 
-# ----------------------------------------------------------------------------- answer structure
+# ----------------------------------------------------------------------------- answer kinds
+# What the reader makes of an answer. A new kind of answer takes three entries: its tuple here, a
+# reading rule in _READERS and its rows in _RULES (the comparison table).
+Expr = namedtuple("Expr", "value decimal")      # 3/4, 2\sqrt2 + x; decimal: written with a '.'
+Eq = namedtuple("Eq", "lhs rhs named")          # x = 3; named: the left side names the answer
+Rel = namedtuple("Rel", "op lhs rhs")           # x < 3, x \le 3, x \ne 3 (a '>' is turned round)
+Seq = namedtuple("Seq", "opener closer items")  # (1, 2), [0, 1), \{1, 2\}: tuples, intervals, sets
+List = namedtuple("List", "items")              # 1, 2: several answers, in any order
+Assign = namedtuple("Assign", "pairs")          # x = 1, y = 2: [(name, Eq)], in name order
+Union = namedtuple("Union", "items")            # (-\infty, 0) \cup (1, \infty)
+Matrix = namedtuple("Matrix", "rows")           # rows of answers
+Text = namedtuple("Text", "words")              # 'no solution', 'yes': lower case, single spaces
+
+# ----------------------------------------------------------------------------- reading answers
 
 _PAIRS = [("\\{", ("\\}",)), ("\\langle", ("\\rangle",)), ("(", (")", "]")), ("[", ("]", ")"))]
+_MATRIX_RE = re.compile(r"\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:(?<=\{array\})\{[^{}]*\})?(.*)"
+                        r"\\end\{\1\}", re.S)
+_FRAMED_RE = re.compile(r"[(\[]\s*(\\begin\{.*\})\s*[)\]]", re.S)  # \left[\begin{array}..\right]
 
 
 def _split_top(s, seps):
@@ -963,55 +980,95 @@ def _balanced(s):
 
 
 def _read_answer(s, sp):
-    """Structure of a cleaned answer: ('expr', e, decimal) | ('eq', l, r, named) | ('rel', op, l, r)
-    | ('seq', opener, closer, [items]) | ('list', [items]) | ('assign', [(name, item)])
-    | ('union', [items]) | ('matrix', [[items]]) | ('text', words)."""
+    """The answer kind (Expr, Eq, ...) of a cleaned answer: the first rule of _READERS that reads it."""
     if len(s) > MAX_ANSWER_CHARS:
         raise TooLarge("answer too long")
     if not s:
         raise Unreadable("empty answer")
-    framed = re.fullmatch(r"[(\[]\s*(\\begin\{.*\})\s*[)\]]", s, re.S)  # \left[\begin{array}..\right]
+    framed = _FRAMED_RE.fullmatch(s)
     if framed:
         s = framed.group(1)
-    m = re.fullmatch(r"\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:(?<=\{array\})\{[^{}]*\})?(.*)"
-                     r"\\end\{\1\}", s, re.S)
-    if m and "\\begin" not in m.group(2):  # one matrix (a sum of matrices is read below)
-        rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
-        return ("matrix", [[_read_answer(c.strip(), sp) for c in r.split("&")] for r in rows])
-    if _is_words(s):
-        return ("text", " ".join(s.lower().split()))
+    for rule in _READERS:
+        answer = rule(s, sp)
+        if answer is not None:
+            return answer
+    raise Unreadable("no reading rule applies")  # not reached: an expression is the last rule
+
+
+def _read_matrix(s, sp):
+    m = _MATRIX_RE.fullmatch(s)
+    if not m or "\\begin" in m.group(2):  # a sum of matrices is an expression
+        return None
+    rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip()]
+    return Matrix([[_read_answer(c.strip(), sp) for c in r.split("&")] for r in rows])
+
+
+def _read_words(s, sp):
+    return Text(" ".join(s.lower().split())) if _is_words(s) else None
+
+
+def _read_union(s, sp):
     parts = _split_top(s, ["\\cup"])
-    if len(parts) > 1:
-        return ("union", [_read_answer(p, sp) for p in parts])
+    return Union([_read_answer(p, sp) for p in parts]) if len(parts) > 1 else None
+
+
+def _read_solution_groups(s, sp):
+    """'p=5,q=2; p=7,q=2': several solutions, each a group of assignments."""
     groups = _split_top(s, [";"])
-    if len(groups) > 1 and all("," in g and "=" in g for g in groups):  # 'p=5,q=2; p=7,q=2'
-        return ("list", [_read_answer(g, sp) for g in groups])
+    if len(groups) > 1 and all("," in g and "=" in g for g in groups):
+        return List([_read_answer(g, sp) for g in groups])
+    return None
+
+
+def _read_bracketed(s, sp):
+    """(1, 2), [0, 1), \\{1\\}, \\langle 1, 2 \\rangle (one value in parentheses is an expression)."""
     wrapped = _outer_bracket(s)
-    if wrapped:
-        opener, closer, inner = wrapped
-        items = _split_top(inner, [",", ";"])
-        if len(items) > 1 or opener == "\\{":
-            return ("seq", opener, closer, _read_items([p for p in items if p or opener != "\\{"], sp))
+    if not wrapped:
+        return None
+    opener, closer, inner = wrapped
+    items = _split_top(inner, [",", ";"])
+    if len(items) > 1 or opener == "\\{":
+        return Seq(opener, closer, _read_items([p for p in items if p or opener != "\\{"], sp))
+    return None
+
+
+def _read_comma_list(s, sp):
+    """'1, 2' (a List), or 'x = 1, y = 2' (an Assign: each name given once)."""
     items = _split_top(s, [",", ";"])
-    if len(items) > 1:
-        read = _read_items([p for p in items if p], sp)
-        names = [str(x[1]) for x in read if x[0] == "eq" and x[1].is_Symbol and not x[2].has(x[1])]
-        if len(names) == len(read) and len(set(names)) == len(names):  # 'x = 1, y = 2'
-            return ("assign", sorted(zip(names, read)))
-        return ("list", read)
-    if s.count("\\pm") + s.count("\\mp") == 1:  # 1\pm\sqrt2 means two values
-        a, b = ("+", "-") if "\\pm" in s else ("-", "+")
-        body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
-        plus, minus = body.replace("\\PM", a), body.replace("\\PM", b)
-        return ("list", [_read_answer(plus, sp), _read_answer(minus, sp)])
+    if len(items) < 2:
+        return None
+    read = _read_items([p for p in items if p], sp)
+    names = [str(x.lhs) for x in read if isinstance(x, Eq) and x.lhs.is_Symbol and not x.rhs.has(x.lhs)]
+    if len(names) == len(read) and len(set(names)) == len(names):
+        return Assign(sorted(zip(names, read)))
+    return List(read)
+
+
+def _read_plus_minus(s, sp):
+    """1 \\pm \\sqrt2 is the two values 1 + \\sqrt2 and 1 - \\sqrt2."""
+    if s.count("\\pm") + s.count("\\mp") != 1:
+        return None
+    a, b = ("+", "-") if "\\pm" in s else ("-", "+")
+    body = s.replace("\\pm", "\\PM").replace("\\mp", "\\PM")
+    return List([_read_answer(body.replace("\\PM", a), sp), _read_answer(body.replace("\\PM", b), sp)])
+
+
+def _read_relation_text(s, sp):
     sides = _split_rel(s)
-    if sides:
-        return _read_relation(*sides, sp)
+    return _read_relation(*sides, sp) if sides else None
+
+
+def _read_expression(s, sp):
     value, decimal = _read_expr(s, sp)
     if isinstance(value, sp.MatrixBase):  # a sum or product of matrices
-        return ("matrix", [[("expr", value[i, j], decimal) for j in range(value.cols)]
-                           for i in range(value.rows)])
-    return ("expr", value, decimal)
+        return Matrix([[Expr(value[i, j], decimal) for j in range(value.cols)] for i in range(value.rows)])
+    return Expr(value, decimal)
+
+
+# The reading rules, tried in this order on a cleaned answer; each returns an answer or None.
+# Outer structure first: 'x = 1, y = 2' is a list of equations, not an equation with a list in it.
+_READERS = [_read_matrix, _read_words, _read_union, _read_solution_groups, _read_bracketed,
+            _read_comma_list, _read_plus_minus, _read_relation_text, _read_expression]
 
 
 def _read_items(texts, sp):
@@ -1019,11 +1076,15 @@ def _read_items(texts, sp):
     out = []
     for text in texts:
         item = _read_answer(text, sp)
-        if item[0] == "list" and ("\\pm" in text or "\\mp" in text):
-            out.extend(item[1])
+        if isinstance(item, List) and ("\\pm" in text or "\\mp" in text):
+            out.extend(item.items)
         else:
             out.append(item)
     return out
+
+
+def _interval(opener, closer, low, high):
+    return Seq(opener, closer, [Expr(low, False), Expr(high, False)])
 
 
 def _read_relation(ops, texts, sp):
@@ -1032,12 +1093,12 @@ def _read_relation(ops, texts, sp):
     if all(op == "=" for op in ops):  # x = y = 3: keep the outer sides
         # a named left side ('x', 'AB', '|PQ|', 'f(x)', 'A:B', no number in it) names the answer
         named = not re.search(r"\d", re.sub(r"_\{[^{}]*\}|_\w", "", texts[0]))
-        return ("eq", values[0], values[-1], named)
+        return Eq(values[0], values[-1], named)
     if len(ops) == 1:
         op, (l, r) = ops[0], values
         if op in (">", "\\ge"):
             op, l, r = ("<" if op == ">" else "\\le"), r, l
-        return ("rel", op, l, r)
+        return Rel(op, l, r)
     if len(ops) == 2 and ops[0] in ("<", "\\le") and ops[1] in ("<", "\\le"):
         lo, mid, hi = values
     elif len(ops) == 2 and ops[0] in (">", "\\ge") and ops[1] in (">", "\\ge"):
@@ -1049,10 +1110,9 @@ def _read_relation(ops, texts, sp):
         raise Unreadable("chained relation")
     opener, closer = ("(" if ops[0] == "<" else "["), (")" if ops[1] == "<" else "]")
     if isinstance(mid, sp.Abs) and lo.is_nonnegative:  # 1 \le |z| \le 2: two intervals
-        left = ("seq", "(" if closer == ")" else "[", ")" if opener == "(" else "]",
-                [("expr", -hi, False), ("expr", -lo, False)])
-        return ("union", [left, ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])])
-    return ("seq", opener, closer, [("expr", lo, False), ("expr", hi, False)])
+        left = _interval("(" if closer == ")" else "[", ")" if opener == "(" else "]", -hi, -lo)
+        return Union([left, _interval(opener, closer, lo, hi)])
+    return _interval(opener, closer, lo, hi)
 
 
 def _is_words(s):
@@ -1182,16 +1242,17 @@ def _compare_expr(a, b, sp, a_dec=False, b_dec=False):
 def _compare_eq(a, b, sp, positive=False):
     """Two equations are equal when lhs-rhs of one is a constant multiple of the other's
     (a positive multiple for inequalities, whose direction a negative one would flip)."""
-    da, db = a[1] - a[2], b[1] - b[2]
-    if a[1] == b[1] and a[1].is_Symbol and not positive:
-        return _compare_expr(a[2], b[2], sp)
+    da, db = a.lhs - a.rhs, b.lhs - b.rhs
+    if a.lhs == b.lhs and a.lhs.is_Symbol and not positive:
+        return _compare_expr(a.rhs, b.rhs, sp)
     undef = sp.core.function.AppliedUndef
-    if (isinstance(a[1], undef) and isinstance(b[1], undef) and a[1].func == b[1].func and not positive
-            and all(x.is_Symbol for x in a[1].args + b[1].args) and len(a[1].args) == len(b[1].args)):
+    if (isinstance(a.lhs, undef) and isinstance(b.lhs, undef) and a.lhs.func == b.lhs.func
+            and not positive and all(x.is_Symbol for x in a.lhs.args + b.lhs.args)
+            and len(a.lhs.args) == len(b.lhs.args)):
         # W(n) = 1 against W(x) = 1: the same function; its variable's name does not matter
-        fresh = [sp.Dummy() for _ in a[1].args]
-        return _compare_expr(a[2].xreplace(dict(zip(a[1].args, fresh))),
-                             b[2].xreplace(dict(zip(b[1].args, fresh))), sp)
+        fresh = [sp.Dummy() for _ in a.lhs.args]
+        return _compare_expr(a.rhs.xreplace(dict(zip(a.lhs.args, fresh))),
+                             b.rhs.xreplace(dict(zip(b.lhs.args, fresh))), sp)
     symbols = sorted(da.free_symbols | db.free_symbols, key=str)
     if not symbols:
         return (bool(da == 0) == bool(db == 0)), "wrong value"
@@ -1248,12 +1309,12 @@ def _compare_items(items_a, items_b, sp, ordered):
 def _named_value(eq, sp):
     """The value an equation gives a name: 'x = 3', 'AB = 4', '|PQ| = 3', 'W(n) = 1', '3 = x'
     -> the number; None for an equation to solve ('2x = 10', '7 = 11a + c')."""
-    lhs, rhs = eq[1], eq[2]
+    lhs, rhs = eq.lhs, eq.rhs
     if lhs.is_Symbol:
         return rhs if lhs not in rhs.free_symbols else None
     if rhs.is_Symbol and rhs not in lhs.free_symbols:
         return lhs
-    if len(eq) > 3 and eq[3] and lhs.free_symbols:  # no number on the left: a name, not a sum
+    if eq.named and lhs.free_symbols:  # no number on the left: a name, not a sum
         if isinstance(lhs, sp.core.function.AppliedUndef) or not lhs.free_symbols & rhs.free_symbols:
             return rhs
     return None
@@ -1261,122 +1322,179 @@ def _named_value(eq, sp):
 
 def _rel_interval(rel, sp):
     """'x < 3' as the interval (-oo, 3), '3 \\le x' as [3, oo); None when it is no such bound."""
-    op, l, r = rel[1:]
-    if op not in ("<", "\\le"):
+    if rel.op not in ("<", "\\le"):
         return None
+    l, r, end = rel.lhs, rel.rhs, ")" if rel.op == "<" else "]"
     if l.is_Symbol and not r.free_symbols:
-        return ("seq", "(", ")" if op == "<" else "]", [("expr", -sp.oo, False), ("expr", r, False)])
+        return _interval("(", end, -sp.oo, r)
     if r.is_Symbol and not l.free_symbols:
-        return ("seq", "(" if op == "<" else "[", ")", [("expr", l, False), ("expr", sp.oo, False)])
+        return _interval("(" if rel.op == "<" else "[", ")", l, sp.oo)
     return None
 
-
-def _rels_union(answer, sp):
-    """'x < 2 or x > 3' as the union (-oo, 2) U (3, oo), or None."""
-    parts = [_rel_interval(x, sp) if x[0] == "rel" else (x if x[0] == "seq" else None) for x in answer[1]]
-    return ("union", parts) if all(parts) else None
+# ----------------------------------------------------------------------------- the comparison table
 
 
-def _rels_between(answer, sp):
-    """'x > -3 and x < 7' (read as a list of two bounds) as the interval (-3, 7), or None."""
-    if len(answer[1]) != 2 or any(x[0] != "rel" for x in answer[1]):
+class _Sides:
+    """What a rule of _RULES gets besides its two answers. A row is tried with the pred as its
+    first answer and then with the gold, so a rule compares parts through same() and items(), which
+    put the pred's part first again (a decimal pred is an approximation of an exact gold, not the
+    other way round). A row of one kind against itself always meets the pred first."""
+
+    def __init__(self, sp, first_is_pred):
+        self.sp, self.first_is_pred = sp, first_is_pred
+
+    def same(self, x, y):
+        """(equal, reason) for x, a part of the row's first answer, and y, one of the second."""
+        return _compare(x, y, self.sp) if self.first_is_pred else _compare(y, x, self.sp)
+
+    def items(self, xs, ys, ordered):
+        if self.first_is_pred:
+            return _compare_items(xs, ys, self.sp, ordered)
+        return _compare_items(ys, xs, self.sp, ordered)
+
+
+def _exprs(a, b, sides):
+    return _compare_expr(a.value, b.value, sides.sp, a.decimal, b.decimal)
+
+
+def _rels(a, b, sides):
+    if a.op != b.op:
+        return False, "wrong value"
+    return _compare_eq(Eq(a.lhs, a.rhs, False), Eq(b.lhs, b.rhs, False), sides.sp, positive=a.op != "\\ne")
+
+
+def _seqs(a, b, sides):
+    """Sets are unordered; tuples, vectors and intervals are ordered."""
+    if a.opener == "\\{" or b.opener == "\\{":
+        if a.opener != b.opener:
+            return False, "form"
+        return sides.items(a.items, b.items, ordered=False)
+    ok, why = sides.items(a.items, b.items, ordered=True)
+    if not ok or (a.opener, a.closer) == (b.opener, b.closer):
+        return ok, why
+    if len(a.items) == 2 and a.opener in ("(", "[") and b.opener in ("(", "["):
+        return False, "ends"  # same end points, one end open in one and closed in the other
+    return False, "form"
+
+
+def _matrices(a, b, sides):
+    if [len(r) for r in a.rows] != [len(r) for r in b.rows]:
+        return False, "form"
+    return sides.items([c for r in a.rows for c in r], [c for r in b.rows for c in r], ordered=True)
+
+
+def _assigns(a, b, sides):
+    if [n for n, _ in a.pairs] != [n for n, _ in b.pairs]:
+        return False, "wrong value"
+    return sides.items([x for _, x in a.pairs], [x for _, x in b.pairs], ordered=True)
+
+
+def _eq_as_value(a, b, sides):
+    """x = 3 against 3: the value the equation names; an equation to solve is another form."""
+    if isinstance(b, Rel):
         return None
-    halves = [_rel_interval(x, sp) for x in answer[1]]
+    value = _named_value(a, sides.sp)
+    return sides.same(Expr(value, False), b) if value is not None else (False, "form")
+
+
+def _assign_as_values(a, b, sides):
+    """x = 1, y = 2 against (1, 2) (its values in name order) or against '1, 2' (in any order)."""
+    values = [Expr(x.rhs, False) for _, x in a.pairs]
+    if isinstance(b, Seq):
+        return sides.same(Seq(b.opener, b.closer, values), b)
+    if isinstance(b, List):
+        return sides.same(List(values), b)
+    return False, "count"
+
+
+def _bounds_as_interval(a, b, sides):
+    """x > -3 and x < 7 (a list of two bounds) against the interval (-3, 7)."""
+    if len(a.items) != 2 or not all(isinstance(x, Rel) for x in a.items):
+        return None
+    halves = [_rel_interval(x, sides.sp) for x in a.items]
     if not all(halves):
         return None
-    lower = [h for h in halves if h[3][1][1] == sp.oo]   # (a, oo)
-    upper = [h for h in halves if h[3][0][1] == -sp.oo]  # (-oo, b)
+    lower = [h for h in halves if h.items[1].value == sides.sp.oo]   # (a, oo)
+    upper = [h for h in halves if h.items[0].value == -sides.sp.oo]  # (-oo, b)
     if len(lower) != 1 or len(upper) != 1:
         return None
-    (_, lo_open, _, (low, _)), (_, _, hi_close, (_, high)) = lower[0], upper[0]
-    return ("seq", lo_open, hi_close, [low, high])
+    low, high = lower[0], upper[0]
+    return sides.same(Seq(low.opener, high.closer, [low.items[0], high.items[1]]), b)
 
 
-def _compare_assign(p, g, sp):
-    """'x = 1, y = 2' against the same assignments, a tuple (in name order) or a list."""
-    if p[0] == g[0]:
-        if [n for n, _ in p[1]] != [n for n, _ in g[1]]:
-            return False, "wrong value"
-        return _compare_items([x for _, x in p[1]], [x for _, x in g[1]], sp, ordered=True)
-    mine, other = (p, g) if p[0] == "assign" else (g, p)
-    values = [("expr", x[2], False) for _, x in mine[1]]
-    if other[0] == "seq":
-        items, ordered = other[3], other[1] != "\\{"
-    elif other[0] == "list":
-        items, ordered = other[1], False
-    else:
-        return False, "count"
-    if mine is p:
-        return _compare_items(values, items, sp, ordered)
-    return _compare_items(items, values, sp, ordered)
+def _bounds_as_union(a, b, sides):
+    """x < 2 or x > 3 against the union (-oo, 2) \\cup (3, oo)."""
+    parts = [_rel_interval(x, sides.sp) if isinstance(x, Rel) else (x if isinstance(x, Seq) else None)
+             for x in a.items]
+    return sides.same(Union(parts), b) if all(parts) else None
+
+
+def _one_value(a, b, sides):
+    """'15 39/40, or 639/40': a list that repeats one value in other forms is that value."""
+    distinct = _distinct(a.items, sides.sp)
+    return sides.same(a.items[0], b) if len(distinct) == 1 else None
+
+
+def _rel_as_interval(a, b, sides):
+    """x > 3 against (3, oo)."""
+    interval = _rel_interval(a, sides.sp)
+    return sides.same(interval, b) if interval else None
+
+
+def _seq_against_list(a, b, sides):
+    """(1, 2) against '1, 2': the gold's form says whether the order counts, so a pred list
+    against a gold tuple must keep its order, and a pred tuple against a gold list need not."""
+    ordered = not sides.first_is_pred and a.opener != "\\{"
+    return sides.items(a.items, b.items, ordered)
+
+
+def _different_kinds(a, b, sides):
+    if isinstance(a, Text) or isinstance(b, Text):
+        return False, "wrong value"
+    many = (List, Seq, Union, Matrix)
+    return False, ("count" if isinstance(a, many) != isinstance(b, many) else "form")
+
+
+def _unordered(a, b, sides):
+    return sides.items(a.items, b.items, ordered=False)
+
+
+# (kind of the first answer, kind of the second, rule): the first row whose kinds fit the pair,
+# with the pred first or else with the gold first, decides. A rule returns (equal, reason), or
+# None to leave the pair to the rows below. Each conversion (an equation read as its value, bounds
+# read as an interval) is written once here and serves both directions.
+_ANY = object
+_RULES = [
+    ((Text, Text), lambda a, b, sides: (a.words == b.words, "wrong value")),
+    ((Expr, Expr), _exprs),
+    ((Eq, Eq), lambda a, b, sides: _compare_eq(a, b, sides.sp)),
+    ((Rel, Rel), _rels),
+    ((Seq, Seq), _seqs),
+    ((List, List), _unordered),
+    ((Union, Union), _unordered),
+    ((Matrix, Matrix), _matrices),
+    ((Assign, Assign), _assigns),
+    ((Eq, _ANY), _eq_as_value),
+    ((Assign, _ANY), _assign_as_values),
+    ((List, Seq), _bounds_as_interval),
+    ((List, Union), _bounds_as_union),
+    ((List, _ANY), _one_value),
+    ((Rel, (Seq, Union)), _rel_as_interval),
+    ((Seq, List), _seq_against_list),
+    ((_ANY, _ANY), _different_kinds),
+]
 
 
 def _compare(p, g, sp):
-    """(equal, reason) for two read answers, pred first."""
-    kp, kg = p[0], g[0]
-    if kp == "eq" and kg != "eq" and kg != "rel":  # x = 3 against 3
-        value = _named_value(p, sp)
-        return _compare(("expr", value, False), g, sp) if value is not None else (False, "form")
-    if kg == "eq" and kp != "eq" and kp != "rel":
-        value = _named_value(g, sp)
-        return _compare(p, ("expr", value, False), sp) if value is not None else (False, "form")
-    if "assign" in (kp, kg):
-        return _compare_assign(p, g, sp)
-    if kp == "list" and kg == "seq" and _rels_between(p, sp):  # x > -3 and x < 7
-        return _compare(_rels_between(p, sp), g, sp)
-    if kg == "list" and kp == "seq" and _rels_between(g, sp):
-        return _compare(p, _rels_between(g, sp), sp)
-    if kp == "list" and kg == "union" and _rels_union(p, sp):  # x < 2 or x > 3
-        return _compare(_rels_union(p, sp), g, sp)
-    if kg == "list" and kp == "union" and _rels_union(g, sp):
-        return _compare(p, _rels_union(g, sp), sp)
-    if kp == "list" and kg != "list" and len(_distinct(p[1], sp)) == 1:  # '15 39/40, or 639/40'
-        return _compare(p[1][0], g, sp)
-    if kg == "list" and kp != "list" and len(_distinct(g[1], sp)) == 1:
-        return _compare(p, g[1][0], sp)
-    if kp == "rel" and kg in ("seq", "union") and _rel_interval(p, sp):  # x > 3 against (3, oo)
-        return _compare(_rel_interval(p, sp), g, sp)
-    if kg == "rel" and kp in ("seq", "union") and _rel_interval(g, sp):
-        return _compare(p, _rel_interval(g, sp), sp)
-    if kp == "seq" and kg == "list":  # (1, 2) against the unordered '1, 2'
-        return _compare_items(p[3], g[1], sp, ordered=False)
-    if kp == "list" and kg == "seq":
-        if g[1] == "\\{":
-            return _compare_items(p[1], g[3], sp, ordered=False)
-        return _compare_items(p[1], g[3], sp, ordered=True)
-    if kp != kg:
-        if "text" in (kp, kg):
-            return False, "wrong value"
-        many = ("list", "seq", "union", "matrix")
-        return False, ("count" if (kp in many) != (kg in many) else "form")
-    if kp == "text":
-        return (p[1] == g[1]), "wrong value"
-    if kp == "expr":
-        return _compare_expr(p[1], g[1], sp, p[2], g[2])
-    if kp == "eq":
-        return _compare_eq(p, g, sp)
-    if kp == "rel":
-        if p[1] != g[1]:
-            return False, "wrong value"
-        return _compare_eq(("eq", p[2], p[3]), ("eq", g[2], g[3]), sp, positive=p[1] != "\\ne")
-    if kp in ("list", "union"):
-        return _compare_items(p[1], g[1], sp, ordered=False)
-    if kp == "matrix":
-        if [len(r) for r in p[1]] != [len(r) for r in g[1]]:
-            return False, "form"
-        return _compare_items([c for r in p[1] for c in r], [c for r in g[1] for c in r], sp, True)
-    # sequences: sets are unordered; tuples, vectors and intervals are ordered
-    (_, po, pc, pi), (_, go, gc, gi) = p, g
-    if po == "\\{" or go == "\\{":
-        if po != go:
-            return False, "form"
-        return _compare_items(pi, gi, sp, ordered=False)
-    ok, why = _compare_items(pi, gi, sp, ordered=True)
-    if not ok or (po, pc) == (go, gc):
-        return ok, why
-    if len(pi) == 2 and po in ("(", "[") and go in ("(", "["):
-        return False, "ends"  # same end points, one end open in one and closed in the other
-    return False, "form"
+    """(equal, reason) for two read answers, pred first: the verdict of the first row of _RULES
+    that gives one."""
+    for (first, second), rule in _RULES:
+        for a, b, first_is_pred in ((p, g, True), (g, p, False)):
+            if isinstance(a, first) and isinstance(b, second):
+                verdict = rule(a, b, _Sides(sp, first_is_pred))
+                if verdict is not None:
+                    return verdict
+    raise AssertionError("the last row of _RULES answers every pair")
 
 
 def _compare_strings(pred, gold):
@@ -1387,7 +1505,7 @@ def _compare_strings(pred, gold):
     except TooLarge:
         return False, "gold too large"
     except (Unreadable, ValueError, TypeError, ArithmeticError, RecursionError):
-        g = ("text", " ".join(gold.lower().split()))
+        g = Text(" ".join(gold.lower().split()))
     try:
         p = _read_answer(pred, sympy)
     except TooLarge:
@@ -1396,7 +1514,7 @@ def _compare_strings(pred, gold):
         same = "".join(pred.lower().split()) == "".join(gold.lower().split())
         if same:
             return True, "equal"
-        return False, ("wrong value" if g[0] == "text" else "unreadable")  # both text: just different
+        return False, ("wrong value" if isinstance(g, Text) else "unreadable")  # both text: just different
     try:
         return _compare(p, g, sympy)
     except TooLarge:
