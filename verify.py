@@ -92,6 +92,48 @@ _NAMED_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use != "letter"
 _FUNC_LETTERS = {name for name, (_, use) in _FUNCTIONS.items() if use == "letter"}
 _TRIG_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use == "trig"}
 
+# ----------------------------------------------------------------------------- units
+# The units of measure an answer may end in ('5 cm', '15\text{ cm}^2', '3 square feet'): the unit's
+# name -> its spellings; a plural 's' may follow any spelling longer than one letter. An answer
+# keeps its unit, and _judge says how units count. Units are never converted: 1 m is not 100 cm.
+_UNITS = {
+    "mm": "mm millimeter millimetre", "cm": "cm centimeter centimetre",
+    "km": "km kilometer kilometre", "m": "m meter metre", "in": "in inch inches",
+    "ft": "ft foot feet", "yd": "yd yard", "mi": "mile", "l": "liter litre",
+    "ml": "ml milliliter millilitre", "gal": "gallon", "g": "g gram", "kg": "kg kilogram",
+    "lb": "lb pound", "s": "s sec second", "min": "min minute", "h": "hr hour", "day": "day",
+    "week": "week", "month": "month", "year": "year", "mph": "mph", "km/h": "km/h",
+    "degree": "degree", "dollar": "dollar", "cent": "cent", "yuan": "yuan", "euro": "euro",
+    "percent": "percent pct percentage per cent",
+}
+# words after a number that say what was counted, not a unit of measure: dropped, not kept
+_COUNTED = "unit people student apple point"
+# spellings that are also a variable or a word count as a unit only after a space: 2m is 2 times m
+_SPACED_UNITS = {"m", "s", "g", "l", "in"}
+_UNIT_NAMES = {**{word: "" for word in _COUNTED.split()},
+               **{spelling: name for name, spellings in _UNITS.items()
+                  for spelling in re.findall(r"per cent|\S+", spellings)}}
+_UNIT_WORDS = "|".join(re.escape(w).replace("\\ ", " ?") + ("s?" if len(w) > 1 and not w.endswith("s") else "")
+                       for w in sorted(_UNIT_NAMES, key=len, reverse=True)
+                       if w not in _SPACED_UNITS) + "|square|cubic"
+_UNIT_TEXT_RE = re.compile(r"(?:(square|sq\.?|cubic)\s+)?([A-Za-z][A-Za-z/ ]*?)\.?(?:\s*\^\s*([23]))?")
+
+
+def _unit_name(text):
+    """The unit that text spells: 'cm^2', 'cm^{2}', 'square centimeters' and 'sq cm' are 'cm^2'; ''
+    for a counted thing ('apples', 'square units'); None when text is no unit."""
+    m = _UNIT_TEXT_RE.fullmatch(" ".join(text.replace("{", "").replace("}", "").split()))
+    if not m:
+        return None
+    word = m.group(2)
+    name = _UNIT_NAMES.get(word)
+    if name is None and len(word) > 2 and word.endswith("s"):
+        name = _UNIT_NAMES.get(word[:-1])
+    if name is None:
+        return None
+    power = m.group(3) or {"cubic": "3", None: ""}.get(m.group(1), "2")
+    return name + "^" + power if name and power else name
+
 # ----------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
@@ -281,13 +323,6 @@ def extract_answer(text):
 _PROSE_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\s+[A-Za-z]{2,}\b")
 
 
-# units that may follow a number directly ('5cm'); one-letter ones ('5 m', '3 s') need a space,
-# since '2m' or '3s' is a product with a variable
-_UNIT_WORDS = (
-    "cm|mm|km|meters?|metres?|centimeters?|kilometers?|inches|inch|feet|foot|ft|yards?|miles?|"
-    "units?|square units|sq units|degrees?|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|"
-    "sec|days?|weeks?|months?|years?|kg|grams?|pounds?|lbs?|liters?|litres?|ml|gallons?|"
-    "people|students|apples|points|mph|km/h|per ?cent(?:age)?|pct|yuan|euros?")
 _WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}(?![A-Za-z])")  # 'so we get'
 _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z}(])" % _UNIT_WORDS)
 
@@ -303,8 +338,7 @@ def _looks_bare(s):
 
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
-_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(?:\s*(?:%s)|\s+(?:m|s|g|in))(?:\^\{?[23]\}?)?"
-                               % _UNIT_WORDS)
+_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(\s*)([A-Za-z][A-Za-z/ .]*(?:\^\{?[23]\}?)?)")
 _PERCENT_RE = re.compile(r"%|\bpct\b|\bper ?cent(?:age)?\b")
 _SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
 _DROP_RE = re.compile(
@@ -324,7 +358,7 @@ _PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])"
                         r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % ("".join(sorted(_FUNC_LETTERS)), _NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
-            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx "}
+            "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx ", "²": "^2", "³": "^3"}
 _FULL_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}  # '１２' is 12
 _END = r"(?![A-Za-z])"  # end of a TeX command name (\b fails in '\tfrac34')
 # (text that must occur, pattern, replacement): the check skips most patterns on most answers
@@ -348,21 +382,23 @@ _BASE_RE = re.compile(r"\{?(\d+)\}?_\{\s*(\w+)\s*\}")  # 31_{4}, {31}_{4}: 31_4,
 
 
 def _unwrap_text(s):
-    """\\text{...}: a trailing one after a value is a unit (dropped), otherwise keep its words."""
+    """(s, unit) with each \\text{...} unwrapped: a trailing one after a value is a unit (dropped; unit
+    is its name when it names a unit of measure), otherwise its words are kept."""
+    unit = None
     for _ in range(20):
         m = _TEXT_CMD_RE.search(s)
         if not m:
-            return s
+            break
         inner = m.group(1).strip()
         is_unit = (not s[m.end():].strip(" .") and m.start() > 0
                    and re.fullmatch(r"[A-Za-z ./^\d]*", inner))
         if inner in ("and", "or"):
             s = s[:m.start()] + "," + s[m.end():]
         elif is_unit and not re.search(r"[=,]\s*$", s[:m.start()]):
-            s = s[:m.start()]
+            s, unit = s[:m.start()], _unit_name(inner) or None
         else:
             s = s[:m.start()] + inner + s[m.end():]
-    return s
+    return s, unit
 
 
 def _without_approx(s):
@@ -375,7 +411,12 @@ def _without_approx(s):
 
 def _clean(answer):
     """LaTeX-noise-free form of a bare answer; the string the comparisons read."""
-    s = answer.strip()
+    return _clean_unit(answer)[0]
+
+
+def _clean_unit(answer):
+    """(_clean(answer), the name of the unit it ended in or None): '15\\text{ cm}^2' -> ('15', 'cm^2')."""
+    s, unit = answer.strip(), None
     if "\\\\" in s and "\\begin" not in s:  # '\\\\frac' from text escaped twice
         s = _DOUBLED_RE.sub(r"\\", s)
     for _ in range(5):  # nested \boxed{\boxed{..}} and boxes inside a gold solution
@@ -407,7 +448,7 @@ def _clean(answer):
             if needle in s:
                 s = pat.sub(rep, s)
         if "\\text" in s or "\\m" in s or "\\operatorname" in s:
-            s = _unwrap_text(s)
+            s, unit = _unwrap_text(s)
         if "_{" in s:
             s = _BASE_RE.sub(r"\1_\2", s)
         if "\\approx" in s:
@@ -424,9 +465,12 @@ def _clean(answer):
     s = s.strip()
     if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):  # '{1, 3}': a TeX group
         s = s[1:-1].strip()
-    unit = _TRAILING_UNIT_RE.fullmatch(s)  # '5 cm' -> '5' (only after a plain number: 2m stays 2m)
-    if unit:
-        s = unit.group(1)
+    trailing = _TRAILING_UNIT_RE.fullmatch(s)  # '5 cm' -> '5' (only after a plain number)
+    if trailing:
+        number, space, text = trailing.groups()
+        name = _unit_name(text)
+        if name is not None and (space or re.match(r"[A-Za-z]+", text).group() not in _SPACED_UNITS):
+            s, unit = number, unit or name or None
     if "and" in s or "or" in s:
         s = _AND_OR_RE.sub(",", s)
     if _SPACED_INT_RE.fullmatch(s):
@@ -435,7 +479,7 @@ def _clean(answer):
         s = _THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), s)
     if "=" in s:
         s = _last_side_of_arithmetic(s)
-    return s.strip().rstrip(".").strip()
+    return s.strip().rstrip(".").strip(), unit
 
 
 _ARITHMETIC_RE = re.compile(
@@ -1777,11 +1821,15 @@ def _judge(pred, gold, timeout):
     p0, g0 = pred.strip(), gold.strip()
     if _PLAIN_RE.fullmatch(p0) and _PLAIN_RE.fullmatch(g0) and len(p0) + len(g0) < 200:
         return _compare_fractions((Fraction(p0), "." in p0), (Fraction(g0), "." in g0))
-    p, g = _clean(pred), _clean(gold)
+    (p, p_unit), (g, g_unit) = _clean_unit(pred), _clean_unit(gold)
     if not p:
         return False, "no answer"  # only decoration, e.g. '$$' or '\\text{}'
     if len(p) > MAX_ANSWER_CHARS:
         return False, "too long"
+    if p_unit and g_unit and p_unit != g_unit:
+        # both give a unit: it must be the same (15 cm^3 is not 15 cm^2, 1 m is not 100 cm); a unit
+        # on one side only is no error, the question may have named it
+        return False, "unit"
     if "," in p or "," in g:
         p, g = _decimal_comma(p, g), _decimal_comma(g, p)
     if p == g or (len(g) > 1 and g.isalpha() and p.lower() == g.lower()):  # Yes = yes
@@ -1831,6 +1879,7 @@ _FEEDBACK = {
     "ends": "answer {p} has the wrong interval ends (open vs closed); expected {g}",
     "count": "answer {p} has a different number of values than the expected {g}",
     "form": "answer {p} has a different form (kind of object) than the expected {g}",
+    "unit": "answer {p} is in a different unit than the expected {g}; units are not converted",
     "wrong choice": "answer {p} is the wrong choice; expected {g}",
     "not a choice": "answer {p} is not a choice letter; expected the letter {g}",
     "unreadable": "answer {p} could not be read as math; write it in plain LaTeX, expected {g}",
@@ -1865,6 +1914,8 @@ def score(completion, gold, timeout=2.0):
         return 1.0, "correct"
     shown_p = _show(normalize(pred)) if len(pred) <= MAX_ANSWER_CHARS else "(too long)"
     shown_g = _show(normalize(gold)) if len(gold) <= MAX_ANSWER_CHARS else "(too long)"
+    if why == "unit":
+        shown_p, shown_g = shown_p + " " + _clean_unit(pred)[1], shown_g + " " + _clean_unit(gold)[1]
     message = _FEEDBACK.get(why, _FEEDBACK["wrong value"])
     return 0.0, message.format(p=shown_p, g=shown_g, n=len(pred))
 

@@ -771,3 +771,38 @@ def test_function_table_feeds_the_regexes():
         if use == "letter":
             assert verify._clean("%s(x) = x^2" % name) == "%s(x) = x^2" % name  # kept whole
     assert verify._clean("y(x) = x^2") == "x^2"
+
+
+# ----------------------------------------------------------------------------- units
+
+
+@pytest.mark.parametrize("pred,gold,equal", [
+    ("15 cm^3", "15 cm^2", False),                          # both give a unit: it must agree
+    ("15\\mbox{ cm}^3", "15\\mbox{ cm}^2", False),
+    ("15\\text{ cm}^2", "15 cm²", True),                    # one unit, however it is written
+    ("15 square cm", "15\\text{ cm}^2", True),
+    ("15 sq. centimeters", "15 cm^{2}", True),
+    ("16 cubic feet", "16\\text{ ft}^3", True),
+    ("5 inches", "5\\text{ in.}", True),
+    ("15\\text{ cm}^2", "15", True),                        # a unit on one side only is no error
+    ("15", "15\\text{ cm}^2", True),
+    ("15 cm^2", "16", False),                               # ... and the value still counts
+    ("1 m", "100 cm", False),                               # units are not converted
+    ("100 cm", "1 m", False),
+    ("1 m", "1 m", True),
+    ("3 hours", "3 hrs", True),
+    ("2\\sqrt{3}\\text{ cm}", "\\sqrt{12}\\text{ cm}", True),  # a unit after a symbolic value
+    ("2\\sqrt{3}\\text{ cm}", "\\sqrt{12}\\text{ m}", False),
+    ("5 apples", "5 cm", True),                             # what was counted is not a unit
+    ("2m", "2 m", False),                                   # 2m is 2 times m, not 2 metres
+])
+def test_units_must_agree_when_both_answers_give_one(pred, gold, equal):
+    assert verify.is_equiv(pred, gold) is equal
+
+
+def test_a_unit_mismatch_says_so():
+    reward, feedback = verify.score("so the area is \\boxed{15\\text{ cm}^3}", "15\\text{ cm}^2")
+    assert reward == 0.0
+    assert feedback == ("answer 15 cm^3 is in a different unit than the expected 15 cm^2; "
+                        "units are not converted")
+    assert verify.normalize("15\\text{ cm}^2") == "15"  # the normal form is still the bare value
