@@ -15,15 +15,18 @@ How it decides, cheapest first:
      \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
      'the answer is x' / 'Answer: x' / 'Answer $x$' (trimmed: 'The smallest $k$ is 12.' -> 12);
      a whole-text math span; else the last number or the last math span, after signature lines;
-  2. clean LaTeX noise (\\left, \\text{units}, \\$, %, degrees, thousands separators incl. ',\\!'
-     and '{,}', full-width digits, ...); a worked sum '12 + 13 = 25' is its last side;
+  2. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
+     full-width digits, ...) and set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a
+     worked sum '12 + 13 = 25' is its last side. When both answers give a unit, the units must be
+     the same; a unit on one side only is no error, and units are never converted (1 m != 100 cm);
   3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
      with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
   4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
-     goes to a worker process that reads the answers with our own LaTeX reader into sympy objects
-     built from a whitelist and compares them, under a hard deadline: a call that runs past its
-     timeout kills its worker (a replacement starts in the background) and counts as not equal.
+     goes to a worker process that reads the answers with our own LaTeX reader into answer kinds
+     (Expr, Eq, Seq, ...) of sympy objects built from a whitelist and compares them by a table of
+     rules, under a hard deadline: a call that runs past its timeout kills its worker (a
+     replacement starts in the background) and counts as not equal.
      Up to MAX_WORKERS workers serve concurrent threads; a call's deadline starts once it has a
      worker, so time queued behind another call's slow answer never counts against it.
 
@@ -40,6 +43,10 @@ the caller's deadline, whose default action ends the process even inside a C ext
 
 Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
+
+What it knows is kept in tables, each read by everything that needs it: _FUNCTIONS (function
+names), _UNITS (units), and for answers the kinds (Expr, Eq, ...), _READERS (how each is read) and
+_RULES (how two kinds compare).
 """
 import atexit
 import json
@@ -1503,10 +1510,11 @@ def _unordered(a, b, sides):
     return sides.items(a.items, b.items, ordered=False)
 
 
-# (kind of the first answer, kind of the second, rule): the first row whose kinds fit the pair,
-# with the pred first or else with the gold first, decides. A rule returns (equal, reason), or
-# None to leave the pair to the rows below. Each conversion (an equation read as its value, bounds
-# read as an interval) is written once here and serves both directions.
+# The comparison table: ((kind of the first answer, kind of the second), rule). The first row whose
+# kinds fit the pair, taken pred first or else gold first, decides; a rule returns (equal, reason),
+# or None to leave the pair to the rows below. So each conversion (an equation read as its value,
+# bounds read as an interval) is written once and serves both directions. A new kind of answer
+# takes one tuple (answer kinds), one reading rule (_READERS) and its rows here.
 _ANY = object
 _RULES = [
     ((Text, Text), lambda a, b, sides: (a.words == b.words, "wrong value")),
@@ -1518,13 +1526,13 @@ _RULES = [
     ((Union, Union), _unordered),
     ((Matrix, Matrix), _matrices),
     ((Assign, Assign), _assigns),
-    ((Eq, _ANY), _eq_as_value),
-    ((Assign, _ANY), _assign_as_values),
-    ((List, Seq), _bounds_as_interval),
-    ((List, Union), _bounds_as_union),
-    ((List, _ANY), _one_value),
-    ((Rel, (Seq, Union)), _rel_as_interval),
-    ((Seq, List), _seq_against_list),
+    ((Eq, _ANY), _eq_as_value),                # x = 3 against 3
+    ((Assign, _ANY), _assign_as_values),       # x = 1, y = 2 against (1, 2)
+    ((List, Seq), _bounds_as_interval),        # x > -3, x < 7 against (-3, 7)
+    ((List, Union), _bounds_as_union),         # x < 2 or x > 3 against (-oo, 2) \cup (3, oo)
+    ((List, _ANY), _one_value),                # 15 39/40, or 639/40 against 639/40
+    ((Rel, (Seq, Union)), _rel_as_interval),   # x > 3 against (3, oo)
+    ((Seq, List), _seq_against_list),          # (1, 2) against 1, 2
     ((_ANY, _ANY), _different_kinds),
 ]
 

@@ -70,3 +70,19 @@ def test_different_golds_are_not_accepted(name):
             pairs.append((golds[i], golds[j]))
     accepted = [(a, b) for a, b in pairs if verify.is_equiv(a, b) and (a, b) not in EQUAL_GOLD_PAIRS]
     assert accepted == []
+
+
+def test_golds_with_a_unit_keep_it():
+    """A gold that ends in a unit ('15\\mbox{ cm}^2') accepts its bare value and its unit written
+    another way, and refuses the same value in another unit."""
+    with_unit = []
+    for name in sorted(SETS):
+        for _, gold in rows(name):
+            value, unit = verify._clean_unit(gold)
+            if unit:
+                with_unit.append(gold)
+                assert verify.is_equiv(value, gold), gold
+                assert verify.is_equiv("%s\\text{ %s}" % (value, unit), gold), gold
+                other = "kg" if unit != "kg" else "cm"
+                assert not verify.is_equiv("%s\\text{ %s}" % (value, other), gold), gold
+    assert len(with_unit) >= 3  # MATH-500 has a few: cm^2, inches^2, cents, degrees
