@@ -120,7 +120,8 @@ _SPACED_UNITS = {"m", "s", "g", "l", "in"}
 _UNIT_NAMES = {**{word: "" for word in _COUNTED.split()},
                **{spelling: name for name, spellings in _UNITS.items()
                   for spelling in re.findall(r"per cent|\S+", spellings)}}
-_UNIT_WORDS = "|".join(re.escape(w).replace("\\ ", " ?") + ("s?" if len(w) > 1 and not w.endswith("s") else "")
+# the spellings as one regex, for extraction: a word among them after a number is not prose
+_UNIT_WORDS = "|".join(re.escape(w).replace("\\ ", " ?") + ("s?" if not w.endswith("s") else "")
                        for w in sorted(_UNIT_NAMES, key=len, reverse=True)
                        if w not in _SPACED_UNITS) + "|square|cubic"
 _UNIT_TEXT_RE = re.compile(r"(?:(square|sq\.?|cubic)\s+)?([A-Za-z][A-Za-z/ ]*?)\.?(?:\s*\^\s*([23]))?")
@@ -345,6 +346,7 @@ def _looks_bare(s):
 
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
+# a plain number and the words after it, which _unit_name may read as a unit ('5 cm', '3 sq ft')
 _TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(\s*)([A-Za-z][A-Za-z/ .]*(?:\^\{?[23]\}?)?)")
 _PERCENT_RE = re.compile(r"%|\bpct\b|\bper ?cent(?:age)?\b")
 _SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
@@ -362,7 +364,8 @@ _NAME = r"[A-Za-z](?:_\{?\w+\}?)?"
 # whole, for the reader's function letters (_FUNCTIONS), so f(x) = x^2 and f(y) = y^2 agree
 _PREFIX_RE = re.compile(r"^\s*(?:[A-Za-z]\s*\\in(?![a-z])"
                         r"|(?![%s]\s*\()[A-Za-z]\s*\(\s*[A-Za-z]\s*\)\s*=(?!.*=)"
-                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*" % ("".join(sorted(_FUNC_LETTERS)), _NAME, _NAME))
+                        r"|\(\s*%s(?:\s*,\s*%s)+\s*\)\s*=(?!.*=))\s*"
+                        % ("".join(sorted(_FUNC_LETTERS)), _NAME, _NAME))
 _UNICODE = {"−": "-", "–": "-", "×": r"\times ", "·": r"\cdot ", "÷": r"\div ", "π": r"\pi ",
             "√": r"\sqrt ", "∞": r"\infty ", "≤": r"\le ", "≥": r"\ge ", "≠": r"\ne ",
             "±": r"\pm ", "∪": r"\cup ", "∓": r"\mp ", "≈": r"\approx ", "²": "^2", "³": "^3"}
@@ -476,7 +479,8 @@ def _clean_unit(answer):
     if trailing:
         number, space, text = trailing.groups()
         name = _unit_name(text)
-        if name is not None and (space or re.match(r"[A-Za-z]+", text).group() not in _SPACED_UNITS):
+        glued = not space and re.match(r"[A-Za-z]+", text).group() in _SPACED_UNITS  # 2m: 2 times m
+        if name is not None and not glued:
             s, unit = number, unit or name or None
     if "and" in s or "or" in s:
         s = _AND_OR_RE.sub(",", s)
@@ -1112,7 +1116,8 @@ def _read_relation_text(s, sp):
 def _read_expression(s, sp):
     value, decimal = _read_expr(s, sp)
     if isinstance(value, sp.MatrixBase):  # a sum or product of matrices
-        return Matrix([[Expr(value[i, j], decimal) for j in range(value.cols)] for i in range(value.rows)])
+        return Matrix([[Expr(value[i, j], decimal) for j in range(value.cols)]
+                       for i in range(value.rows)])
     return Expr(value, decimal)
 
 
@@ -1411,7 +1416,8 @@ def _exprs(a, b, sides):
 def _rels(a, b, sides):
     if a.op != b.op:
         return False, "wrong value"
-    return _compare_eq(Eq(a.lhs, a.rhs, False), Eq(b.lhs, b.rhs, False), sides.sp, positive=a.op != "\\ne")
+    return _compare_eq(Eq(a.lhs, a.rhs, False), Eq(b.lhs, b.rhs, False), sides.sp,
+                       positive=a.op != "\\ne")  # a negative multiple would flip x < 3 into x > 3
 
 
 def _seqs(a, b, sides):
