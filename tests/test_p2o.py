@@ -156,8 +156,8 @@ def test_microbatched_update_equals_one_batch(loaded):
     cfg, model, tok = loaded
     model = copy.deepcopy(model).double()
     prompts, comp, mask = ragged_batch(tok)
-    batch = {"prompt_ids": prompts, "completions": comp, "mask": mask, "loss_mask": mask,
-             "advantages": torch.tensor([1.0, -0.5, 0.3]), "pad_id": tok.pad_token_id}
+    batch = p2o.Rollouts(prompt_ids=prompts, completions=comp, mask=mask, loss_mask=mask,
+                         advantages=torch.tensor([1.0, -0.5, 0.3]), pad_id=tok.pad_token_id)
     grads = []
     for mbs in (3, 1):
         for lt in ("grpo", "dapo"):
