@@ -80,8 +80,7 @@ class UserError(Exception):
 # Config: one dataclass; the command line is generated from it (build_parser, Part II).
 
 def opt(default, help, choices=()):
-    """A Config field: its default, its --help text and, for a flag that takes one of a few words,
-    those words (check_config refuses any other)."""
+    """A Config field: default, --help text and, for a flag that takes one of a few words, those words."""
     meta = {"help": help, "choices": choices}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -265,7 +264,7 @@ def chat_prompt(tok, text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# 1.-2. The step's problems and their rollouts (the rollout engine, generate_with_logprobs, is in Part II).
+# 1.-4. Rollouts (the rollout engine, generate_with_logprobs, is in Part II), rewards, advantages.
 
 @dataclass
 class Rollouts:
@@ -302,9 +301,6 @@ def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: P2OState
     return Rollouts(prompt_ids=orig_ids, completions=comp, mask=mask, pad_id=tok.pad_token_id, problems=problems,
                     templates=templates, sample_ids=sample_ids, sample_logp=sample_logp)
 
-
-# ----------------------------------------------------------------------------------------------
-# 3.-4. Rewards and advantages.
 
 def reward_rollouts(texts: list[str], golds: list[str]) -> tuple[list[float], list[str]]:
     """verify.score gives a 0/1 reward and a one-line feedback (GEPA's reflection reads it)."""
@@ -350,7 +346,7 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
             left_mask[i, P - len(p):] = 1
     input_ids = torch.cat([left, completions], 1)
     attn = torch.cat([left_mask, mask], 1)
-    position_ids = positions(attn)
+    position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
     backbone, head = backbone_and_head(model)
     checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
                                                     for m in backbone.modules())
@@ -358,7 +354,7 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     # checkpointed layers) or a prompt has no last token to run on top of it
     cache = None
     if not checkpointing and bool(attn[:, P - 1].all()):
-        cache = shared_prompt_cache(backbone, left, attn[:, :P], position_ids[:, :P])
+        cache = shared_prompt_cache(backbone, left, attn[:, :P])
     if cache is not None:  # the state at t predicts token t+1: last prompt token + completion on top
         hidden = backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1],
                           position_ids=position_ids[:, P - 1:-1], cache=cache, use_cache=True).last_hidden_state
@@ -384,11 +380,6 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     return logp, ent
 
 
-def backbone_and_head(model):
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
-
-
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperature: float):
     logits = head(hidden)
     if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
@@ -400,32 +391,6 @@ def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperatu
     with torch.no_grad():  # a metric: no graph (it would hold two more chunk x vocab tensors)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy
-
-
-def shared_prompt_cache(backbone, ids, attn, position_ids):
-    """The G rollouts of a problem share one prompt, and a causal model's prompt states do not
-    depend on what follows: run each distinct prompt (all but its last token, which the caller
-    runs) once and copy its KV cache to its rows. With gradients when enabled: the copy is an
-    index_select, so ~(G-1)/G of the prompt's compute is saved in forward and backward. Same values
-    as the full forward up to float rounding. None when no two rows share a prompt."""
-    from transformers import DynamicCache
-    if ids.shape[1] < 2:
-        return None
-    # same ids and same padding (a prompt may begin with the pad id)
-    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)
-    if len(uniq) == len(ids):
-        return None
-    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
-    cache = DynamicCache(config=backbone.config)
-    backbone(input_ids=ids[rows, :-1], attention_mask=attn[rows, :-1], position_ids=position_ids[rows, :-1],
-             cache=cache, use_cache=True)  # the backbone only: no lm head over the prompt
-    cache.reorder_cache(inverse)  # unique prompt -> each of its rows
-    return cache
-
-
-def positions(attn: torch.Tensor) -> torch.Tensor:
-    """Position ids of left-padded rows, numbered as generate() numbers them."""
-    return (attn.cumsum(1) - 1).clamp(min=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,32 +437,6 @@ def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dic
         stats = {"kl": kl.sum().item(), "clip_low": (low * mask).sum().item(),
                  "clip_high": (high * mask).sum().item(), "tokens": mask.sum().item()}
     return loss, stats
-
-
-def is_weights(train_logp, batch: Rollouts, idx: list[int], mask, cfg: Config, totals: dict | None):
-    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
-    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
-    sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
-    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided
-    P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
-    handles them.
-    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
-    if batch.sample_logp is None:
-        return None
-    T = mask.shape[1]
-    plain = torch.tensor([not t for t in batch.templates or [""] * len(batch.prompt_ids)])[idx]
-    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
-    r = torch.exp(train_logp.detach() - batch.sample_logp[idx, :T])
-    if totals is not None:
-        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
-        totals["is_tokens"] += m.sum().item()
-    if cfg.is_correction == "token_truncate":
-        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
-    if cfg.is_correction == "sequence_mask":
-        seq = torch.exp(torch.where(m, r.log(), 0.0).sum(1, keepdim=True))
-        keep = (seq >= 1 / cfg.is_clip) & (seq <= cfg.is_clip)
-        return torch.where(m, torch.where(keep, seq, 0.0), 1.0).expand_as(r)
-    return None
 
 
 def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> dict:
@@ -561,20 +500,6 @@ def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> 
             "grad_norm": totals["grad_norm"], "skipped": skipped}
 
 
-def make_optimizer(model, cfg: Config):
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.steps * cfg.num_iterations
-    warm = cfg.warmup_steps * cfg.num_iterations
-
-    def schedule(i):  # linear warm-up, then cosine down to 10% of the peak
-        if i < warm:
-            return (i + 1) / (warm + 1)
-        t = min(1.0, (i - warm) / max(1, total - warm))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
 # ----------------------------------------------------------------------------------------------
 # P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
 
@@ -595,11 +520,9 @@ class P2OState:
     last: dict = field(default_factory=dict)       # the last run's candidates, front and metric calls
     kept_by_sampling: int = 0                      # templates kept for their sampled success (give_templates)
 
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if not self.runs:  # p2o.json holds this key once GEPA has run
-            del d["kept_by_sampling"]
-        return d
+    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if self.runs or f.name != "kept_by_sampling"}
 
     @classmethod
     def from_dict(cls, d: dict) -> P2OState:
@@ -1052,24 +975,18 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
 
 
 def resolve_model(name: str, flag: str = "--model") -> tuple[str, str | None]:
-    """(path or hub id, gguf file name or None). Unknown names fail with the list of what was tried."""
-    try:
-        return _resolve_model(name)
-    except UserError as e:  # the messages name --model; say which flag it was
-        raise UserError(str(e).replace("--model", flag, 1)) from None
-
-
-def _resolve_model(name: str) -> tuple[str, str | None]:
+    """(path or hub id, gguf file name or None) of --model (or `flag`). Unknown names fail with the
+    list of what was tried."""
     tried = []
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file() and not list(p.glob("*.gguf")):
-            raise UserError(f"--model {name}: the folder has no config.json (save a model there with save_pretrained)")
+            raise UserError(f"{flag} {name}: the folder has no config.json (save a model there with save_pretrained)")
         return str(p), None
     if name.endswith(".gguf"):
         if p.is_file():
             return str(p.parent), p.name
-        raise UserError(f"--model {name}: GGUF file not found")
+        raise UserError(f"{flag} {name}: GGUF file not found")
     tried.append(f"local folder {name!r} (not found)")
     hub_id = name if "/" in name else next((pre + name for k, pre in BARE_NAMES.items() if name.startswith(k)), None)
     cached = CACHE / name.split("/")[-1]
@@ -1077,14 +994,14 @@ def _resolve_model(name: str) -> tuple[str, str | None]:
         return str(cached), None
     tried.append(f"cache {str(cached)!r} (empty)")
     if hub_id is None:
-        raise UserError(f"--model {name}: unknown model; tried {', '.join(tried)}; not a known bare name "
+        raise UserError(f"{flag} {name}: unknown model; tried {', '.join(tried)}; not a known bare name "
                         f"({', '.join(k + '*' for k in BARE_NAMES)}) or an owner/name hub id")
     if hub_reachable():
         return hub_id, None
     tried.append(f"hub id {hub_id!r} (hub unreachable)")
     if hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct":
         return str(smollm2_from_wheel()), None
-    raise UserError(f"--model {name}: could not load; tried {', '.join(tried)}. "
+    raise UserError(f"{flag} {name}: could not load; tried {', '.join(tried)}. "
                     "Pass a local model folder or a .gguf file, or check the network")
 
 
@@ -1215,8 +1132,7 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
                 record.logp.clear()  # a compiled call that failed part-way may have drawn some
             inputs = dict(enc)
             if entry:  # (on CUDA the compiled path does one batched prefill, a small part of the time there)
-                ids, attn = enc["input_ids"], enc["attention_mask"]
-                cache = shared_prompt_cache(backbone_and_head(gen_model)[0], ids, attn, positions(attn))
+                cache = shared_prompt_cache(backbone_and_head(gen_model)[0], enc["input_ids"], enc["attention_mask"])
                 inputs.update({"cache": cache} if cache is not None else {})
             out = gen_model.generate(**inputs, **kw)
         out = out[:n]
@@ -1230,6 +1146,59 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
     model.train(was_training)
     completions = torch.cat(completions)
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
+
+
+def backbone_and_head(model):
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
+
+
+def shared_prompt_cache(backbone, ids, attn):
+    """The G rollouts of a problem share one prompt, and a causal model's prompt states do not
+    depend on what follows: run each distinct prompt (all but its last token, which the caller
+    runs) once and copy its KV cache to its rows. With gradients when enabled: the copy is an
+    index_select, so ~(G-1)/G of the prompt's compute is saved in forward and backward. Same values
+    as the full forward up to float rounding. None when no two rows share a prompt."""
+    from transformers import DynamicCache
+    if ids.shape[1] < 2:
+        return None
+    # same ids and same padding (a prompt may begin with the pad id)
+    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)
+    if len(uniq) == len(ids):
+        return None
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    a = attn[rows, :-1]
+    cache = DynamicCache(config=backbone.config)  # the backbone only: no lm head over the prompt
+    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=(a.cumsum(1) - 1).clamp(min=0),
+             cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # unique prompt -> each of its rows
+    return cache
+
+
+def is_weights(train_logp, batch: Rollouts, idx: list[int], mask, cfg: Config, totals: dict | None):
+    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
+    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
+    sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
+    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided
+    P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
+    handles them.
+    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
+    if batch.sample_logp is None:
+        return None
+    T = mask.shape[1]
+    plain = torch.tensor([not t for t in batch.templates or [""] * len(batch.prompt_ids)])[idx]
+    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
+    r = torch.exp(train_logp.detach() - batch.sample_logp[idx, :T])
+    if totals is not None:
+        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
+        totals["is_tokens"] += m.sum().item()
+    if cfg.is_correction == "token_truncate":
+        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
+    if cfg.is_correction == "sequence_mask":
+        seq = torch.exp(torch.where(m, r.log(), 0.0).sum(1, keepdim=True))
+        keep = (seq >= 1 / cfg.is_clip) & (seq <= cfg.is_clip)
+        return torch.where(m, torch.where(keep, seq, 0.0), 1.0).expand_as(r)
+    return None
 
 
 def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
@@ -1801,9 +1770,8 @@ def p2o_reach(cfg: Config, n_problems: int) -> str | None:
 # Around the loop: the run's start, skipped updates, Ctrl-C, the step's metrics.
 
 def start_run(cfg: Config, given: set[str] | None, reflector_lm):
-    """Everything before the first step: the run folder and its config, the checks, data, model,
-    optimizer and logs; then either the checkpoint to resume from or the step-0 evaluation.
-    Returns (cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, log writers)."""
+    """Everything before the first step: run folder, checks, data, model, optimizer, logs; then the
+    checkpoint to resume from, or the step-0 evaluation. Returns what train_locked unpacks."""
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:
@@ -1820,7 +1788,8 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
     problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
     check_eval_context(model, tok, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
-    logs = (jsonl_writer(out / "metrics.jsonl", track),) + tuple(jsonl_writer(out / name) for name in ("samples.jsonl", "completions.jsonl", "gepa_runs.jsonl"))
+    logs = [jsonl_writer(out / "metrics.jsonl", track)]
+    logs += [jsonl_writer(out / name) for name in ("samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")]
     step, pos, p2o = 0, {"epoch": 0, "index": 0}, P2OState()
     if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
         print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
@@ -1855,6 +1824,20 @@ def count_skipped(stats: dict, pos: dict, step: int, cfg: Config) -> None:
     tqdm.write(f"p2o: warning: step {step}: non-finite loss or gradient (loss {stats['loss']:.4g}, grad norm "
                f"{stats['grad_norm']:.4g}); this update is skipped (train/skipped_steps); lower --lr if it repeats",
                file=sys.stderr)
+
+
+def make_optimizer(model, cfg: Config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.steps * cfg.num_iterations
+    warm = cfg.warmup_steps * cfg.num_iterations
+
+    def schedule(i):  # linear warm-up, then cosine down to 10% of the peak
+        if i < warm:
+            return (i + 1) / (warm + 1)
+        t = min(1.0, (i - warm) / max(1, total - warm))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
 # Ctrl-C during the training loop (handler installed by main): the first one lets the running step
@@ -2328,7 +2311,7 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Logging.
+# Logging, and the logs read back: the demo's before/after table, --plot.
 
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
@@ -2442,36 +2425,24 @@ def json_row(line: str) -> dict | None:
 def read_rows(path: Path, tolerant: bool = False) -> list[dict]:
     """The rows of a .jsonl log. tolerant: lines that are not rows are skipped (a log being written,
     or cut by a kill); else such a line is an error."""
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace" if tolerant else "strict").splitlines():
-        if line.strip():
-            row = json_row(line) if tolerant else json.loads(line)
-            rows += [row] if row is not None else []
-    return rows
+    text = path.read_text(encoding="utf-8", errors="replace" if tolerant else "strict")
+    rows = [json_row(line) if tolerant else json.loads(line) for line in text.splitlines() if line.strip()]
+    return [row for row in rows if row is not None]
 
 
 LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")
 
 
 def truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1)."""
-    for name in LOGS:
-        _truncate_log(out / name, step)
+    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1). Each
+    file is streamed (completions.jsonl grows large); a line cut short by a kill is dropped."""
+    for path in [out / name for name in LOGS if (out / name).is_file()]:
+        with replacing(path, "w") as dst, open(path, encoding="utf-8", errors="replace") as src:
+            for line in src:
+                row = json_row(line)
+                if row is not None and row["step"] <= step:
+                    dst.write(line if line.endswith("\n") else line + "\n")
 
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Streams the file (completions.jsonl grows large); a line cut short by a kill is dropped."""
-    if not path.is_file():
-        return
-    with replacing(path, "w") as dst, open(path, encoding="utf-8", errors="replace") as src:
-        for line in src:
-            row = json_row(line)
-            if row is not None and row["step"] <= step:
-                dst.write(line if line.endswith("\n") else line + "\n")
-
-
-# ----------------------------------------------------------------------------------------------
-# The demo's report, and --plot.
 
 def demo_table(out: Path) -> str:
     """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O
