@@ -683,7 +683,7 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
     give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
     p2o.seeds = seeds[1:]
     p2o.last = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
-                   "metric_calls": state.metric_calls}
+                "metric_calls": state.metric_calls}
     return p2o
 
 

@@ -379,3 +379,18 @@ def test_sampling_ignores_generation_config_filters(loaded):
     finally:
         gc.top_k, gc.repetition_penalty = old
     assert len({tuple(c.tolist()) for c in comp}) > 1
+
+
+def test_word_flags_are_checked_against_their_choices():
+    """Flags that take one of a few words list them in the Config field (opt(..., choices)); check_config
+    refuses anything else with one line naming the flag and the words, and every default is one of them."""
+    import dataclasses
+    fields = [f for f in dataclasses.fields(p2o.Config) if f.metadata["choices"]]
+    assert {f.name for f in fields} >= {"loss_type", "scale_rewards", "device", "rollout_engine", "compile",
+                                        "is_correction", "p2o_schedule", "report_to"}
+    for f in fields:
+        words = f.metadata["choices"]
+        assert getattr(p2o.Config(), f.name) in words
+        flag = "--" + f.name.replace("_", "-")
+        with pytest.raises(p2o.UserError, match=f"^{flag} must be {', '.join(words[:-1])} or {words[-1]}$"):
+            p2o.check_config(dataclasses.replace(p2o.Config(), **{f.name: "bogus"}))
