@@ -408,7 +408,7 @@ def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dic
     `mask` is the loss mask (the ρ mask removes tokens of guided rollouts from it); denominators
     count every response token (`response_mask`, default `mask`), as the authors do: a masked token
     drops out of the sum, it does not make the sequence's other tokens weigh more.
-    `is_weight` multiplies the surrogate per token (the train/sampler correction, see is_weights)."""
+    `is_weight` multiplies the surrogate per token (the train/sampler correction: is_weights, Part II)."""
     eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
     mask = mask.float()
     ratio = torch.exp(logp - old_logp)
@@ -748,7 +748,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         t0 = time.time()
         tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
         epoch_before = pos["epoch"]
-        batch_problems, replayed = draw_problems(problems, pos, p2o if cfg.p2o else None, cfg)
+        batch_problems, replayed = draw_problems(problems, pos, p2o if cfg.p2o else None, cfg)  # 1. the problems
         # 2. rollouts (template-guided for hard problems when P²O has templates)
         batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
         t_roll = time.time() - t0
@@ -761,8 +761,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
         batch.loss_mask, rho_frac = p2o_token_mask(model, batch, cfg)
         hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
-        if cfg.p2o:
-            tally_templates(p2o, batch.templates, rewards)
+        tally_templates(p2o, batch.templates, rewards)  # (plain GRPO samples no template: nothing to tally)
         # 5.-7. the policy update
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
