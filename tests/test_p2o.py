@@ -156,8 +156,8 @@ def test_microbatched_update_equals_one_batch(loaded):
     cfg, model, tok = loaded
     model = copy.deepcopy(model).double()
     prompts, comp, mask = ragged_batch(tok)
-    batch = {"prompt_ids": prompts, "completions": comp, "mask": mask, "loss_mask": mask,
-             "advantages": torch.tensor([1.0, -0.5, 0.3]), "pad_id": tok.pad_token_id}
+    batch = p2o.Rollouts(prompt_ids=prompts, completions=comp, mask=mask, loss_mask=mask,
+                         advantages=torch.tensor([1.0, -0.5, 0.3]), pad_id=tok.pad_token_id)
     grads = []
     for mbs in (3, 1):
         for lt in ("grpo", "dapo"):
@@ -379,3 +379,18 @@ def test_sampling_ignores_generation_config_filters(loaded):
     finally:
         gc.top_k, gc.repetition_penalty = old
     assert len({tuple(c.tolist()) for c in comp}) > 1
+
+
+def test_word_flags_are_checked_against_their_choices():
+    """Flags that take one of a few words list them in the Config field (opt(..., choices)); check_config
+    refuses anything else with one line naming the flag and the words, and every default is one of them."""
+    import dataclasses
+    fields = [f for f in dataclasses.fields(p2o.Config) if f.metadata["choices"]]
+    assert {f.name for f in fields} >= {"loss_type", "scale_rewards", "device", "rollout_engine", "compile",
+                                        "is_correction", "p2o_schedule", "report_to"}
+    for f in fields:
+        words = f.metadata["choices"]
+        assert getattr(p2o.Config(), f.name) in words
+        flag = "--" + f.name.replace("_", "-")
+        with pytest.raises(p2o.UserError, match=f"^{flag} must be {', '.join(words[:-1])} or {words[-1]}$"):
+            p2o.check_config(dataclasses.replace(p2o.Config(), **{f.name: "bogus"}))

@@ -44,7 +44,7 @@ def scripted(monkeypatch):
         return batch
 
     def reward(texts, golds):
-        tmpl = seen["batches"][-1]["templates"]
+        tmpl = seen["batches"][-1].templates
         rs = [1.0 if MAGIC in t and i % 2 == 0 else 0.0 for i, t in enumerate(tmpl)]
         return rs, ["correct" if r else "answer 3 differs from the expected value (wrong value)" for r in rs]
 
@@ -85,8 +85,8 @@ def test_full_p2o_run_guides_hard_problems_and_distils(scripted, tiny_model, tin
     assert guided, steps[2:]
     assert all(s["p2o/guided_success"] == 0.5 and s["p2o/guided_nonzero_adv_frac"] == 1.0 for s in guided)
     assert all(s["grad_norm"] > 0 for s in guided)  # (the loss value itself is 0 when lengths are equal)
-    batch = next(b for b in scripted["batches"] if any(b["templates"]))
-    assert all(t in ("", MAGIC) for t in batch["templates"])
+    batch = next(b for b in scripted["batches"] if any(b.templates))
+    assert all(t in ("", MAGIC) for t in batch.templates)
     table = p2o.demo_table(out)  # the demo's report: where the templates came from, the best one
     assert "| GEPA candidates kept: from the seed file / from reflection | - | 0 / 1 |" in table
     assert "| templates in use: from the seed file / from reflection | - | 0 / 1 |" in table
@@ -112,15 +112,15 @@ def test_loss_uses_the_original_prompt(scripted, tiny_model, tiny_data, tmp_path
     monkeypatch.setattr(p2o, "completion_logprobs", spy)
     p2o.train(cfg, reflector_lm=scripted_lm, stop_after=3)
     model, batch = scripted["updates"][2]  # step 3: the first step after GEPA
-    guided = [i for i, t in enumerate(batch["templates"]) if t]
+    guided = [i for i, t in enumerate(batch.templates) if t]
     assert guided
     tok = p2o.load_model(cfg, torch.device("cpu"))[1]
     prompt_ids, comp, mask, logp_loss = recorded[-1]
     for i in guided:
-        q = batch["problems"][i // cfg.group_size]["question"]
+        q = batch.problems[i // cfg.group_size]["question"]
         original = tok(p2o.chat_prompt(tok, p2o.user_message(q, cfg.instruction)), add_special_tokens=False)["input_ids"]
         assert prompt_ids[i] == original and MAGIC not in tok.decode(prompt_ids[i])
-        assert MAGIC in tok.decode(batch["sample_ids"][i])  # ... though it was sampled with the template
+        assert MAGIC in tok.decode(batch.sample_ids[i])  # ... though it was sampled with the template
     # a direct computation under the original prompt, with the weights the update started from
     step2_state = p2o.load_model(cfg, torch.device("cpu"), adapter=str(out / "checkpoint" / "adapter"))[0]
     with torch.no_grad():
@@ -143,16 +143,16 @@ def test_rho_mask_by_hand():
 
 def test_hard_buffer_and_split():
     cfg = p2o.Config(group_size=4, hard_threshold=1, hard_buffer_size=3)
-    state = p2o.new_p2o_state()
+    state = p2o.P2OState()
     probs = [{"id": f"p{i}", "question": f"q{i}", "answer": "1"} for i in range(4)]
     rewards = [1, 0, 0, 0] + [1, 1, 0, 0] + [0, 0, 0, 0] + [0, 0, 0, 0]
     hard = p2o.collect_hard(state, probs, rewards, [f"out{i}" for i in range(16)], ["fb"] * 16, cfg)
-    assert hard == [True, False, True, True] and list(state["hard"]) == ["p0", "p2", "p3"]
-    assert state["hard"]["p0"]["failures"] == [("out1", "fb"), ("out2", "fb")]
+    assert hard == [True, False, True, True] and list(state.hard) == ["p0", "p2", "p3"]
+    assert state.hard["p0"]["failures"] == [("out1", "fb"), ("out2", "fb")]
     hard = p2o.collect_hard(state, probs[:1], [1, 1, 1, 0], ["x"] * 4, ["fb"] * 4, cfg)  # p0 solved now
-    assert hard == [False] and list(state["hard"]) == ["p2", "p3"]
+    assert hard == [False] and list(state.hard) == ["p2", "p3"]
     p2o.collect_hard(state, probs[1:2] + probs[:1], [0] * 8, ["x"] * 8, ["fb"] * 8, cfg)
-    assert list(state["hard"]) == ["p3", "p1", "p0"]  # full: the oldest (p2) left
+    assert list(state.hard) == ["p3", "p1", "p0"]  # full: the oldest (p2) left
 
 
 def test_scoring_set_is_a_seeded_random_split():
@@ -179,10 +179,10 @@ def test_without_reflection_the_whole_buffer_is_scored():
 
 
 def test_assign_templates_uses_weights():
-    state = p2o.new_p2o_state()
-    state["hard"] = {"a": {}, "b": {}}
-    state["templates"] = ["", "T1", "T2"]
-    state["weights"] = {"a": [0.0, 1.0, 0.0], "b": [0.0, 0.5, 0.5]}
+    state = p2o.P2OState()
+    state.hard = {"a": {}, "b": {}}
+    state.templates = ["", "T1", "T2"]
+    state.weights = {"a": [0.0, 1.0, 0.0], "b": [0.0, 0.5, 0.5]}
     import random
     rng = random.Random(0)
     assert p2o.assign_templates(state, {"id": "a"}, 6, rng) == ["T1"] * 6
@@ -222,11 +222,11 @@ def test_http_reflector_against_stub_server(scripted, stub_server, tiny_model, m
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     cfg = p2o.Config(model=str(tiny_model), reflector=stub_server, reflector_model="qwen-reflector",
                      gepa_budget=30, max_new_tokens=8, device="cpu")
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*{i}?", "answer": str(i * i),
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*{i}?", "answer": str(i * i),
                                "failures": []} for i in range(6)}
     p2o.run_gepa(state, None, None, cfg)
-    assert state["templates"] == [MAGIC] and state["runs"] == 1
+    assert state.templates == [MAGIC] and state.runs == 1
     path, auth, body = StubChat.requests[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "qwen-reflector"
     assert "What is" in body["messages"][-1]["content"]
@@ -277,6 +277,45 @@ def test_resume_restores_gepa_state_and_hard_buffer(scripted, tiny_model, tiny_d
     assert (tmp_path / "full" / "gepa_state.json").read_text() == (tmp_path / "part" / "gepa_state.json").read_text()
 
 
+# p2o.json's keys, in order, as the dict-based state wrote them (kept_by_sampling once GEPA has run)
+OLD_P2O_KEYS = ["hard", "gepa", "templates", "weights", "replays", "replay_carry", "tally", "runs", "seconds",
+                "failures", "seeds", "last"]
+
+
+def test_p2o_json_keeps_its_format():
+    """P2OState reads a p2o.json of the old format and writes it back unchanged; a file from before a
+    key existed loads with that key's default."""
+    before = {"hard": {"p1": {"id": "p1", "question": "q", "answer": "1", "failures": [["out", "fb"]]}},
+              "gepa": None, "templates": [], "weights": {}, "replays": {}, "replay_carry": 0.5, "tally": {},
+              "runs": 0, "seconds": 0.0, "failures": 0, "seeds": [], "last": {}}
+    after = {**before, "gepa": "{}", "templates": ["T"], "weights": {"p1": [1.0]}, "tally": {"T": [1, 2]},
+             "runs": 1, "seconds": 3.5, "seeds": ["T"], "last": {"candidates": 2, "front": 1, "metric_calls": 9},
+             "kept_by_sampling": 0}
+    assert list(before) == OLD_P2O_KEYS and list(p2o.P2OState().to_dict()) == OLD_P2O_KEYS
+    for old in (before, after):
+        text = json.dumps(old)
+        assert json.dumps(p2o.P2OState.from_dict(json.loads(text)).to_dict()) == text
+    older = p2o.P2OState.from_dict({k: v for k, v in before.items() if k not in ("tally", "seeds", "last")})
+    assert older.tally == {} and older.seeds == [] and older.last == {} and older.replay_carry == 0.5
+
+
+def test_resume_from_an_old_format_p2o_json(scripted, tiny_model, tiny_data, tmp_path):
+    """A checkpoint whose p2o.json lacks keys added later (seeds, kept_by_sampling) resumes, and the
+    run goes on exactly as the uninterrupted one."""
+    base = ["--model", str(tiny_model), "--data", str(tiny_data), *ARGS, "--steps", "4"]
+    full, _ = p2o.parse_config([*base, "--out", str(tmp_path / "full")])
+    p2o.train(full, reflector_lm=scripted_lm)
+    part, _ = p2o.parse_config([*base, "--out", str(tmp_path / "part")])
+    p2o.train(part, reflector_lm=scripted_lm, stop_after=3)  # checkpoint at step 2, right after GEPA
+    path = tmp_path / "part" / "checkpoint" / "p2o.json"
+    saved = json.loads(path.read_text())
+    assert list(saved) == OLD_P2O_KEYS + ["kept_by_sampling"] and saved["runs"] == 1
+    path.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("seeds", "kept_by_sampling")}))
+    resumed, given = p2o.parse_config(["--out", str(tmp_path / "part"), "--resume"])
+    p2o.train(resumed, given, reflector_lm=scripted_lm)
+    assert len(assert_same_metrics(tmp_path / "full" / "metrics.jsonl", tmp_path / "part" / "metrics.jsonl")) == 4
+
+
 def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypatch):
     """--reflector PATH: a second model is loaded on demand, asked for instructions, then released."""
     cfg = p2o.Config(model=str(tiny_model), reflector=str(tiny_model), reflector_max_new_tokens=6,
@@ -288,31 +327,31 @@ def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypa
     def spy(prompt, records, lm):
         return real_reflect(prompt, records, lambda text: asked.append(text) or lm(text))
     monkeypatch.setattr(gepa, "reflect", spy)
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
     p2o.run_gepa(state, model, tok, cfg)
     assert asked and "What is" in asked[0]  # the local model got the reflection request
-    saved = gepa.State.from_json(state["gepa"])
-    assert saved.iterations >= 1 and saved.metric_calls <= 20 and state["runs"] == 1
+    saved = gepa.State.from_json(state.gepa)
+    assert saved.iterations >= 1 and saved.metric_calls <= 20 and state.runs == 1
 
 
 def test_gepa_scoring_set_always_fits_the_budget(scripted, tiny_model):
     """After the hard set changed, the old candidates must be re-scored on the new scoring set; the
     set is sized from --gepa-budget so that this fits even a tiny budget (gepa raises otherwise)."""
     cfg = p2o.Config(model=str(tiny_model), gepa_budget=30, max_new_tokens=8, device="cpu")
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
     p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
-    assert state["templates"] == [MAGIC]
-    state["hard"] = {f"n{i}": {"id": f"n{i}", "question": f"What is {i}+9?", "answer": str(i + 9), "failures": []}
+    assert state.templates == [MAGIC]
+    state.hard = {f"n{i}": {"id": f"n{i}", "question": f"What is {i}+9?", "answer": str(i + 9), "failures": []}
                      for i in range(6)}
     for budget in (2, 5):
         p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=budget), lm=scripted_lm)
-    saved = gepa.State.from_json(state["gepa"])
-    assert state["runs"] == 3 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
-    assert state["templates"] == [MAGIC]  # the best candidate survived the re-scoring
+    saved = gepa.State.from_json(state.gepa)
+    assert state.runs == 3 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
+    assert state.templates == [MAGIC]  # the best candidate survived the re-scoring
     assert saved.candidates[0] == ""  # ... and so did the original prompt
 
 
@@ -331,7 +370,7 @@ def test_guided_groups_are_mined_again(scripted, tiny_model, tiny_data, tmp_path
     assert steps[1]["p2o/hard_buffer"] == 6 and steps[2]["p2o/guided_groups"] > 0
     assert steps[2]["p2o/hard_buffer"] == 6 - steps[2]["p2o/guided_groups"]
     saved = json.loads((out / "checkpoint" / "p2o.json").read_text())
-    guided_ids = [p["id"] for p, t in zip(scripted["batches"][2]["problems"], scripted["batches"][2]["templates"][::4])
+    guided_ids = [p["id"] for p, t in zip(scripted["batches"][2].problems, scripted["batches"][2].templates[::4])
                   if t]
     assert guided_ids and not set(guided_ids) & set(saved["hard"])
 
@@ -340,34 +379,34 @@ def test_every_problem_gepa_saw_gets_templates_later_arrivals_wait(scripted, tin
     """The authors' rule: scoring-set problems draw among the templates that solved them,
     reflection-pool problems among the whole set; a problem that joined after the run waits."""
     cfg = p2o.Config(model=str(tiny_model), gepa_budget=40, max_new_tokens=8, device="cpu")
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
     p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
-    scored = gepa.State.from_json(state["gepa"]).valset_ids
-    assert state["templates"] == [MAGIC] and 0 < len(scored) < 6  # half scored, half fed reflection
-    assert set(state["weights"]) == set(state["hard"])  # ... and all of them get templates
+    scored = gepa.State.from_json(state.gepa).valset_ids
+    assert state.templates == [MAGIC] and 0 < len(scored) < 6  # half scored, half fed reflection
+    assert set(state.weights) == set(state.hard)  # ... and all of them get templates
     import random
     rng = random.Random(0)
-    for pid in state["hard"]:
+    for pid in state.hard:
         assert p2o.assign_templates(state, {"id": pid}, 4, rng) == [MAGIC] * 4
-    state["hard"]["late"] = {"id": "late", "question": "What is 1+1?", "answer": "2", "failures": []}
+    state.hard["late"] = {"id": "late", "question": "What is 1+1?", "answer": "2", "failures": []}
     assert p2o.assign_templates(state, {"id": "late"}, 4, rng) is None  # joined after the GEPA run
 
 
 def test_pool_problems_draw_from_the_whole_set_by_scoring_set_mean():
     state = gepa.State(candidates=["", "A", "B"], parents=[[], [], []],
                        val_scores=[[0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], valset_ids=["v0", "v1", "v2"])
-    p2o_state = p2o.new_p2o_state()
+    p2o_state = p2o.P2OState()
     val = [{"id": f"v{i}"} for i in range(3)]
     pool = [{"id": "p0"}, {"id": "gone"}]
-    p2o_state["hard"] = {i: {"id": i} for i in ("v0", "v1", "v2", "p0")}
+    p2o_state.hard = {i: {"id": i} for i in ("v0", "v1", "v2", "p0")}
     p2o.give_templates(p2o_state, state, val, pool, hard_rate=0.25)
-    assert p2o_state["templates"] == ["A", "B"]
-    assert p2o_state["weights"]["v0"] == [pytest.approx(2 / 3), 0.0]  # only A solved it
-    assert p2o_state["weights"]["v1"] == [0.0, pytest.approx(1 / 3)]
-    assert p2o_state["weights"]["p0"] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]  # whole set, by mean
-    assert "gone" not in p2o_state["weights"]  # left the buffer meanwhile (solved)
+    assert p2o_state.templates == ["A", "B"]
+    assert p2o_state.weights["v0"] == [pytest.approx(2 / 3), 0.0]  # only A solved it
+    assert p2o_state.weights["v1"] == [0.0, pytest.approx(1 / 3)]
+    assert p2o_state.weights["p0"] == [pytest.approx(2 / 3), pytest.approx(1 / 3)]  # whole set, by mean
+    assert "gone" not in p2o_state.weights  # left the buffer meanwhile (solved)
 
 
 def test_gepa_feedback_always_carries_the_gold_answer_and_answers_are_batched(tiny_model, monkeypatch):
@@ -398,11 +437,11 @@ def test_run_gepa_mutates_k_parents_with_batched_answers(tiny_model, tmp_path, m
     monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: calls.append(len(prompts)) or real(m, t, prompts, *a, **k))
     asked = []
     lm = lambda text: asked.append(text) or f"```\nNew idea {len(asked)}.\n```"
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(10)}
     p2o.run_gepa(state, model, tok, cfg, lm=lm)
-    saved = gepa.State.from_json(state["gepa"])
+    saved = gepa.State.from_json(state.gepa)
     n_val = len(saved.valset_ids)
     assert saved.candidates[:4] == ["", "Add carefully.", "Work digit by digit.", "Check the result."]
     assert n_val == 5  # half of the 10 hard problems (under the cap 60 // 5 that leaves room for 4 seeds)
@@ -414,7 +453,7 @@ def test_run_gepa_mutates_k_parents_with_batched_answers(tiny_model, tmp_path, m
     # seeds scored in one call; then the 4 parents' minibatches in one, the 4 children's in one
     assert calls[:3] == [4 * n_val, 4 * 2, 4 * 2]
     assert saved.metric_calls == sum(calls) <= 60
-    assert state["seeds"] == saved.candidates[1:4]
+    assert state.seeds == saved.candidates[1:4]
 
 
 def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp_path):
@@ -422,15 +461,15 @@ def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp
     seeds.write_text(f"{MAGIC}\n---\nSomething else.\n")
     cfg = p2o.Config(model=str(tiny_model), gepa_budget=40, max_new_tokens=8, device="cpu", reflector="none",
                      templates=str(seeds))
-    state = p2o.new_p2o_state()
-    state["hard"] = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
     p2o.run_gepa(state, None, None, cfg)
-    saved = gepa.State.from_json(state["gepa"])
+    saved = gepa.State.from_json(state.gepa)
     assert saved.candidates == ["", MAGIC, "Something else."] and saved.iterations == 0
-    assert state["templates"] == [MAGIC] and state["seeds"] == [MAGIC, "Something else."]
+    assert state.templates == [MAGIC] and state.seeds == [MAGIC, "Something else."]
     # nothing to reflect on, so no trainset: all 6 hard problems were scored and get templates
-    assert len(saved.valset_ids) == 6 and set(state["weights"]) == {f"h{i}" for i in range(6)}
+    assert len(saved.valset_ids) == 6 and set(state.weights) == {f"h{i}" for i in range(6)}
 
 
 @pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
@@ -518,8 +557,8 @@ def test_templates_reach_rollouts_when_no_problem_comes_round_twice(scripted, ti
     # the share is kept exactly: 0.5 x 3 prompts = 1.5 a step, carried over (1, 2, 1, 2 ...)
     assert [r["p2o/replayed_groups"] for r in after] == [1, 2, 1, 2][:len(after)] or \
         sum(r["p2o/replayed_groups"] for r in after) == int(1.5 * len(after))
-    ids = [p["id"] for b in scripted["batches"] for p in b["problems"]]
-    new = [i for b in scripted["batches"] for p, t in zip(b["problems"], b["templates"][::4]) if not t
+    ids = [p["id"] for b in scripted["batches"] for p in b.problems]
+    new = [i for b in scripted["batches"] for p, t in zip(b.problems, b.templates[::4]) if not t
            for i in [p["id"]]]
     assert len(set(new)) == len(new)  # fresh draws never repeat: every guided group was a replay
     assert len(ids) == 18
@@ -528,10 +567,10 @@ def test_templates_reach_rollouts_when_no_problem_comes_round_twice(scripted, ti
 def test_draw_problems_share_queue_order_and_one_problem_file():
     cfg = p2o.Config(prompts_per_step=4, replay_share=0.25, replay_max=2, seed=0)
     problems = [{"id": f"d{i}", "question": "q", "answer": "1"} for i in range(100)]
-    state = p2o.new_p2o_state()
-    state["templates"] = ["T"]
-    state["hard"] = {i: {"id": i, "question": "q", "answer": "1", "failures": []} for i in ("a", "b", "c")}
-    state["weights"] = {"a": [1.0], "b": [1.0], "c": [1.0]}
+    state = p2o.P2OState()
+    state.templates = ["T"]
+    state.hard = {i: {"id": i, "question": "q", "answer": "1", "failures": []} for i in ("a", "b", "c")}
+    state.weights = {"a": [1.0], "b": [1.0], "c": [1.0]}
     pos = {"epoch": 0, "index": 0}
     got = [p2o.draw_problems(problems, pos, state, cfg) for _ in range(8)]
     assert [n for _, n in got] == [1] * 6 + [0, 0]  # 3 problems x --replay-max 2, then the queue is empty
@@ -539,14 +578,14 @@ def test_draw_problems_share_queue_order_and_one_problem_file():
     assert all(len(b) == 4 for b, _ in got) and pos["index"] == 8 * 4 - 6
     assert "failures" not in got[0][0][-1]
     # a solved problem leaves the buffer, and with it the queue
-    state["replays"] = {}
-    state["hard"].pop("b")
+    state.replays = {}
+    state.hard.pop("b")
     assert [p["id"] for p in p2o.replay_queue(state, cfg)] == ["a", "c"]
     # one problem: never a division by zero, the batch stays full
     one = [{"id": "a", "question": "q", "answer": "1"}]
     cfg1 = dataclasses.replace(cfg, prompts_per_step=1, replay_share=0.5)
-    state["replays"], pos = {}, {"epoch": 0, "index": 0}
-    state["hard"], state["weights"] = {"a": {**one[0], "failures": []}}, {"a": [1.0]}
+    state.replays, pos = {}, {"epoch": 0, "index": 0}
+    state.hard, state.weights = {"a": {**one[0], "failures": []}}, {"a": [1.0]}
     batches = [p2o.draw_problems(one, pos, state, cfg1)[0] for _ in range(4)]
     assert all(len(b) == 1 and b[0]["id"] == "a" for b in batches)
 
@@ -610,13 +649,13 @@ def test_templates_that_still_lift_sampled_success_stay_when_greedy_scoring_find
     state = gepa.State(candidates=["", "A"], parents=[[], []], val_scores=[[0.0, 0.0], [0.0, 0.0]],
                        valset_ids=["v0", "v1"])
     val = [{"id": "v0"}, {"id": "v1"}]
-    s = p2o.new_p2o_state()
-    s["hard"] = {"v0": {"id": "v0"}, "v1": {"id": "v1"}}
-    s["templates"] = ["A"]
+    s = p2o.P2OState()
+    s.hard = {"v0": {"id": "v0"}, "v1": {"id": "v1"}}
+    s.templates = ["A"]
     p2o.tally_templates(s, ["A", "A", "", "A"] * 2, [1.0, 0.0, 1.0, 1.0] * 2)  # A: 4 of 6 sampled right
     p2o.give_templates(s, state, val, [], hard_rate=0.25)
-    assert s["templates"] == ["A"] and s["weights"] == {"v0": [pytest.approx(4 / 6)], "v1": [pytest.approx(4 / 6)]}
-    assert s["kept_by_sampling"] == 1 and s["tally"] == {}
+    assert s.templates == ["A"] and s.weights == {"v0": [pytest.approx(4 / 6)], "v1": [pytest.approx(4 / 6)]}
+    assert s.kept_by_sampling == 1 and s.tally == {}
     p2o.tally_templates(s, ["A"] * 8, [1.0] + [0.0] * 7)  # 1 of 8: no better than a hard problem's rollouts
     p2o.give_templates(s, state, val, [], hard_rate=0.25)
-    assert s["templates"] == [] and s["weights"] == {}
+    assert s.templates == [] and s.weights == {}

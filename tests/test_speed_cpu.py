@@ -59,13 +59,13 @@ def reference_logprobs(model, prompts, comp, mask):
 
 def spy_sharing(monkeypatch):
     """Records whether each completion_logprobs call took the shared-prompt path."""
-    calls, real = [], p2o._shared_prompt_hidden
+    calls, real = [], p2o.shared_prompt_cache
 
     def spy(*a):
         h = real(*a)
         calls.append(h is not None)
         return h
-    monkeypatch.setattr(p2o, "_shared_prompt_hidden", spy)
+    monkeypatch.setattr(p2o, "shared_prompt_cache", spy)
     return calls
 
 
@@ -128,7 +128,7 @@ def test_gradient_checkpointing_keeps_the_full_forward_and_recomputes_head_chunk
         results.append((lp.detach(), lora_grads(m), len(ckpt)))
         with torch.no_grad():  # no backward to replay: the cache is safe, the prompt is shared
             p2o.completion_logprobs(m, prompts, comp, mask, tok.pad_token_id, 1.0)
-    assert calls == [True, True, False, True]
+    assert calls == [True, True, True]  # four calls: the checkpointed one with gradients does not share
     n_chunks = -(-int(mask.sum()) // 10)
     assert results[0][2] == 0 and results[1][2] >= n_chunks  # (the layers' own checkpoints count too)
     assert (results[0][0] - results[1][0]).abs().max().item() < 1e-10
@@ -142,13 +142,13 @@ def test_update_policy_same_step_with_and_without_prompt_sharing(loaded, monkeyp
     prompts, comp, mask = grouped_batch(tok)
     cfg = p2o.Config(**{**cfg.__dict__, "group_size": 3, "micro_batch_size": 4, "num_iterations": 2,
                         "beta": 0.05, "lr": 1e-2, "is_correction": "none"})
-    batch = {"prompt_ids": prompts, "completions": comp, "mask": mask, "loss_mask": mask.clone(),
-             "pad_id": tok.pad_token_id, "advantages": torch.tensor([1.0, -0.5, -0.5, 0.7, -1.2, 0.5],
-                                                                    dtype=torch.float64)}
+    batch = p2o.Rollouts(prompt_ids=prompts, completions=comp, mask=mask, loss_mask=mask.clone(),
+                         pad_id=tok.pad_token_id, advantages=torch.tensor([1.0, -0.5, -0.5, 0.7, -1.2, 0.5],
+                                                                          dtype=torch.float64))
     outs = []
     for shared in (True, False):
         if not shared:
-            monkeypatch.setattr(p2o, "_shared_prompt_hidden", lambda *a: None)
+            monkeypatch.setattr(p2o, "shared_prompt_cache", lambda *a: None)
         m = copy.deepcopy(model)
         opt, sched = p2o.make_optimizer(m, cfg)
         stats = p2o.update_policy(m, opt, sched, batch, cfg)

@@ -178,7 +178,7 @@ def test_sampler_logprobs_match_training_logprobs_in_fp32(tiny_model):
     assert slogp.shape == comp.shape and mask.sum() > 0
     assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
     # the IS weights are then ~1 and nothing counts as mismatched
-    batch = {"prompt_ids": pids, "sample_logp": slogp, "templates": [""] * len(pids)}
+    batch = p2o.Rollouts(prompt_ids=pids, sample_logp=slogp, templates=[""] * len(pids))
     totals = {"mismatch": 0.0, "is_tokens": 0.0}
     w = p2o.is_weights(lp, batch, list(range(len(pids))), mask, cfg, totals)
     assert totals["mismatch"] == 0 and totals["is_tokens"] == mask.sum().item()
@@ -190,7 +190,7 @@ def test_importance_weights_by_hand():
     train = torch.log(torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]))
     sample = torch.log(torch.tensor([[0.5, 0.1, 0.5], [0.5, 0.48, 0.5], [0.5, 0.9, 0.5]]))
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]])
-    batch = {"prompt_ids": [[1]] * 4, "sample_logp": torch.cat([sample, sample[:1]]), "templates": ["", "", "", "t"]}
+    batch = p2o.Rollouts(prompt_ids=[[1]] * 4, sample_logp=torch.cat([sample, sample[:1]]), templates=["", "", "", "t"])
     cfg = p2o.Config(is_correction="token_truncate", is_clip=3.0)
     totals = {"mismatch": 0.0, "is_tokens": 0.0}
     w = p2o.is_weights(train, batch, [0, 1, 2], mask, cfg, totals)
@@ -251,7 +251,7 @@ def test_bad_engine_flags_are_one_line_errors(capsys, tiny_model, tiny_data, tmp
 def test_resume_rebuilds_the_twin_from_the_checkpoint(tiny_model, tmp_path):
     cfg, model, tok = load(tiny_model, seed=3)
     opt, sched = p2o.make_optimizer(model, cfg)
-    p2o.save_checkpoint(tmp_path, model, opt, sched, 1, {"epoch": 0, "index": 0}, p2o.new_p2o_state(), p2o.rng_state())
+    p2o.save_checkpoint(tmp_path, model, opt, sched, 1, {"epoch": 0, "index": 0}, p2o.P2OState(), p2o.rng_state())
     saved = twin_state(model)
     cfg2, model2, _ = load(tiny_model, seed=4)  # a different adapter, then the checkpoint's
     assert any(not torch.equal(twin_state(model2)[k], saved[k]) for k in saved)
