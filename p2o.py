@@ -1733,6 +1733,17 @@ def p2o_reach(cfg: Config, n_problems: int) -> str | None:
     return None
 
 
+def epoch_buffer_note(cfg: Config, n_problems: int) -> str | None:
+    """Under --p2o-schedule epoch a hard problem is guided only when the walk brings it back, a whole
+    pass later; a buffer smaller than a pass may drop it (oldest first) before then."""
+    if cfg.p2o_schedule != "epoch" or cfg.hard_buffer_size >= n_problems:
+        return None
+    return (f"--p2o-schedule epoch guides a hard problem only when it comes round again, one pass over --data "
+            f"({n_problems} problems) later, but --hard-buffer-size {cfg.hard_buffer_size} keeps only the newest "
+            f"{cfg.hard_buffer_size} hard problems; if more of a pass are hard, the first ones are dropped before "
+            f"they come back. Raise --hard-buffer-size to {n_problems}, or use --p2o-schedule replay")
+
+
 # ----------------------------------------------------------------------------------------------
 # Around the loop: the run's start, skipped updates, Ctrl-C, the step's metrics.
 
@@ -1758,6 +1769,8 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
     step, pos, p2o = 0, {"epoch": 0, "index": 0}, P2OState()
     if cfg.p2o and (why := p2o_reach(cfg, len(problems))):
         print(f"p2o: note: P²O cannot guide any rollout in this run (it trains as plain GRPO): {why}", file=sys.stderr)
+    elif cfg.p2o and (why := epoch_buffer_note(cfg, len(problems))):
+        print(f"p2o: note: {why}", file=sys.stderr)
     if cfg.resume:
         step, pos, p2o, rng = load_checkpoint(out, model, optimizer, scheduler)
         set_rng_state(rng)

@@ -4,11 +4,11 @@
     python bench/eval_time.py --sizes 1.5B --max-new-tokens 512
     python bench/eval_time.py --dry-run              # CPU check of this script: a 2-layer model, 8 tokens
 
-The README's one-GPU recipe estimates evaluation time from the training bench (ms per decode step
-at batch 64); this measures it. Each size is the real Qwen2.5 architecture with random weights
+The one-GPU recipe's evaluation time and memory have not been measured on a GPU; this measures
+them. Each size is the real Qwen2.5 architecture with random weights
 (bench/gpu_memory.py builds it; no download), loaded the way p2o.py loads it (4-bit NF4 + LoRA on
 CUDA). A random model almost never writes EOS, so every answer runs to --max-new-tokens: the
-figures are the upper bound the README's table states. Problems: the first --limit of --eval
+figures are an upper bound for real answers. Problems: the first --limit of --eval
 (MATH-500 when ../shared/benchmarks is present, else data/arith_test.jsonl). Three evaluations
 per size, each timed around p2o.run_evals with the peak allocated memory reset before it:
 greedy at --gen-batch-size 64; greedy + K=4 samples at 64; the same at 256.

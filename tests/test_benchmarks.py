@@ -256,3 +256,23 @@ def test_schedule_bench_templates_reach_rollouts_on_data_larger_than_the_run():
     assert replay["guided_share_after_first_gepa"] >= 0.4 and replay["guided_nonzero_adv"] > 0
     epoch = simulate(400, 40, "epoch", gepa_every=10)
     assert epoch["gepa_runs"] == 0 and epoch["guided_groups"] == 0
+
+
+def test_twin_dtype_bench_reads_a_run_folder(tmp_path):
+    """bench/demo_twin_dtype.py --summarize: the demo's figures come from the run's own logs."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from demo_twin_dtype import summarize
+    run = tmp_path / "run"
+    run.mkdir()
+    steps = [{"step": 0, "eval/l6/accuracy": 0.0, "eval/l6/n": 4},
+             {"step": 1, "loss": 0.1, "p2o/guided_groups": 0, "p2o/gepa_seconds": 0.0},
+             {"step": 2, "loss": 0.2, "p2o/guided_groups": 2, "p2o/guided_nonzero_adv_groups": 1, "p2o/gepa_seconds": 3.25},
+             {"step": 2, "eval/l6/accuracy": 0.5, "eval/l6/n": 4}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    (run / "gepa_runs.jsonl").write_text('{"step": 1}\n')
+    got = summarize(run)
+    assert got["steps"] == 2 and got["guided_groups"] == 2 and got["guided_nonzero_adv_groups"] == 1
+    assert got["evals_first"] == {"step": 0, "eval/l6/accuracy": 0.0}
+    assert got["evals_last"] == {"step": 2, "eval/l6/accuracy": 0.5}
+    assert got["gepa_runs"] == 1 and got["gepa_s"] == 3.2

@@ -621,6 +621,20 @@ def test_a_run_where_p2o_cannot_act_says_so_at_start(tiny_model, tmp_path, capsy
     assert err.count("P²O cannot guide any rollout") == 1 and says in err
 
 
+def test_epoch_schedule_with_a_buffer_smaller_than_a_pass_says_so_at_start(tiny_model, tmp_path, capsys):
+    """Under the epoch schedule a problem returns a pass later; a smaller buffer may drop it first."""
+    assert p2o.epoch_buffer_note(p2o.Config(p2o_schedule="epoch", hard_buffer_size=600), 600) is None
+    assert p2o.epoch_buffer_note(p2o.Config(p2o_schedule="replay", hard_buffer_size=10), 2000) is None
+    data = write_problems(tmp_path / "d.jsonl", 40)
+    argv = ["--model", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "r"), *ARGS,
+            "--steps", "30", "--p2o-schedule", "epoch", "--hard-buffer-size", "12", "--reflector", "none"]
+    cfg, given = p2o.parse_config(argv)
+    p2o.train(cfg, given, stop_after=1)
+    err = capsys.readouterr().err
+    assert err.count("--hard-buffer-size 12 keeps only the newest 12") == 1
+    assert "Raise --hard-buffer-size to 40" in err and "cannot guide any rollout" not in err
+
+
 @pytest.mark.parametrize("flag, value, says", [("--replay-share", "1", "--replay-share"),
                                                ("--replay-share", "-0.1", "--replay-share"),
                                                ("--replay-max", "0", "--replay-max"),

@@ -1,0 +1,79 @@
+"""The demo with the rollout twin forced to one dtype: does P²O's effect hold on a CPU without bf16?
+
+    python bench/demo_twin_dtype.py --dtype fp32 --out runs/demo-fp32     # ~19 min on 2 shared cores
+    python bench/demo_twin_dtype.py --summarize runs/demo-fp32 --dtype fp32   # the table again, no run
+
+p2o.py picks the twin's dtype from the machine (`twin_dtype`: bf16 where the CPU has native bf16
+instructions, else fp32), so a bf16 box never runs the fp32 twin that most laptops get. This runs
+`python p2o.py --demo` unchanged except for that choice, then reads the run's own files: held-out
+accuracy at the first and last evaluation, guided groups and those with a nonzero advantage, GEPA
+time, wall time and peak RSS. Results -> bench/results/demo_twin_<dtype>.json.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch  # noqa: E402
+
+import p2o  # noqa: E402
+from results_file import write_results  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def summarize(run: Path) -> dict:
+    """The demo's figures from its metrics.jsonl and gepa_runs.jsonl."""
+    rows = p2o.read_rows(run / "metrics.jsonl")
+    steps = [r for r in rows if "loss" in r]
+    evals = [{k: v for k, v in r.items() if k == "step" or k.endswith("/accuracy")}
+             for r in rows if any(k.endswith("/accuracy") for k in r)]
+    gepa = p2o.read_rows(run / "gepa_runs.jsonl") if (run / "gepa_runs.jsonl").exists() else []
+    return {"steps": len(steps), "evals_first": evals[0] if evals else {}, "evals_last": evals[-1] if evals else {},
+            "guided_groups": sum(r.get("p2o/guided_groups", 0) for r in steps),
+            "guided_nonzero_adv_groups": sum(r.get("p2o/guided_nonzero_adv_groups", 0) for r in steps),
+            "gepa_runs": len(gepa), "gepa_s": round(steps[-1].get("p2o/gepa_seconds", 0.0), 1) if steps else 0.0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--out", default="runs/demo-twin", help="the demo's --out folder")
+    ap.add_argument("--summarize", metavar="RUN", help="only read an existing run folder")
+    ap.add_argument("--json", help="default: bench/results/demo_twin_<dtype>.json")
+    args = ap.parse_args()
+    results = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
+               "machine": f"{cpu_name()}, {os.cpu_count()} cores", "twin_dtype": args.dtype}
+    run = Path(args.summarize or args.out)
+    if not args.summarize:
+        p2o.twin_dtype = lambda device: DTYPES[args.dtype]
+        t0 = time.time()
+        rc = p2o.main(["--demo", "--out", str(run)])
+        if rc:
+            return rc
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        results.update(wall_s=round(time.time() - t0, 1), cpu_s=round(ru.ru_utime + ru.ru_stime, 1),
+                       peak_rss_kb=ru.ru_maxrss)
+    results.update(summarize(run))
+    print(json.dumps(results, indent=1))
+    write_results(args.json or str(Path(__file__).parent / "results" / f"demo_twin_{args.dtype}.json"), results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
