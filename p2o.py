@@ -1002,6 +1002,15 @@ def pick_device(cfg: Config) -> torch.device:
     return torch.device(cfg.device)
 
 
+def checkpoint_activations(model) -> None:
+    """Recompute each layer's activations in backward. transformers 5.25 renamed the switch (the old
+    name warns, and goes in v6); older versions have only the old one."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     """Base model (4-bit NF4 on CUDA by default) + a LoRA adapter on every linear projection.
     The adapter-free base doubles as the KL reference and the `self` reflector: no second copy."""
@@ -1009,7 +1018,7 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
     model, tok = load_base(cfg.model, cfg, device)
     checkpointing = device.type == "cuda" if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_activations(model)
     model.config.use_cache = True
     with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates: not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

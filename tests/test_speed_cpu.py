@@ -120,7 +120,7 @@ def test_gradient_checkpointing_keeps_the_full_forward_and_recomputes_head_chunk
     for checkpointing in (False, True):
         m = copy.deepcopy(model)
         if checkpointing:
-            m.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            p2o.checkpoint_activations(m.base_model.model)
         m.train()
         ckpt.clear()
         lp = p2o.completion_logprobs(m, prompts, comp, mask, tok.pad_token_id, 1.0, chunk=10)[0]
