@@ -207,36 +207,8 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: problems as {"id", "question", "answer"}, walked in a seeded order, and the prompt.
-
-def load_problems(path: str, warn: bool = True) -> list[dict]:
-    """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
-    are skipped with one warning (public sets have a few); a malformed line, or a file with nothing
-    usable, is an error."""
-    stem, rows, where = data_rows(path)
-    problems, skipped, ids = [], [], set()
-    for n, row in rows:
-        prob = problem_from_row(row, n, stem)
-        if prob is None:
-            skipped.append(n)
-            continue
-        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
-            prob["id"] = f"{prob['id']}:{n}"
-        ids.add(prob["id"])
-        problems.append(prob)
-    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
-            "with a final answer in it")
-    if not problems:
-        first = rows[0][1]
-        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
-        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
-                        f"{where} {rows[0][0]} has {has}")
-    if skipped and warn:
-        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
-        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
-              f"or gold answer ({where}s {shown})", file=sys.stderr)
-    return problems
-
+# Data: problems as {"id", "question", "answer"} (read from a file by load_problems, Part II),
+# walked in a seeded order, and the prompt.
 
 def next_problems(problems: list[dict], pos: dict, k: int, seed: int) -> list[dict]:
     """k problems in a seeded shuffled order, epoch after epoch; `pos` (epoch, index) is saved
@@ -784,14 +756,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
             row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
-        if cfg.log_completions:
-            for c in completion_rows(step + 1, batch, texts, rewards, feedback, eos):
-                log_completion(c)
-        if cfg.sample_every and (step + 1) % cfg.sample_every == 0:
-            for i in range(0, len(texts), cfg.group_size)[:3]:
-                log_sample({"step": step + 1, "question": batch_problems[i // cfg.group_size]["question"],
-                            "template": batch.templates[i], "completion": texts[i], "reward": rewards[i],
-                            "feedback": feedback[i], "answer": golds[i]})
+        write_rollouts(log_completion, log_sample, step + 1, batch, texts, rewards, feedback, eos, cfg)
         if cfg.eval and cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
             run_evals(model, tok, cfg, step + 1, log, out)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps or CTRL_C["stop"]:
@@ -818,6 +783,35 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
 # ----------------------------------------------------------------------------------------------
 # Data files and the model: rows of a file, prompts that fit the context; resolve the model's name,
 # load it (4-bit on CUDA), add LoRA.
+
+def load_problems(path: str, warn: bool = True) -> list[dict]:
+    """Problems of a JSONL file (or .json array). Rows without a usable question or gold answer
+    are skipped with one warning (public sets have a few); a malformed line, or a file with nothing
+    usable, is an error."""
+    stem, rows, where = data_rows(path)
+    problems, skipped, ids = [], [], set()
+    for n, row in rows:
+        prob = problem_from_row(row, n, stem)
+        if prob is None:
+            skipped.append(n)
+            continue
+        if prob["id"] in ids:  # ids key the hard buffer and the per-problem eval rows: keep them unique
+            prob["id"] = f"{prob['id']}:{n}"
+        ids.add(prob["id"])
+        problems.append(prob)
+    need = (f"a question ({'/'.join(QUESTION_KEYS)}) and a gold answer ({'/'.join(GOLD_KEYS)}) "
+            "with a final answer in it")
+    if not problems:
+        first = rows[0][1]
+        has = f"keys {sorted(first)}" if isinstance(first, dict) else f"a {type(first).__name__}"
+        raise UserError(f"{path}: no usable problem in {len(rows)} rows: each needs {need}; "
+                        f"{where} {rows[0][0]} has {has}")
+    if skipped and warn:
+        shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+        print(f"p2o: warning: {path}: skipped {len(skipped)} of {len(rows)} rows with no usable question "
+              f"or gold answer ({where}s {shown})", file=sys.stderr)
+    return problems
+
 
 QUESTION_KEYS = ("question", "problem", "prompt")
 GOLD_KEYS = ("answer", "final_answer", "ground_truth", "solution")
@@ -2362,6 +2356,20 @@ def truncated_rows(batch: Rollouts, eos: list[int]) -> torch.Tensor:
     that is not an EOS."""
     last = batch.completions[:, -1]
     return (batch.mask[:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
+
+
+def write_rollouts(log_completion, log_sample, step: int, batch: Rollouts, texts: list[str], rewards: list[float],
+                   feedback: list[str], eos: list[int], cfg: Config) -> None:
+    """What the model wrote: every rollout to completions.jsonl (unless --no-log-completions), and one
+    rollout of each of the first three groups to samples.jsonl every --sample-every steps."""
+    if cfg.log_completions:
+        for c in completion_rows(step, batch, texts, rewards, feedback, eos):
+            log_completion(c)
+    if cfg.sample_every and step % cfg.sample_every == 0:
+        for i in range(0, len(texts), cfg.group_size)[:3]:
+            prob = batch.problems[i // cfg.group_size]
+            log_sample({"step": step, "question": prob["question"], "template": batch.templates[i],
+                        "completion": texts[i], "reward": rewards[i], "feedback": feedback[i], "answer": prob["answer"]})
 
 
 def completion_rows(step: int, batch: Rollouts, texts: list[str], rewards: list[float], feedback: list[str],
