@@ -1,13 +1,14 @@
 """The demo with the rollout twin forced to one dtype: does P²O's effect hold on a CPU without bf16?
 
-    python bench/demo_twin_dtype.py --dtype fp32 --out runs/demo-fp32     # ~19 min on 2 shared cores
+    python bench/demo_twin_dtype.py --dtype fp32 --out runs/demo-fp32     # ~10 min alone on 2 cores
+    python bench/demo_twin_dtype.py --dtype fp32 --seed 3 --out runs/demo-fp32-3 --json /tmp/s3.json
     python bench/demo_twin_dtype.py --summarize runs/demo-fp32 --dtype fp32   # the table again, no run
 
 p2o.py picks the twin's dtype from the machine (`twin_dtype`: bf16 where the CPU has native bf16
 instructions, else fp32), so a bf16 box never runs the fp32 twin that most laptops get. This runs
 `python p2o.py --demo` unchanged except for that choice, then reads the run's own files: held-out
-accuracy at the first and last evaluation, guided groups and those with a nonzero advantage, GEPA
-time, wall time and peak RSS. Results -> bench/results/demo_twin_<dtype>.json.
+accuracy at the first and last evaluation, guided groups and those with a nonzero advantage, the
+mean train/sampler mismatch (rollout/mismatch_frac), GEPA time, wall time and peak RSS. Results -> bench/results/demo_twin_<dtype>.json.
 """
 import argparse
 import json
@@ -47,23 +48,25 @@ def summarize(run: Path) -> dict:
     return {"steps": len(steps), "evals_first": evals[0] if evals else {}, "evals_last": evals[-1] if evals else {},
             "guided_groups": sum(r.get("p2o/guided_groups", 0) for r in steps),
             "guided_nonzero_adv_groups": sum(r.get("p2o/guided_nonzero_adv_groups", 0) for r in steps),
+            "mismatch_frac_mean": round(sum(r.get("rollout/mismatch_frac", 0.0) for r in steps) / max(len(steps), 1), 4),
             "gepa_runs": len(gepa), "gepa_s": round(steps[-1].get("p2o/gepa_seconds", 0.0), 1) if steps else 0.0}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--seed", type=int, default=0, help="the demo's --seed")
     ap.add_argument("--out", default="runs/demo-twin", help="the demo's --out folder")
     ap.add_argument("--summarize", metavar="RUN", help="only read an existing run folder")
     ap.add_argument("--json", help="default: bench/results/demo_twin_<dtype>.json")
     args = ap.parse_args()
     results = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
-               "machine": f"{cpu_name()}, {os.cpu_count()} cores", "twin_dtype": args.dtype}
+               "machine": f"{cpu_name()}, {os.cpu_count()} cores", "twin_dtype": args.dtype, "seed": args.seed}
     run = Path(args.summarize or args.out)
     if not args.summarize:
         p2o.twin_dtype = lambda device: DTYPES[args.dtype]
         t0 = time.time()
-        rc = p2o.main(["--demo", "--out", str(run)])
+        rc = p2o.main(["--demo", "--seed", str(args.seed), "--out", str(run)])
         if rc:
             return rc
         ru = resource.getrusage(resource.RUSAGE_SELF)

@@ -266,7 +266,7 @@ def test_twin_dtype_bench_reads_a_run_folder(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     steps = [{"step": 0, "eval/l6/accuracy": 0.0, "eval/l6/n": 4},
-             {"step": 1, "loss": 0.1, "p2o/guided_groups": 0, "p2o/gepa_seconds": 0.0},
+             {"step": 1, "loss": 0.1, "p2o/guided_groups": 0, "p2o/gepa_seconds": 0.0, "rollout/mismatch_frac": 0.1},
              {"step": 2, "loss": 0.2, "p2o/guided_groups": 2, "p2o/guided_nonzero_adv_groups": 1, "p2o/gepa_seconds": 3.25},
              {"step": 2, "eval/l6/accuracy": 0.5, "eval/l6/n": 4}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
@@ -275,4 +275,4 @@ def test_twin_dtype_bench_reads_a_run_folder(tmp_path):
     assert got["steps"] == 2 and got["guided_groups"] == 2 and got["guided_nonzero_adv_groups"] == 1
     assert got["evals_first"] == {"step": 0, "eval/l6/accuracy": 0.0}
     assert got["evals_last"] == {"step": 2, "eval/l6/accuracy": 0.5}
-    assert got["gepa_runs"] == 1 and got["gepa_s"] == 3.2
+    assert got["gepa_runs"] == 1 and got["gepa_s"] == 3.2 and got["mismatch_frac_mean"] == 0.05
