@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -57,16 +58,18 @@ def main() -> int:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     ap.add_argument("--seed", type=int, default=0, help="the demo's --seed")
     ap.add_argument("--out", default="runs/demo-twin", help="the demo's --out folder")
+    ap.add_argument("--p2o-args", default="", help="more p2o.py flags for the demo, e.g. \"--rho-low 1e-6\" (an ablation)")
     ap.add_argument("--summarize", metavar="RUN", help="only read an existing run folder")
     ap.add_argument("--json", help="default: bench/results/demo_twin_<dtype>.json")
     args = ap.parse_args()
     results = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d"),
-               "machine": f"{cpu_name()}, {os.cpu_count()} cores", "twin_dtype": args.dtype, "seed": args.seed}
+               "machine": f"{cpu_name()}, {os.cpu_count()} cores", "twin_dtype": args.dtype, "seed": args.seed,
+               "p2o_args": args.p2o_args}
     run = Path(args.summarize or args.out)
     if not args.summarize:
         p2o.twin_dtype = lambda device: DTYPES[args.dtype]
         t0 = time.time()
-        rc = p2o.main(["--demo", "--seed", str(args.seed), "--out", str(run)])
+        rc = p2o.main(["--demo", "--seed", str(args.seed), "--out", str(run), *shlex.split(args.p2o_args)])
         if rc:
             return rc
         ru = resource.getrusage(resource.RUSAGE_SELF)
