@@ -499,12 +499,19 @@ _ARITHMETIC_RE = re.compile(
 
 def _last_side_of_arithmetic(s):
     """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every side is
-    plain arithmetic (digits and operators): 'x = 5' and '7 = 11a + c' stay equations."""
+    plain arithmetic (digits and operators), or when a chain substitutes values before its
+    plain last side: '7 * k = 7 * 0 = 0' -> '0' (a side between the first and the last is
+    plain arithmetic). 'x = 5' and '7 = 11a + c' stay equations."""
     sides = s.split("=")
-    if len(sides) < 2 or any(not re.search(r"\d", x) or not _ARITHMETIC_RE.fullmatch(x)
-                             for x in sides):
+    if len(sides) < 2 or _RELATION_SIGN_RE.search(s):
         return s
-    return sides[-1].strip()
+    plain = [bool(re.search(r"\d", x)) and _ARITHMETIC_RE.fullmatch(x) is not None for x in sides]
+    if all(plain) or (len(sides) >= 3 and plain[-1] and any(plain[1:-1]) and all(x.strip() for x in sides)):
+        return sides[-1].strip()
+    return s
+
+
+_RELATION_SIGN_RE = re.compile(r"[<>!:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?![A-Za-z])")
 
 # ----------------------------------------------------------------------------- plain numbers
 

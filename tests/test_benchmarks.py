@@ -276,3 +276,17 @@ def test_twin_dtype_bench_reads_a_run_folder(tmp_path):
     assert got["evals_first"] == {"step": 0, "eval/l6/accuracy": 0.0}
     assert got["evals_last"] == {"step": 2, "eval/l6/accuracy": 0.5}
     assert got["gepa_runs"] == 1 and got["gepa_s"] == 3.2 and got["mismatch_frac_mean"] == 0.05
+
+
+def test_twin_dtype_bench_combines_seeds():
+    """bench/demo_twin_dtype.py --combine: per-seed files -> level 6 per seed and the seeds above start."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from demo_twin_dtype import combine
+    run = lambda seed, l6: {"seed": seed, "twin_dtype": "fp32", "command": "c", "guided_groups": 8,
+                            "guided_nonzero_adv_groups": 4, "machine": "m",
+                            "evals_first": {"eval/demo_test_l6/accuracy": 0.0, "eval/demo_test_l1/accuracy": 0.5},
+                            "evals_last": {"eval/demo_test_l6/accuracy": l6, "eval/demo_test_l1/accuracy": 0.25}}
+    got = combine([run(1, 0.0), run(0, 0.75)])
+    assert [r["seed"] for r in got["per_seed"]] == [0, 1]
+    assert got["seeds_l6_above_start"] == 1 and got["mean_l6_end"] == 0.375 and got["mean_l1_end"] == 0.25

@@ -741,6 +741,13 @@ def test_a_bare_answer_is_taken_whole_not_its_last_number():
     ("x = 5", "5", 1.0),                            # variable equations keep working as before
     ("x = 12 + 13 = 25", "25", 1.0),
     ("2x = 10", "5", 0.0),                          # an equation to solve is not its solution
+    # a chain that substitutes a value commits to its plain last side (the demo's level 6)
+    ("713 * k = 713 * 0 = 0.", "0", 1.0),
+    ("532k = 532 * 0 = 0", "0", 1.0),
+    ("f(2) = 2 \\cdot 2 + 1 = 5", "5", 1.0),
+    ("713 * k = 713 * 0 = 1", "0", 0.0),            # ... and a wrong last side is wrong
+    ("x \\le 2 + 3 = 5", "5", 0.0),                 # a relation is not a worked chain
+    ("y = 2x + 1 = 7", "2x + 1", 0.0),              # no plain side in between: an equation
 ])
 def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     assert verify.score(completion, gold)[0] == reward
