@@ -502,8 +502,10 @@ def _last_side_of_arithmetic(s):
     plain arithmetic (digits and operators), or when a chain substitutes values before its
     plain last side: '7 * k = 7 * 0 = 0' -> '0' (a side between the first and the last is
     plain arithmetic). 'x = 5' and '7 = 11a + c' stay equations."""
-    sides = s.split("=")
-    if len(sides) < 2 or _RELATION_SIGN_RE.search(s):
+    if len(s) > MAX_ANSWER_CHARS or _RELATION_SIGN_RE.search(s):
+        return s
+    sides = _TIMES_X_RE.sub("*", s).split("=")  # '731 x 0 = 0': an x between numbers is a times
+    if len(sides) < 2:
         return s
     plain = [bool(re.search(r"\d", x)) and _ARITHMETIC_RE.fullmatch(x) is not None for x in sides]
     if all(plain) or (len(sides) >= 3 and plain[-1] and any(plain[1:-1]) and all(x.strip() for x in sides)):
@@ -511,6 +513,7 @@ def _last_side_of_arithmetic(s):
     return s
 
 
+_TIMES_X_RE = re.compile(r"(?<=\d)\s*x\s*(?=\d)")
 _RELATION_SIGN_RE = re.compile(r"[<>!:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?![A-Za-z])")
 
 # ----------------------------------------------------------------------------- plain numbers

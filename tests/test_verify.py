@@ -746,6 +746,8 @@ def test_a_bare_answer_is_taken_whole_not_its_last_number():
     ("532k = 532 * 0 = 0", "0", 1.0),
     ("f(2) = 2 \\cdot 2 + 1 = 5", "5", 1.0),
     ("713 * k = 713 * 0 = 1", "0", 0.0),            # ... and a wrong last side is wrong
+    ("731 x 0 = 0.", "0", 1.0),                     # an x between numbers is a times
+    ("12 x 3 = 35", "36", 0.0),
     ("x \\le 2 + 3 = 5", "5", 0.0),                 # a relation is not a worked chain
     ("y = 2x + 1 = 7", "2x + 1", 0.0),              # no plain side in between: an equation
 ])
