@@ -502,7 +502,7 @@ def _last_side_of_arithmetic(s):
     plain arithmetic (digits and operators), or when a chain substitutes values before its
     plain last side: '7 * k = 7 * 0 = 0' -> '0' (a side between the first and the last is
     plain arithmetic). 'x = 5' and '7 = 11a + c' stay equations."""
-    if len(s) > MAX_ANSWER_CHARS or _RELATION_SIGN_RE.search(s):
+    if _RELATION_SIGN_RE.search(s):  # ('!=' is already '\\ne' here; a '!' is a factorial)
         return s
     sides = _TIMES_X_RE.sub("*", s).split("=")  # '731 x 0 = 0': an x between numbers is a times
     if len(sides) < 2:
@@ -514,7 +514,7 @@ def _last_side_of_arithmetic(s):
 
 
 _TIMES_X_RE = re.compile(r"(?<=\d)\s*x\s*(?=\d)")
-_RELATION_SIGN_RE = re.compile(r"[<>!:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?![A-Za-z])")
+_RELATION_SIGN_RE = re.compile(r"[<>:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?![A-Za-z])")
 
 # ----------------------------------------------------------------------------- plain numbers
 

@@ -749,6 +749,7 @@ def test_a_bare_answer_is_taken_whole_not_its_last_number():
     ("731 x 0 = 0.", "0", 1.0),                     # an x between numbers is a times
     ("12 x 3 = 35", "36", 0.0),
     ("x \\le 2 + 3 = 5", "5", 0.0),                 # a relation is not a worked chain
+    ("5! = 120", "120", 1.0),                       # a factorial is arithmetic, not a relation
     ("y = 2x + 1 = 7", "2x + 1", 0.0),              # no plain side in between: an equation
 ])
 def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
