@@ -1761,6 +1761,14 @@ def vllm_command(cfg: Config, root: str) -> str:
             f"--enable-lora --max-lora-rank {rank} --logprobs-mode processed_logprobs")
 
 
+def unload_adapter(root: str, name: str) -> None:
+    try:
+        urllib.request.urlopen(urllib.request.Request(root + "/v1/unload_lora_adapter", json.dumps(
+            {"lora_name": name}).encode(), {"Content-Type": "application/json"}), timeout=5).close()
+    except (OSError, http.client.HTTPException):
+        pass  # the server is gone, or it already dropped the adapter
+
+
 class VllmEngine:
     """Generates on the server at --vllm-url; follows the policy by adapter (follow); adapter off = the
     server's base model."""
@@ -1773,13 +1781,13 @@ class VllmEngine:
         self.dir = Path(cfg.vllm_adapter_dir or Path(cfg.out) / "vllm_adapters").resolve()
         self.run_id = f"p2o-{time.strftime('%m%d-%H%M%S')}-{os.urandom(3).hex()}"  # no other process has it
         self.base = self.served = self.adapter = self.folder = self.max_len = None
-        self.names, self.said, self.best, self.sync_s, self.retries = set(), set(), None, 0.0, 0
+        self.names, self.said, self.best, self.sync_s, self.retries, self.release = set(), set(), None, 0.0, 0, None
 
-    def call(self, path: str, body: dict | None = None, timeout: float | None = None, tries: int = VLLM_TRIES):
+    def call(self, path: str, body: dict | None = None, timeout: float | None = None, tries: int | None = None):
         """The server's answer (JSON, or text) to GET `path`, or POST `body` there. A refused or dropped
         connection or a timeout is tried again, a bounded number of times, then ServerGone; an error
         status raises VllmRefused at once."""
-        data = None if body is None else json.dumps(body).encode()
+        data, tries = None if body is None else json.dumps(body).encode(), tries or VLLM_TRIES
         for attempt in range(tries):
             request = urllib.request.Request(self.root + path, data=data, headers={"Content-Type": "application/json"})
             try:
@@ -1877,6 +1885,11 @@ class VllmEngine:
         self.load(name, folder)
         old, old_folder = self.adapter, self.folder
         self.adapter, self.folder, self.served = name, folder, name
+        if self.release:
+            self.release.detach()
+        # when the run is over (the policy and so its engine are gone, or the process ends) its last
+        # adapter leaves the server too: a long-lived server does not collect one per run
+        self.release = weakref.finalize(self, unload_adapter, self.root, name)
         if old:
             try:
                 self.call("/v1/unload_lora_adapter", {"lora_name": old})
