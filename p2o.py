@@ -26,9 +26,9 @@ prompt templates with a reflection LM (`run_gepa`); the templates that cover the
 problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back as a
 share of later batches (`draw_problems`), so this works however large the data is.
 
-What it leaves out: more than one GPU, full fine-tuning (LoRA only), a value network or a reward
-model (rewards are verify.score's rule-checked 0/1), and a separate inference server (rollouts run
-in-process through transformers' generate).
+What it leaves out: training on more than one GPU, full fine-tuning (LoRA only), a value network or
+a reward model (rewards are verify.score's rule-checked 0/1). Rollouts run in-process through
+transformers' generate, or on a vLLM server (--rollout-engine vllm), sent the adapter after each step.
 
 Only this file imports torch; gepa.py and verify.py are standalone and can be copied alone.
 """
@@ -1949,7 +1949,7 @@ class VllmEngine:
                                                      **common})["choices"]
             except VllmRefused as e:
                 raise UserError(f"--vllm-url {self.root} refused a request for {name} ({e}); its log says more") from None
-        with concurrent.futures.ThreadPoolExecutor(min(VLLM_PARALLEL, len(jobs))) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(VLLM_PARALLEL, len(jobs)))) as pool:
             answers = list(pool.map(ask, jobs, seeds))
         comp = torch.full((len(ids), max_new), tok.pad_token_id, dtype=torch.long)
         logp = torch.zeros(len(ids), max_new)
