@@ -138,7 +138,7 @@ class Config:
                                 "load (default: OUT/vllm_adapters); the server must read it at the same path: the same "
                                 "machine, or a filesystem both mount at one path")
     vllm_timeout: float = opt(600.0, "--rollout-engine vllm: seconds one request may take (a refused or dropped "
-                              "connection is retried 4 times over ~15 s; then a checkpoint, and --resume continues)")
+                              "connection is tried 4 times, 1, 2 and 4 s apart; then a checkpoint, and --resume continues)")
     compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
                        "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
                        "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
@@ -1891,10 +1891,7 @@ class VllmEngine:
         # adapter leaves the server too: a long-lived server does not collect one per run
         self.release = weakref.finalize(self, unload_adapter, self.root, name)
         if old:
-            try:
-                self.call("/v1/unload_lora_adapter", {"lora_name": old})
-            except VllmRefused:
-                pass  # already gone (a restarted server): nothing to unload
+            unload_adapter(self.root, old)
             shutil.rmtree(old_folder, ignore_errors=True)
         self.sync_s = time.time() - t0
 
