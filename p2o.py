@@ -1153,8 +1153,9 @@ class PeftEngine:
         with model.disable_adapter():
             yield
 
-    def stats(self) -> dict:
-        return {"rollout/engine": self.name, "rollout/compile_s": 0.0, "rollout/graphs": 0, "rollout/eager_calls": 0}
+    def stats(self) -> dict:  # (the twin's compiled path fills the last three)
+        return {"rollout/engine": self.name, "rollout/compile_s": getattr(self, "compile_s", 0.0),
+                "rollout/graphs": len(getattr(self, "shapes", ())), "rollout/eager_calls": getattr(self, "eager_calls", 0)}
 
 
 PEFT = PeftEngine()
@@ -1199,19 +1200,14 @@ class Twin(PeftEngine):
         finally:
             refresh_twin(model, lora=True)
 
-    def stats(self) -> dict:
-        return {"rollout/engine": self.name, "rollout/compile_s": self.compile_s, "rollout/graphs": len(self.shapes),
-                "rollout/eager_calls": self.eager_calls}
-
 
 @torch.no_grad()
-def hf_generate(model, twin: Twin | None, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config, greedy: bool = False,
                 max_new_tokens: int | None = None):
-    """generate_with_logprobs with transformers, on the twin when given, else on the policy itself."""
+    """generate_with_logprobs with transformers, on the twin (`entry`) when given, else on the policy itself."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
-    entry = twin
     gen_model = entry.model if entry else model
     contiguous_head_input(gen_model)
     was_training = model.training
@@ -1565,7 +1561,6 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device, tok=None) ->
     # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
     compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     engine, sizes = choose_engine(model, cfg, device, dtype, compile)
-    ENGINES.pop(model, None)
     if engine == "twin":
         try:
             build_twin(model, dtype, device, cfg, compile)
