@@ -3,6 +3,7 @@ the sampler's log-probs match the trainer's (mismatch). Needs a running vLLM ser
 
     bash tests/vllm_server.sh install && bash tests/vllm_server.sh start
     python bench/vllm_vs_twin.py --vllm-url http://127.0.0.1:8765/v1 --json bench/results/vllm_vs_twin_cpu.json
+    python bench/vllm_vs_twin.py --demo-run runs/demo-vllm --json bench/results/demo_vllm_cpu.json   # a demo's figures
 
 Model: the one the server serves (read from /v1/models), loaded by p2o in fp32 on the CPU with a nonzero
 LoRA adapter (as after some training; for vllm it is sent to the server like every step's). Generation:
@@ -40,6 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4, help="training steps per engine for the step time (0: skip)")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
+    ap.add_argument("--demo-run", metavar="RUN", help="only summarize a finished `p2o.py --demo --rollout-engine vllm` "
+                    "run folder (held-out accuracy first/last, mismatch, adapter sync time) into --json")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     args.engines = [e for e in args.engines.split(",") if e]
@@ -127,8 +130,28 @@ def step_time(args, model_path, work):
     return out
 
 
+def demo_summary(run):
+    """A --rollout-engine vllm demo's figures, as bench/demo_twin_dtype.py reads a twin demo's, plus the engine's own."""
+    from pathlib import Path
+    import p2o
+    from demo_twin_dtype import summarize
+    steps = [r for r in p2o.read_rows(Path(run) / "metrics.jsonl") if "loss" in r]
+    config = json.load(open(os.path.join(run, "config.json")))
+    return {"run": run, "rollout_engine": config["rollout_engine"], "vllm_url": config["vllm_url"], **summarize(Path(run)),
+        "mismatch_frac_max": max(r["rollout/mismatch_frac"] for r in steps),
+        "sync_s_mean": round(sum(r["rollout/sync_s"] for r in steps) / len(steps), 3),
+        "retries": steps[-1]["rollout/retries"], "step_time_s_mean": round(sum(r["step_time"] for r in steps) / len(steps), 1),
+        "rollout_s_mean": round(sum(r["time/rollout_s"] for r in steps) / len(steps), 1)}
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.demo_run:
+        results = demo_summary(args.demo_run) | {"date": time.strftime("%Y-%m-%d"), "device": f"{cpu_name()}, {os.cpu_count()} cores"}
+        print(json.dumps(results, indent=1))
+        if args.json:
+            write_results(args.json, results)
+        return results
     import torch
     torch.set_num_threads(1)
     model_path = served_model(args.vllm_url)
