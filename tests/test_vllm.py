@@ -341,3 +341,16 @@ def test_vllm_flags_are_checked_before_anything_loads(argv, message):
     cfg, _ = p2o.parse_config(argv)
     with pytest.raises(p2o.UserError, match=message.replace("(", r"\(")):
         p2o.check_config(cfg)
+
+
+def test_the_bench_runs_against_the_server(server, tmp_path):
+    """bench/vllm_vs_twin.py, as small as it goes: the same batch on the fp32 twin and on the server, and
+    the server's log-probs as close to the trainer's as the twin's."""
+    import sys
+    sys.path.insert(0, str(p2o.HERE / "bench"))
+    from vllm_vs_twin import main
+    got = main(["--vllm-url", server[0], "--prompts", "1", "--new-tokens", "8", "--rounds", "1", "--steps", "0",
+                "--engines", "twin_fp32,vllm", "--json", str(tmp_path / "b.json")])
+    assert json.loads((tmp_path / "b.json").read_text())["generate"].keys() == {"twin_fp32", "vllm"}
+    for engine in ("twin_fp32", "vllm"):
+        assert got["generate"][engine]["tokens"] > 4 and got["generate"][engine]["max_abs_logp_gap"] < 1e-3
