@@ -144,10 +144,12 @@ def test_no_staleness_across_two_adapters_on_the_same_prompt(policy):
     with torch.no_grad():
         first = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
     assert gap(first, slogp, mask) > 0.01
+    p2o.follow_policy(model, 14)  # server and trainer agree again, for the tests after this one
 
 
 def test_temperature_reaches_the_server_and_its_logprobs(policy):
     cfg, model, tok, engine = policy
+    p2o.follow_policy(model, 20)  # (whatever the tests before left on the server)
     prompts = [p2o.chat_prompt(tok, PROMPT)] * 8
     for t in (0.4, 1.3):
         c = p2o.dataclasses.replace(cfg, temperature=t)
