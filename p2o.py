@@ -138,7 +138,8 @@ class Config:
                                 "load (default: OUT/vllm_adapters); the server must read it at the same path: the same "
                                 "machine, or a filesystem both mount at one path")
     vllm_timeout: float = opt(600.0, "--rollout-engine vllm: seconds one request may take (a refused or dropped "
-                              "connection is tried 4 times, 1, 2 and 4 s apart; then a checkpoint, and --resume continues)")
+                              "connection is tried 4 times, 1, 2 and 4 s apart; then a checkpoint, and --resume "
+                              "continues)")
     compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
                        "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
                        "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
@@ -1111,7 +1112,8 @@ def eos_ids(model, tok) -> list[int]:
 # server, sent the adapter after every step (VllmEngine).
 
 def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
-    """Batched generation on the policy's rollout engine. Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
+    """Batched generation on the policy's rollout engine.
+    Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
     return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
 
 
@@ -1155,11 +1157,12 @@ class PeftEngine:
 
     def stats(self) -> dict:  # (the twin's compiled path fills the last three)
         return {"rollout/engine": self.name, "rollout/compile_s": getattr(self, "compile_s", 0.0),
-                "rollout/graphs": len(getattr(self, "shapes", ())), "rollout/eager_calls": getattr(self, "eager_calls", 0)}
+                "rollout/graphs": len(getattr(self, "shapes", ())),
+                "rollout/eager_calls": getattr(self, "eager_calls", 0)}
 
 
 PEFT = PeftEngine()
-ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine when it is not the policy itself (a Twin, a VllmEngine)
+ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (Twin, VllmEngine)
 
 
 def engine_of(model):
@@ -1805,15 +1808,17 @@ class VllmEngine:
                 if attempt + 1 < tries:
                     self.retries += 1
                     time.sleep(2 ** attempt)
-        raise ServerGone(f"the vLLM server at {self.root} stopped answering ({why}; {tries} tries)")
+        gone = ServerGone(f"the vLLM server at {self.root} stopped answering ({why}; {tries} tries)")
+        gone.why = why
+        raise gone
 
     def connect(self, model, tok, cfg: Config) -> None:
         """The start checks, each one line (exit 2) saying what to do; then the first adapter."""
         try:
             cards = self.call("/v1/models", timeout=10, tries=2)["data"]
         except (ServerGone, VllmRefused, KeyError, TypeError) as e:
-            raise UserError(f"--vllm-url {cfg.vllm_url}: no vLLM server answers there ({e}); start one with: "
-                            f"{vllm_command(cfg, self.root)}") from None
+            raise UserError(f"--vllm-url {cfg.vllm_url}: no vLLM server answers there ({getattr(e, 'why', e)}); "
+                            f"start one with: {vllm_command(cfg, self.root)}") from None
         card = next(c for c in cards if not c.get("parent"))  # (the others are adapters)
         self.base = self.served = card["id"]
         self.max_len = card.get("max_model_len")
@@ -1836,12 +1841,13 @@ class VllmEngine:
             cfg, max_new_tokens=16, min_new_tokens=0, top_p=1.0), model_name=self.base, seed=0)
         args = ([ids] * 4, comp, mask, tok.pad_token_id)
         with model.disable_adapter():
-            gaps = [float(((completion_logprobs(model, *args, t)[0] - slogp).abs() * mask).sum() / mask.sum().clamp(min=1))
-                    for t in (cfg.temperature, 1.0)]
+            gaps = [float(((completion_logprobs(model, *args, t)[0] - slogp).abs() * mask).sum()
+                          / mask.sum().clamp(min=1)) for t in (cfg.temperature, 1.0)]
         if cfg.temperature != 1.0 and gaps[1] < gaps[0]:
             raise UserError(f"--vllm-url {cfg.vllm_url} returns the log-probs of the unscaled distribution (they "
-                            f"match the trainer's at temperature 1 to {gaps[1]:.3f}, at --temperature {cfg.temperature:g} "
-                            "only to {:.3f}); restart it with --logprobs-mode processed_logprobs".format(gaps[0]))
+                            f"match the trainer's at temperature 1 to {gaps[1]:.3f}, at --temperature "
+                            f"{cfg.temperature:g} only to {gaps[0]:.3f}); restart it with --logprobs-mode "
+                            "processed_logprobs")
         if gaps[0] > VLLM_PROBE_NATS:
             raise UserError(f"--vllm-url {cfg.vllm_url}: the server's log-probs of its own samples differ from --model "
                             f"{cfg.model}'s by {gaps[0]:.2f} nats a token: it serves other weights than --model, or "
@@ -1940,7 +1946,8 @@ class VllmEngine:
                 return self.call("/v1/completions", {"model": name, "prompt": job[0], "n": len(job[1]), "seed": s,
                                                      **common})["choices"]
             except VllmRefused as e:
-                raise UserError(f"--vllm-url {self.root} refused a request for {name} ({e}); its log says more") from None
+                raise UserError(f"--vllm-url {self.root} refused a request for {name} ({e}); its log says more") \
+                    from None
         with concurrent.futures.ThreadPoolExecutor(max(1, min(VLLM_PARALLEL, len(jobs)))) as pool:
             answers = list(pool.map(ask, jobs, seeds))
         comp = torch.full((len(ids), max_new), tok.pad_token_id, dtype=torch.long)
@@ -2187,7 +2194,8 @@ LIVE = {}
 def step_starts(step: int, cfg: Config):
     for k in range(step, cfg.steps):
         if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
-            LIVE.update(step=k, moved=False, point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
+            LIVE.update(step=k, moved=False,
+                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
         yield k
 
 
