@@ -26,9 +26,9 @@ prompt templates with a reflection LM (`run_gepa`); the templates that cover the
 problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back as a
 share of later batches (`draw_problems`), so this works however large the data is.
 
-What it leaves out: more than one GPU, full fine-tuning (LoRA only), a value network or a reward
-model (rewards are verify.score's rule-checked 0/1), and a separate inference server (rollouts run
-in-process through transformers' generate).
+What it leaves out: training on more than one GPU, full fine-tuning (LoRA only), a value network or
+a reward model (rewards are verify.score's rule-checked 0/1). Rollouts run in-process through
+transformers' generate, or on a vLLM server (--rollout-engine vllm), sent the adapter after each step.
 
 Only this file imports torch; gepa.py and verify.py are standalone and can be copied alone.
 """
@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import concurrent.futures
 import copy
 import dataclasses
 import errno
+import http.client
 import io
 import itertools
 import json
@@ -53,6 +55,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -124,7 +128,18 @@ class Config:
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
     rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
                               "refreshed after every step; compiled on CUDA) | peft (generate with the training "
-                              "model itself); auto = twin when the device has room for it", ("auto", "twin", "peft"))
+                              "model itself) | vllm (generate on the vLLM server at --vllm-url, sent the adapter "
+                              "after every step: README, 'Past one GPU'); auto = twin when the device has room for it",
+                              ("auto", "twin", "peft", "vllm"))
+    vllm_url: str = opt("", "--rollout-engine vllm: the server's OpenAI-compatible base URL, e.g. "
+                        "http://127.0.0.1:8000/v1 (started with --enable-lora, --logprobs-mode processed_logprobs and "
+                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=1; p2o prints the command when none answers)")
+    vllm_adapter_dir: str = opt("", "--rollout-engine vllm: where each step's adapter is written for the server to "
+                                "load (default: OUT/vllm_adapters); the server must read it at the same path: the same "
+                                "machine, or a filesystem both mount at one path")
+    vllm_timeout: float = opt(600.0, "--rollout-engine vllm: seconds one request may take (a refused or dropped "
+                              "connection is tried 4 times, 1, 2 and 4 s apart; then a checkpoint, and --resume "
+                              "continues)")
     compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
                        "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
                        "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
@@ -707,7 +722,12 @@ def train(cfg: Config, given: set[str] | None = None, stop_after: int | None = N
     """The whole run, holding --out's lock from start to end. `stop_after` ends early as if killed after
     that step (tests use it); `reflector_lm` overrides --reflector with any callable (tests script it)."""
     with run_folder_lock(Path(cfg.out)):
-        return train_locked(cfg, given, stop_after, reflector_lm)
+        try:
+            return train_locked(cfg, given, stop_after, reflector_lm)
+        except ServerGone as e:  # the vLLM server went away: save what can be saved, then one line (Part II)
+            raise save_after_fault(e) from None
+        finally:
+            LIVE.clear()
 
 
 def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, reflector_lm) -> Path:
@@ -738,7 +758,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         t1 = time.time()
         stats = update_policy(model, optimizer, scheduler, batch, cfg)
         count_skipped(stats, pos, step + 1, cfg)
-        refresh_twin(model)  # the rollout twin follows the updated policy
+        follow_policy(model, step + 1, stats)  # the rollout engine follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
         if cfg.p2o and gepa_due(p2o, cfg, step, epoch_before, pos):
@@ -900,6 +920,14 @@ def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_ne
     if long and not fits:
         raise UserError(f"{path}: every prompt is longer than the model's context ({context} tokens, {max_new} of "
                         "them kept for --max-new-tokens); shorten the questions or lower --max-new-tokens")
+    server = getattr(engine_of(model), "max_len", None)  # a vLLM server's --max-model-len: its choice, not the model's
+    if server and server < context:
+        need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
+                        ["input_ids"]) for p in fits), default=0) + max_new
+        if need > server:
+            raise UserError(f"{path}: the longest prompt plus {max_new} new tokens takes {need} tokens, more than the "
+                            f"vLLM server's context ({server}); restart it with --max-model-len {need} or more, or "
+                            "lower --max-new-tokens")
     if long and warn:
         print(f"p2o: warning: {path}: skipped {len(long)} of {len(problems)} problems whose prompt does not fit "
               f"the model's context ({context} tokens with --max-new-tokens {max_new}; first: id {long[0]['id']})",
@@ -1022,7 +1050,7 @@ def load_model(cfg: Config, device: torch.device, adapter: str = ""):
             lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                               target_modules="all-linear", task_type="CAUSAL_LM")
             model = get_peft_model(model, lora)
-    attach_rollout_engine(model, cfg, device)
+    attach_rollout_engine(model, cfg, device, tok)
     return model, tok
 
 
@@ -1076,25 +1104,114 @@ def eos_ids(model, tok) -> list[int]:
 
 # ----------------------------------------------------------------------------------------------
 # Rollout engine. Every token the kit generates (rollouts, GEPA scoring, evaluation, the `self`
-# reflector) goes through `generate`. With the `twin` engine it runs on a plain copy of the policy
-# with each LoRA delta folded into its weight: no 4-bit dequantize and no LoRA side branch per token,
-# and a model transformers can compile. The twin is rebuilt in place after every optimizer step.
+# reflector) goes through `generate`, on the policy's engine (attach_rollout_engine). An engine does three
+# things: generate (prompt ids, completions [N, T], mask, the sampler's log-probs), follow the policy after an
+# optimizer step, and turn the adapter off (a context manager). peft: the training model itself; twin: a
+# plain copy of the policy with each LoRA delta folded into its weight (no 4-bit dequantize and no LoRA side
+# branch per token, and a model transformers can compile), rebuilt in place after every step; vllm: a vLLM
+# server, sent the adapter after every step (VllmEngine).
 
 def generate(model, tok, prompts: list[str], cfg: Config, greedy: bool = False, max_new_tokens: int | None = None):
-    """Batched generation with the KV cache, on the rollout twin when the policy has one.
+    """Batched generation on the policy's rollout engine.
     Returns (prompt ids list, completion ids [N, T], mask [N, T])."""
     return generate_with_logprobs(model, tok, prompts, cfg, greedy, max_new_tokens)[:3]
 
 
-@torch.no_grad()
 def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
                            max_new_tokens: int | None = None):
     """`generate`, plus the sampler's log-probs of the sampled tokens [N, T] (None when greedy)."""
+    return engine_of(model).generate(model, tok, prompts, cfg, greedy, max_new_tokens)
+
+
+def follow_policy(model, step: int, stats: dict | None = None) -> None:
+    """After the optimizer step `step` (and after loading a checkpoint): the engine follows the policy.
+    `stats` (the step's) let the vllm engine watch its agreement with the trainer."""
+    LIVE["moved"] = True  # the weights are no longer those of the step's start (save_after_fault)
+    engine_of(model).follow(model, step, stats)
+
+
+def rollout_stats(model) -> dict:
+    return engine_of(model).stats()
+
+
+def adapter_off(model):
+    """The base model with the adapter off, for generation (the `self` reflector): a context manager."""
+    return engine_of(model).adapter_off(model)
+
+
+class PeftEngine:
+    """The training model generates itself (LoRA side branches, 4-bit weights dequantized per token). Any
+    model without an engine of its own (a local reflector, tests' bare models) uses it."""
+    name = "peft"
+
+    def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
+        return hf_generate(model, None, tok, prompts, cfg, greedy, max_new_tokens)
+
+    def follow(self, model, step=None, stats=None):
+        pass  # it is the policy
+
+    @contextlib.contextmanager
+    def adapter_off(self, model):
+        with model.disable_adapter():
+            yield
+
+    def stats(self) -> dict:  # (the twin's compiled path fills the last three)
+        return {"rollout/engine": self.name, "rollout/compile_s": getattr(self, "compile_s", 0.0),
+                "rollout/graphs": len(getattr(self, "shapes", ())),
+                "rollout/eager_calls": getattr(self, "eager_calls", 0)}
+
+
+PEFT = PeftEngine()
+ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (Twin, VllmEngine)
+
+
+def engine_of(model):
+    return ENGINES.get(model, PEFT)
+
+
+@dataclass(eq=False)
+class Twin(PeftEngine):
+    """The twin engine: the copy (build_twin) and its compiled path's state. rollout/graphs: batch shapes
+    compiled so far; rollout/eager_calls: generate calls that ran uncompiled although the compiled path was
+    asked for (a prompt beyond the cache, a failed or declined compile, no compiler)."""
+    model: object = None
+    compile: bool = False
+    plan: dict = field(default_factory=dict)
+    broken: str | None = None
+    caches: dict = field(default_factory=dict)
+    shapes: set = field(default_factory=set)
+    compile_s: float = 0.0
+    eager_calls: int = 0
+    said: set = field(default_factory=set)
+    used: bool = False
+    compile_config: object = None
+    name = "twin"
+
+    def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
+        return hf_generate(model, self, tok, prompts, cfg, greedy, max_new_tokens)
+
+    def follow(self, model, step=None, stats=None):
+        refresh_twin(model)
+
+    @contextlib.contextmanager
+    def adapter_off(self, model):
+        """Refreshed without the LoRA delta, then with it again; both refreshes are exact (rebuilt from the
+        policy, not undone by a subtraction), so afterwards the twin is bit for bit what it was."""
+        refresh_twin(model, lora=False)
+        try:
+            yield
+        finally:
+            refresh_twin(model, lora=True)
+
+
+@torch.no_grad()
+def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+                max_new_tokens: int | None = None):
+    """generate_with_logprobs with transformers, on the twin (`entry`) when given, else on the policy itself."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
-    entry = TWINS.get(model)
-    gen_model = entry["model"] if entry else model
+    gen_model = entry.model if entry else model
     contiguous_head_input(gen_model)
     was_training = model.training
     model.eval()
@@ -1114,11 +1231,11 @@ def generate_with_logprobs(model, tok, prompts: list[str], cfg: Config, greedy: 
             from transformers import LogitsProcessorList
             kw["logits_processor"] = LogitsProcessorList([record])
         out = None
-        if entry and entry["compile"] and not entry["broken"]:
+        if entry and entry.compile and not entry.broken:
             out = _generate_compiled(entry, dict(enc), max_new, kw)
         if out is None:
-            if entry and entry["compile"]:
-                entry["eager_calls"] += 1
+            if entry and entry.compile:
+                entry.eager_calls += 1
             if record is not None:
                 record.logp.clear()  # a compiled call that failed part-way may have drawn some
             inputs = dict(enc)
@@ -1199,7 +1316,6 @@ def completion_mask(completions: torch.Tensor, eos: list[int]) -> torch.Tensor:
     return (before == 0).long()
 
 
-TWINS = weakref.WeakKeyDictionary()  # policy model -> its twin and its compiled path's state (build_twin)
 # The compiled path runs fixed shapes: a call's batch is padded up to one of a few buckets, and each
 # bucket keeps one static KV cache, sized once for the run and reset between calls (cache_plan). So
 # a run compiles each bucket once and CUDA graphs, which hold the cache's addresses, are recorded once.
@@ -1312,12 +1428,12 @@ def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
     the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
     rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
     addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
-    entry = TWINS.get(model)
-    if entry is None:
+    entry = ENGINES.get(model)
+    if not isinstance(entry, Twin):
         return
     from peft.tuners.lora import LoraLayer
     base = _base(model)
-    for name, mod in entry["model"].named_modules():
+    for name, mod in entry.model.named_modules():
         own = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
         if not own:
             continue
@@ -1362,21 +1478,20 @@ def build_twin(model, dtype: torch.dtype, device: torch.device, cfg: Config | No
         twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
     compile = device.type == "cuda" if compile is None else compile
-    TWINS[model] = {"model": twin, "compile": compile, "broken": None, "plan": cache_plan(cfg or Config()),
-                    "caches": {}, "shapes": set(), "compile_s": 0.0, "eager_calls": 0, "said": set()}
+    ENGINES[model] = Twin(model=twin, compile=compile, plan=cache_plan(cfg or Config()))
     if compile:
-        _install_compiled_call(TWINS[model], device)
+        _install_compiled_call(ENGINES[model], device)
     refresh_twin(model, full=True)
     return twin
 
 
-def _install_compiled_call(entry: dict, device: torch.device) -> None:
+def _install_compiled_call(entry: Twin, device: torch.device) -> None:
     """Give the twin the compiled forward transformers' generate looks for (`_compiled_call`, reused
     while the compile config is the same object), wrapped so p2o sees whether a call used it: a
     call that did not ran uncompiled, whatever transformers decided. A new twin also starts torch's
     compile caches afresh, so a dropped twin's graphs do not count against the recompile limit."""
     from transformers import CompileConfig
-    twin = entry["model"]
+    twin = entry.model
     blocker = compile_blocker(device)
     if blocker:
         _give_up_compiling(entry, f"cannot compile the rollout twin: {blocker}")
@@ -1392,9 +1507,9 @@ def _install_compiled_call(entry: dict, device: torch.device) -> None:
         return
 
     def call(*args, **kwargs):
-        entry["used"] = True
+        entry.used = True
         return compiled(*args, **kwargs)
-    twin._compiled_call, twin._last_compile_config, entry["compile_config"] = call, cc, cc
+    twin._compiled_call, twin._last_compile_config, entry.compile_config = call, cc, cc
 
 
 def model_params(model) -> int:
@@ -1434,21 +1549,28 @@ def choose_engine(model, cfg: Config, device: torch.device, dtype: torch.dtype, 
     return ("twin" if fits else "peft"), f"twin {gib(twin)} + KV cache {gib(kv)} GiB"
 
 
-def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
-    """Pick the engine (auto: the twin when the device has room for it) and build the twin. Out of
-    memory while building it under auto: the peft engine, said in one line."""
+def attach_rollout_engine(model, cfg: Config, device: torch.device, tok=None) -> str:
+    """Pick the engine (auto: the twin when the device has room for it) and build the twin, or connect
+    to the vLLM server (its checks need `tok`). Out of memory while building the twin under auto: the
+    peft engine, said in one line."""
+    ENGINES.pop(model, None)
+    if cfg.rollout_engine == "vllm":
+        ENGINES[model] = engine = VllmEngine(cfg)
+        engine.connect(model, tok, cfg)
+        print(f"p2o: rollout engine: vllm ({engine.root}, serving {engine.base}; adapters in {engine.dir})",
+              file=sys.stderr)
+        return "vllm"
     dtype = twin_dtype(device)
     # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
     compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     engine, sizes = choose_engine(model, cfg, device, dtype, compile)
-    TWINS.pop(model, None)
     if engine == "twin":
         try:
             build_twin(model, dtype, device, cfg, compile)
         except torch.OutOfMemoryError:
             if cfg.rollout_engine != "auto":
                 raise
-            TWINS.pop(model, None)
+            ENGINES.pop(model, None)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             engine = "peft"
@@ -1456,38 +1578,13 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device) -> str:
                   file=sys.stderr)
     if engine == "twin":
         how = (f"a {str(dtype).split('.')[-1]} copy with LoRA folded in ({sizes})"
-               + (", compiled" if compile and not TWINS[model]["broken"] else ""))
+               + (", compiled" if compile and not ENGINES[model].broken else ""))
     else:
         how = "the training model" + (f"; no room for the twin: {sizes}" if cfg.rollout_engine == "auto" else "")
         if cfg.compile == "on":
             print("p2o: --compile on: the peft engine generates eagerly (only the twin compiles)", file=sys.stderr)
     print(f"p2o: rollout engine: {engine} ({how}; --rollout-engine to choose)", file=sys.stderr)
     return engine
-
-
-def rollout_stats(model) -> dict:
-    """rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls that ran
-    uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or
-    declined compile, no compiler)."""
-    entry = TWINS.get(model) or {}
-    return {"rollout/engine": "twin" if entry else "peft", "rollout/compile_s": entry.get("compile_s", 0.0),
-            "rollout/graphs": len(entry.get("shapes", ())), "rollout/eager_calls": entry.get("eager_calls", 0)}
-
-
-@contextlib.contextmanager
-def adapter_off(model):
-    """The base model with the adapter off, for generation. Twin: refreshed without the LoRA delta,
-    then with it again; both refreshes are exact (rebuilt from the policy, not undone by a
-    subtraction), so afterwards the twin is bit for bit what it was. Peft: disable_adapter()."""
-    if model not in TWINS:
-        with model.disable_adapter():
-            yield
-        return
-    refresh_twin(model, lora=False)
-    try:
-        yield
-    finally:
-        refresh_twin(model, lora=True)
 
 
 class Sampler:
@@ -1532,35 +1629,35 @@ def contiguous_head_input(gen_model) -> None:
         head._p2o_contiguous_input = True
 
 
-def _say(entry: dict, key: str, line: str) -> None:
+def _say(entry: Twin, key: str, line: str) -> None:
     """Print `line` once per twin and `key`."""
-    if key not in entry["said"]:
-        entry["said"].add(key)
+    if key not in entry.said:
+        entry.said.add(key)
         tqdm.write(line, file=sys.stderr)
 
 
-def _give_up_compiling(entry: dict, why: str | Exception) -> None:
+def _give_up_compiling(entry: Twin, why: str | Exception) -> None:
     """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
     inductor bug) must not end training."""
     if isinstance(why, Exception):
         why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
-    entry["broken"] = why
-    entry["caches"].clear()  # the eager path allocates its own
+    entry.broken = why
+    entry.caches.clear()  # the eager path allocates its own
     _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
 
 
 RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
 
 
-def _static_cache(entry: dict, batch: int):
+def _static_cache(entry: Twin, batch: int):
     """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
     first rows of the largest (generate calls never overlap), so together they cost the largest."""
     from transformers import StaticCache
     from transformers.cache_utils import StaticLayer
-    if batch in entry["caches"]:
-        return entry["caches"][batch]
-    twin, plan = entry["model"], entry["plan"]
-    cache = entry["caches"][batch] = StaticCache(config=twin.config, max_cache_len=plan[batch])
+    if batch in entry.caches:
+        return entry.caches[batch]
+    twin, plan = entry.model, entry.plan
+    cache = entry.caches[batch] = StaticCache(config=twin.config, max_cache_len=plan[batch])
     owner = max(b for b in plan if plan[b] == plan[batch])
     shape = getattr(twin, "_get_static_cache_init_shape", lambda: None)()
     if shape is None or any(type(layer) is not StaticLayer for layer in cache.layers):
@@ -1574,14 +1671,14 @@ def _static_cache(entry: dict, batch: int):
     return cache
 
 
-def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
+def _generate_compiled(entry: Twin, inputs: dict, max_new: int, kw: dict):
     """The compiled static-cache path: the batch is padded (with copies of its last row, dropped
     afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
     kept cache, reset first. A bucket's first call is preceded by a short warm-up that compiles it,
     timed as rollout/compile_s. Returns generate's output, or None when this call must run eagerly:
     it does not fit the plan, or compiling failed (said once; the compiled path is then off). A
     call transformers ran uncompiled is returned, counted, and turns the compiled path off."""
-    twin, plan = entry["model"], entry["plan"]
+    twin, plan = entry.model, entry.plan
     n, length = inputs["input_ids"].shape
     batch = min((b for b in plan if b >= n), default=None)
     if batch is None or length + max_new > plan[batch]:
@@ -1590,37 +1687,282 @@ def _generate_compiled(entry: dict, inputs: dict, max_new: int, kw: dict):
         return None
     cache = _static_cache(entry, batch)
     padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
-    static = {**kw, "cache": cache, "compile_config": entry["compile_config"]}
+    static = {**kw, "cache": cache, "compile_config": entry.compile_config}
     # past the limit torch would run new shapes uncompiled without a word: make that an error here
     limit = max(torch._dynamo.config.recompile_limit, len(plan) + RECOMPILE_MARGIN)
     try:
         with torch._dynamo.config.patch(recompile_limit=limit, fail_on_recompile_limit_hit=True):
-            if batch not in entry["shapes"]:
+            if batch not in entry.shapes:
                 bar = tqdm(total=0, desc="compiling rollout graphs (once)", bar_format="{desc}", leave=False)
                 t0 = time.time()
                 warm = {**static, "max_new_tokens": 3, "min_new_tokens": 0}
                 warm.pop("logits_processor", None)
                 cache.reset()
-                entry["used"] = False
+                entry.used = False
                 try:
                     twin.generate(**padded, **warm)
                 finally:
-                    entry["compile_s"] += time.time() - t0
+                    entry.compile_s += time.time() - t0
                     bar.close()
-                if entry["used"]:
-                    entry["shapes"].add(batch)
+                if entry.used:
+                    entry.shapes.add(batch)
             cache.reset()
-            entry["used"] = False
+            entry.used = False
             out = twin.generate(**padded, **static)
     except (torch.OutOfMemoryError, KeyboardInterrupt):
         raise
     except Exception as e:
         _give_up_compiling(entry, e)
         return None
-    if not entry["used"]:  # transformers declined to compile: its uncompiled static path is slower than eager
-        entry["eager_calls"] += 1
+    if not entry.used:  # transformers declined to compile: its uncompiled static path is slower than eager
+        entry.eager_calls += 1
         _give_up_compiling(entry, "transformers did not use the compiled forward")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The vllm engine: rollouts on a vLLM server, the way past one GPU (README, "Past one GPU"). The policy
+# reaches the server as a LoRA adapter only: after every step it is saved into a new folder and loaded
+# under a name never used before (run id + step), so no prefix-cache block or request of an older adapter
+# serves a newer one (vLLM keeps a reloaded name's cached blocks). Prompts go as the kit's own token ids,
+# never re-tokenized, with every sampling setting spelled out (the server's defaults come from the model's
+# generation_config). Standard-library HTTP: vLLM is the user's server, not a dependency of the kit.
+
+VLLM_TRIES = 4         # tries of a request whose connection fails or times out, 1, 2 and 4 s apart
+VLLM_PARALLEL = 16     # requests in flight at once: the server batches them
+VLLM_PROBE_NATS = 0.5  # start probe: a mean log-prob gap above this means the server serves other weights
+MISMATCH_JUMP = 0.05   # warn once when rollout/mismatch_frac exceeds twice the run's best so far plus this
+
+
+class ServerGone(UserError):
+    """The vLLM server stopped answering after bounded retries; `train` saves what it can first."""
+
+
+class VllmRefused(Exception):
+    """The server answered with an error status: it is there, and said no (status, message)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+def vllm_command(cfg: Config, root: str) -> str:
+    """The command that starts a server matching this run (printed when none answers)."""
+    from urllib.parse import urlsplit
+    path, gguf = resolve_model(cfg.model)
+    u = urlsplit(root)
+    rank = next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= cfg.lora_r), cfg.lora_r)  # vLLM's ranks
+    where = ("--dtype float32" if pick_device(cfg).type == "cpu"
+             else "--dtype bfloat16 --gpu-memory-utilization 0.3")  # beside the trainer on one GPU
+    return (f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 python -m vllm.entrypoints.openai.api_server --model "
+            f"{str(Path(path) / gguf) if gguf else path} --host {u.hostname} --port {u.port or 80} {where} "
+            f"--enable-lora --max-lora-rank {rank} --logprobs-mode processed_logprobs")
+
+
+def unload_adapter(root: str, name: str) -> None:
+    try:
+        urllib.request.urlopen(urllib.request.Request(root + "/v1/unload_lora_adapter", json.dumps(
+            {"lora_name": name}).encode(), {"Content-Type": "application/json"}), timeout=5).close()
+    except (OSError, http.client.HTTPException):
+        pass  # the server is gone, or it already dropped the adapter
+
+
+class VllmEngine:
+    """Generates on the server at --vllm-url; follows the policy by adapter (follow); adapter off = the
+    server's base model."""
+    name = "vllm"
+
+    def __init__(self, cfg: Config):
+        url = cfg.vllm_url.rstrip("/")
+        self.root = url[:-3] if url.endswith("/v1") else url  # (/tokenize lives beside /v1)
+        self.timeout = cfg.vllm_timeout
+        self.dir = Path(cfg.vllm_adapter_dir or Path(cfg.out) / "vllm_adapters").resolve()
+        self.run_id = f"p2o-{time.strftime('%m%d-%H%M%S')}-{os.urandom(3).hex()}"  # no other process has it
+        self.base = self.served = self.adapter = self.folder = self.max_len = None
+        self.names, self.said, self.best, self.sync_s, self.retries, self.release = set(), set(), None, 0.0, 0, None
+
+    def call(self, path: str, body: dict | None = None, timeout: float | None = None, tries: int | None = None):
+        """The server's answer (JSON, or text) to GET `path`, or POST `body` there. A refused or dropped
+        connection or a timeout is tried again, a bounded number of times, then ServerGone; an error
+        status raises VllmRefused at once."""
+        data, tries = None if body is None else json.dumps(body).encode(), tries or VLLM_TRIES
+        for attempt in range(tries):
+            request = urllib.request.Request(self.root + path, data=data, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=timeout or self.timeout) as r:
+                    text = r.read().decode("utf-8", "replace")
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return text  # (adapter loads are answered in plain text)
+            except urllib.error.HTTPError as e:
+                raw = e.read().decode("utf-8", "replace")
+                try:
+                    err = json.loads(raw)
+                    raw = (err.get("error") or {}).get("message") or err.get("detail") or raw
+                except (ValueError, AttributeError):
+                    pass
+                raise VllmRefused(e.code, str(raw).strip().splitlines()[0][:300] if str(raw).strip() else e.reason)
+            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out
+                why = getattr(e, "reason", None) or e
+                if attempt + 1 < tries:
+                    self.retries += 1
+                    time.sleep(2 ** attempt)
+        gone = ServerGone(f"the vLLM server at {self.root} stopped answering ({why}; {tries} tries)")
+        gone.why = why
+        raise gone
+
+    def connect(self, model, tok, cfg: Config) -> None:
+        """The start checks, each one line (exit 2) saying what to do; then the first adapter."""
+        try:
+            cards = self.call("/v1/models", timeout=10, tries=2)["data"]
+        except (ServerGone, VllmRefused, KeyError, TypeError) as e:
+            raise UserError(f"--vllm-url {cfg.vllm_url}: no vLLM server answers there ({getattr(e, 'why', e)}); "
+                            f"start one with: {vllm_command(cfg, self.root)}") from None
+        card = next(c for c in cards if not c.get("parent"))  # (the others are adapters)
+        self.base = self.served = card["id"]
+        self.max_len = card.get("max_model_len")
+        probe = chat_prompt(tok, "Compute 48 * 7 - 3/4, then x^2 = 9. Ünïcödé ∑ 数学 \\boxed{}")
+        ids = tok(probe, add_special_tokens=False)["input_ids"]
+        if self.call("/tokenize", {"model": self.base, "prompt": probe, "add_special_tokens": False})["tokens"] != ids:
+            raise UserError(f"--vllm-url {cfg.vllm_url} serves {self.base}, whose tokenizer is not --model "
+                            f"{cfg.model}'s; start the server with --model {resolve_model(cfg.model)[0]}")
+        self.probe(model, tok, cfg, ids)
+        if self.dir == (Path(cfg.out) / "vllm_adapters").resolve():  # (ours alone: --out is locked by this run)
+            shutil.rmtree(self.dir, ignore_errors=True)  # adapters of a stopped process are never loaded again
+        self.follow(model, 0)
+
+    @torch.no_grad()
+    def probe(self, model, tok, cfg: Config, ids: list[int]) -> None:
+        """A few tokens sampled on the server's base model at --temperature, and their log-probs set against
+        the trainer's (adapter off) at that temperature and at 1: closer at 1 means the server returns the
+        unscaled distribution's log-probs; far from both, it serves other weights."""
+        _, comp, mask, slogp = self.generate(model, tok, [ids] * 4, dataclasses.replace(
+            cfg, max_new_tokens=16, min_new_tokens=0, top_p=1.0), model_name=self.base, seed=0)
+        args = ([ids] * 4, comp, mask, tok.pad_token_id)
+        with model.disable_adapter():
+            gaps = [float(((completion_logprobs(model, *args, t)[0] - slogp).abs() * mask).sum()
+                          / mask.sum().clamp(min=1)) for t in (cfg.temperature, 1.0)]
+        if cfg.temperature != 1.0 and gaps[1] < gaps[0]:
+            raise UserError(f"--vllm-url {cfg.vllm_url} returns the log-probs of the unscaled distribution (they "
+                            f"match the trainer's at temperature 1 to {gaps[1]:.3f}, at --temperature "
+                            f"{cfg.temperature:g} only to {gaps[0]:.3f}); restart it with --logprobs-mode "
+                            "processed_logprobs")
+        if gaps[0] > VLLM_PROBE_NATS:
+            raise UserError(f"--vllm-url {cfg.vllm_url}: the server's log-probs of its own samples differ from --model "
+                            f"{cfg.model}'s by {gaps[0]:.2f} nats a token: it serves other weights than --model, or "
+                            "returns other log-probs; start it with --model "
+                            f"{resolve_model(cfg.model)[0]} --logprobs-mode processed_logprobs")
+
+    def load(self, name: str, folder: Path) -> None:
+        """Load an adapter folder under `name`; a refusal becomes one line saying what to change."""
+        try:
+            self.call("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+        except VllmRefused as e:
+            m = e.message
+            if e.status == 404 and m == "Not Found" or "LoRA is not enabled" in m:
+                m = ("runtime LoRA loading is off; start the server with VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 and "
+                     "--enable-lora")
+            elif "max_lora_rank" in m:
+                m += " Lower --lora-r, or restart the server with a higher --max-lora-rank"
+            elif e.status == 404:
+                m += (" The server must read --vllm-adapter-dir at the same path (the same machine, or a "
+                      "filesystem both mount at one path)")
+            raise UserError(f"--vllm-url {self.root}: loading adapter {folder}: {m}") from None
+
+    def follow(self, model, step: int = 0, stats: dict | None = None) -> None:
+        """Save the adapter into a new folder (written as .tmp, then renamed: the server never reads half
+        a folder), load it under a new name, sample with it from now on; then unload the previous one and
+        delete its folder (no request of it is in flight: generate returns when all are answered)."""
+        t0 = time.time()
+        self.watch(stats, step)
+        name = f"{self.run_id}-step{step}"
+        name += f"-{len(self.names)}" if name in self.names else ""
+        self.names.add(name)
+        folder, tmp = self.dir / name, self.dir / (name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        os.replace(tmp, folder)
+        self.load(name, folder)
+        old, old_folder = self.adapter, self.folder
+        self.adapter, self.folder, self.served = name, folder, name
+        if self.release:
+            self.release.detach()
+        # when the run is over (the policy and so its engine are gone, or the process ends) its last
+        # adapter leaves the server too: a long-lived server does not collect one per run
+        self.release = weakref.finalize(self, unload_adapter, self.root, name)
+        if old:
+            unload_adapter(self.root, old)
+            shutil.rmtree(old_folder, ignore_errors=True)
+        self.sync_s = time.time() - t0
+
+    def watch(self, stats: dict | None, step: int) -> None:
+        """A stale or missing adapter looks like a healthy run, except that the server's log-probs stop
+        matching the trainer's: one warning when rollout/mismatch_frac jumps above the run's best."""
+        frac = (stats or {}).get("rollout/mismatch_frac")
+        if frac is None:
+            return
+        if self.best is not None and frac > 2 * self.best + MISMATCH_JUMP and "jump" not in self.said:
+            self.said.add("jump")
+            tqdm.write(f"p2o: warning: step {step}: rollout/mismatch_frac jumped to {frac:.3f} (best so far "
+                       f"{self.best:.3f}): the server's log-probs no longer match the trainer's; is it sampling a "
+                       "stale or missing adapter? (its log, /v1/models)", file=sys.stderr)
+        self.best = frac if self.best is None else min(self.best, frac)
+
+    @contextlib.contextmanager
+    def adapter_off(self, model):
+        served, self.served = self.served, self.base
+        try:
+            yield
+        finally:
+            self.served = served
+
+    def stats(self) -> dict:
+        return {"rollout/engine": self.name, "rollout/sync_s": self.sync_s, "rollout/retries": self.retries}
+
+    def generate(self, model, tok, prompts, cfg: Config, greedy: bool = False, max_new_tokens: int | None = None,
+                 model_name: str | None = None, seed: int | None = None):
+        """generate_with_logprobs on the server. Rows with one prompt (a GRPO group) go as one request with
+        n = their count; requests run concurrently. Each request's seed is drawn from torch's generator, so
+        a seeded run asks for the same samples, and a resumed one goes on where it stopped."""
+        eos = eos_ids(model, tok)
+        max_new = max_new_tokens or cfg.max_new_tokens
+        ids = [p if isinstance(p, list) else tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        jobs = []  # (prompt ids, rows)
+        for i, p in enumerate(ids):
+            if jobs and not greedy and jobs[-1][0] == p:
+                jobs[-1][1].append(i)
+            else:
+                jobs.append((p, [i]))
+        seeds = torch.randint(2**31, (len(jobs),)).tolist() if seed is None else [seed] * len(jobs)
+        common = dict(max_tokens=max_new, temperature=0.0 if greedy else cfg.temperature, top_p=1.0 if greedy
+                      else cfg.top_p, top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
+                      frequency_penalty=0.0, stop_token_ids=eos, min_tokens=0 if greedy else cfg.min_new_tokens,
+                      return_token_ids=True, skip_special_tokens=False, logprobs=None if greedy else 0)
+        name = model_name or self.served
+
+        def ask(job, s):
+            try:
+                return self.call("/v1/completions", {"model": name, "prompt": job[0], "n": len(job[1]), "seed": s,
+                                                     **common})["choices"]
+            except VllmRefused as e:
+                raise UserError(f"--vllm-url {self.root} refused a request for {name} ({e}); its log says more") \
+                    from None
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(VLLM_PARALLEL, len(jobs)))) as pool:
+            answers = list(pool.map(ask, jobs, seeds))
+        comp = torch.full((len(ids), max_new), tok.pad_token_id, dtype=torch.long)
+        logp = torch.zeros(len(ids), max_new)
+        length = torch.zeros(len(ids), dtype=torch.long)
+        for (_, rows), choices in zip(jobs, answers):
+            for i, c in zip(rows, sorted(choices, key=lambda c: c["index"])):
+                t = c["token_ids"][:max_new]
+                comp[i, :len(t)], length[i] = torch.tensor(t, dtype=torch.long), len(t)
+                if not greedy:
+                    logp[i, :len(t)] = torch.tensor(c["logprobs"]["token_logprobs"][:len(t)], dtype=torch.float32)
+        device = next(model.parameters()).device
+        # a row the server ended early without an EOS (its context was full) ends there, not at the padding
+        mask = completion_mask(comp, eos) * (torch.arange(max_new) < length.unsqueeze(1))
+        return ids, comp.to(device), mask.to(device), None if greedy else logp.to(device)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1783,6 +2125,8 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
         truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
         if cfg.eval:
             run_evals(model, tok, cfg, 0, logs[0], out)
+    if cfg.rollout_engine == "vllm":
+        LIVE.update(out=out, model=model, optimizer=optimizer, scheduler=scheduler, pos=pos, p2o=p2o)
     return cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs
 
 
@@ -1838,8 +2182,37 @@ def step_bar(step: int, cfg: Config):
     """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
     or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
     step, which recurs, moves the ETA by what it costs on average."""
-    return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
+    return tqdm(step_starts(step, cfg), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
                 dynamic_ncols=True, smoothing=0)
+
+
+# A vLLM server that goes away mid-run (ServerGone) must lose no step: the live run's objects (start_run) and,
+# at each step's start, what a checkpoint of the steps done holds (step_starts) are kept here for save_after_fault.
+LIVE = {}
+
+
+def step_starts(step: int, cfg: Config):
+    for k in range(step, cfg.steps):
+        if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
+            LIVE.update(step=k, moved=False,
+                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
+        yield k
+
+
+def save_after_fault(err: ServerGone) -> UserError:
+    """The server went away. While the policy has not moved since the step began (it went during the
+    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
+    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
+    out = LIVE.get("out")
+    if out is None:
+        return err
+    if not LIVE.get("moved") and "point" in LIVE:
+        pos, p2o, rng = LIVE["point"]
+        save_checkpoint(out, LIVE["model"], LIVE["optimizer"], LIVE["scheduler"], LIVE["step"], pos, p2o, rng)
+        kept = f"saved the {LIVE['step']} steps done as a checkpoint"
+    else:
+        kept = "the last checkpoint is kept" if has_checkpoint(out) else "no checkpoint yet"
+    return UserError(f"{err}; {kept}; start the server again, then continue with: python p2o.py --out {out} --resume")
 
 
 def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
@@ -2035,7 +2408,7 @@ def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, 
         print(f"p2o: warning: {damaged[0]}; resuming from {ck} (step {s['step']}); "
               f"the damaged one is kept as {aside}", file=sys.stderr)
     set_peft_model_state_dict(model, adapter)
-    refresh_twin(model)  # the rollout twin follows the loaded adapter
+    follow_policy(model, s["step"])  # the rollout engine follows the loaded adapter
     optimizer.load_state_dict(s["optimizer"])
     scheduler.load_state_dict(s["scheduler"])
     return s["step"], s["pos"], P2OState.from_dict(p2o), s["rng"]
@@ -2642,6 +3015,16 @@ def check_config(cfg: Config) -> None:
     if cfg.lora_r < 1: bad("--lora-r must be at least 1")
     if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
     if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
+    if (cfg.rollout_engine == "vllm") != bool(cfg.vllm_url):
+        bad("--rollout-engine vllm needs --vllm-url http://HOST:PORT/v1 (the server's base URL), and --vllm-url "
+            "needs --rollout-engine vllm")
+    if cfg.vllm_url and not re.match(r"https?://[^/:]+(:\d+)?(/|$)", cfg.vllm_url):
+        bad(f"--vllm-url {cfg.vllm_url}: not an http(s)://HOST[:PORT]/v1 URL")
+    if cfg.vllm_url and cfg.top_p < 1:  # (--eval-top-p is fine: evaluation's samples need no log-probs)
+        bad("--top-p below 1 with --rollout-engine vllm: vLLM's log-probs are then renormalised over the kept "
+            "tokens while the trainer's are of the full distribution, so --is-correction would weigh every token "
+            "by a false ratio; use --top-p 1")
+    if cfg.vllm_timeout <= 0: bad("--vllm-timeout must be > 0")
 
 
 def check_reflector(reflector: str) -> None:

@@ -94,8 +94,8 @@ def child(spec_path):
     real_gen, real_off = p2o.generate_with_logprobs, p2o.adapter_off
 
     def gen(model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        entry = p2o.TWINS.get(model) or {}
-        c0 = entry.get("compile_s", 0.0)
+        entry = p2o.ENGINES.get(model)
+        c0 = getattr(entry, "compile_s", 0.0)
         sync()
         t0 = time.perf_counter()
         result = real_gen(model, tok, prompts, cfg, greedy, max_new_tokens)
@@ -104,7 +104,7 @@ def child(spec_path):
         s["calls"] += 1
         s["tokens"] += int(result[2].sum())
         s["seconds"] += time.perf_counter() - t0
-        s["compile_s"] += entry.get("compile_s", 0.0) - c0
+        s["compile_s"] += getattr(entry, "compile_s", 0.0) - c0
         return result
 
     def in_phase(name, fn):

@@ -93,7 +93,7 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
     the last call."""
     import torch
     import p2o
-    entry = p2o.TWINS.get(model)
+    entry = p2o.ENGINES.get(model)
     t0 = time.perf_counter()
     if warm_up:
         p2o.generate_with_logprobs(model, tok, prompts, cfg)  # compiles, for the compiled twin
@@ -127,7 +127,7 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
     # CPU time: on a shared machine with one torch thread, less swayed by other jobs than wall time
     return {"seconds": best, "tokens": tokens, "tokens_per_s": tokens / best, "peak_alloc_mb": peak,
             "cpu_seconds": best_cpu, "tokens_per_cpu_s": tokens / best_cpu,
-            "warmup_s": warm_s, "compile_s": entry["compile_s"] if entry else 0.0,
+            "warmup_s": warm_s, "compile_s": getattr(entry, "compile_s", 0.0),
             "mismatch_frac": off / max(total, 1), "tokens_outside_clip3_frac": far / max(total, 1),
             "seqs_outside_clip3_frac": sum(seq_far) / max(len(seq_far), 1)}
 
@@ -165,13 +165,13 @@ def run_model(path, label, args, device):
                 ([None] if e == "peft" else args.twin_dtype)]
     for rnd, (engine, dname) in [(r, v) for r in range(args.rounds) for v in variants]:
         name = engine if len(args.twin_dtype) == 1 or dname is None else f"{engine}_{dname}"
-        p2o.TWINS.pop(model, None)
+        p2o.ENGINES.pop(model, None)
         if engine != "peft":
             t0 = time.perf_counter()
             dtype = torch.float32 if engine == "twin_int8" else twin_dtype(dname, device)
             p2o.build_twin(model, dtype, device, cfg, compile=engine == "twin_compiled")
             if engine == "twin_int8":  # int8 weights, activations quantized per call (CPU only; not refreshable)
-                torch.ao.quantization.quantize_dynamic(p2o.TWINS[model]["model"], {torch.nn.Linear},
+                torch.ao.quantization.quantize_dynamic(p2o.ENGINES[model].model, {torch.nn.Linear},
                                                        dtype=torch.qint8, inplace=True)
             build_s = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -185,8 +185,8 @@ def run_model(path, label, args, device):
                     warm_up=device.type == "cuda" or engine == "twin_compiled")
         if engine != "peft":
             r |= {"twin_dtype": "int8" if engine == "twin_int8" else str(dtype).split(".")[-1], "build_s": build_s,
-                  "refresh_s": refresh_s, "graphs": len(p2o.TWINS[model]["shapes"]),
-                  "eager_calls": p2o.TWINS[model]["eager_calls"]}
+                  "refresh_s": refresh_s, "graphs": len(p2o.ENGINES[model].shapes),
+                  "eager_calls": p2o.ENGINES[model].eager_calls}
         prev = out["engines"].get(name)
         for k in ("seconds", "cpu_seconds"):
             r[k + "_per_round"] = (prev[k + "_per_round"] if prev else []) + [r[k]]
@@ -198,7 +198,7 @@ def run_model(path, label, args, device):
               f"({r['tokens_per_cpu_s']:6.0f} per CPU s)  {r['seconds'] * 1000 / args.new_tokens:7.1f} ms/step  peak "
               f"{r['peak_alloc_mb'] if r['peak_alloc_mb'] is not None else float('nan'):8.0f} MB  "
               f"compile {r['compile_s']:5.1f} s  mismatch {r['mismatch_frac']:.4f}", flush=True)
-    p2o.TWINS.pop(model, None)
+    p2o.ENGINES.pop(model, None)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -21,9 +21,9 @@ def rows(out):
 def eager_greedy(entry, tok, prompts, max_new):
     """transformers' own eager generate on the twin (dynamic cache, nothing compiled): the reference."""
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = entry["model"].generate(**enc, do_sample=False, max_new_tokens=max_new, min_new_tokens=0,
+    out = entry.model.generate(**enc, do_sample=False, max_new_tokens=max_new, min_new_tokens=0,
                                   repetition_penalty=1.0, pad_token_id=tok.pad_token_id,
-                                  eos_token_id=entry["model"].generation_config.eos_token_id)
+                                  eos_token_id=entry.model.generation_config.eos_token_id)
     return out[:, enc["input_ids"].shape[1]:]
 
 
@@ -60,7 +60,7 @@ def test_p2o_run_compiles_each_shape_once_with_eager_greedy_tokens(tiny_model, t
     def gen(model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
         result = real_gen(model, tok, prompts, cfg, greedy, max_new_tokens)
         if greedy:  # every greedy answer of the run (evaluation, GEPA's scoring) against eager generate
-            entry = p2o.TWINS[model]
+            entry = p2o.ENGINES[model]
             ref = eager_greedy(entry, tok, prompts, max_new_tokens or cfg.max_new_tokens)
             assert same_tokens(result[1], ref, tok.pad_token_id)
             seen["greedy"] += 1
@@ -96,36 +96,36 @@ def test_compiled_generate_buckets_caches_and_a_recompile_limit_hit(tiny_model, 
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on", "--lora-r", "4",
                                "--max-new-tokens", "10", "--gen-batch-size", "32", "--temperature", "0.7"])
     model, tok = p2o.load_model(cfg, CPU)
-    entry = p2o.TWINS[model]
-    assert entry["plan"] == {1: 3072, 8: 768, 32: 768}  # 512 + 10 -> 768; the 1-row cache also holds a reflection
+    entry = p2o.ENGINES[model]
+    assert entry.plan == {1: 3072, 8: 768, 32: 768}  # 512 + 10 -> 768; the 1-row cache also holds a reflection
     prompts = [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(5)]
     _, comp, _ = p2o.generate(model, tok, prompts, cfg, greedy=True)
     assert same_tokens(comp, eager_greedy(entry, tok, prompts, 10), tok.pad_token_id)
-    assert entry["shapes"] == {8} and entry["compile_s"] > 0 and entry["eager_calls"] == 0
-    cache, big = entry["caches"][8], entry["caches"][32]
+    assert entry.shapes == {8} and entry.compile_s > 0 and entry.eager_calls == 0
+    cache, big = entry.caches[8], entry.caches[32]
     ptrs = [layer.keys.data_ptr() for layer in cache.layers]
     assert ptrs == [layer.keys.data_ptr() for layer in big.layers]  # 8 rows: the first rows of the 32-row cache
     # sampled, in the same bucket: the same cache object, reset, nothing recompiled; padded rows dropped
     pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts[:3], cfg)
     assert comp.shape == slogp.shape == (3, 10) and len(pids) == 3
-    assert entry["caches"][8] is cache and [layer.keys.data_ptr() for layer in cache.layers] == ptrs
+    assert entry.caches[8] is cache and [layer.keys.data_ptr() for layer in cache.layers] == ptrs
     lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
     assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
-    assert entry["shapes"] == {8} and entry["eager_calls"] == 0
+    assert entry.shapes == {8} and entry.eager_calls == 0
     # what the memory check counts is what the cache holds
     held = sum(layer.keys.nbytes + layer.values.nbytes for layer in big.layers)
-    assert held == p2o.kv_cache_bytes(entry["model"].config, {8: 768, 32: 768}, torch.float32)
+    assert held == p2o.kv_cache_bytes(entry.model.config, {8: 768, 32: 768}, torch.float32)
     # a new shape past torch's recompile limit would run uncompiled without a word: here it is said and counted
-    monkeypatch.setattr(p2o, "RECOMPILE_MARGIN", 1 - len(entry["plan"]))
+    monkeypatch.setattr(p2o, "RECOMPILE_MARGIN", 1 - len(entry.plan))
     capsys.readouterr()
     with torch._dynamo.config.patch(recompile_limit=1):
         _, comp, _ = p2o.generate(model, tok, prompts[:1], cfg, greedy=True)
     assert same_tokens(comp, eager_greedy(entry, tok, prompts[:1], 10), tok.pad_token_id)
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "compiling failed" in err and "Recompile" in err
-    assert entry["eager_calls"] == 1 and p2o.rollout_stats(model)["rollout/eager_calls"] == 1
+    assert entry.eager_calls == 1 and p2o.rollout_stats(model)["rollout/eager_calls"] == 1
     p2o.generate(model, tok, prompts, cfg, greedy=True)  # from then on eager, counted, not said again
-    assert entry["eager_calls"] == 2 and "warning" not in capsys.readouterr().err
+    assert entry.eager_calls == 2 and "warning" not in capsys.readouterr().err
 
 
 def small_run(tiny_model, tmp_path, *flags):
@@ -198,7 +198,7 @@ def test_auto_on_a_gpu_counts_kv_cache_and_update(tiny_model, monkeypatch, capsy
     monkeypatch.setattr(p2o, "twin_dtype", lambda device: torch.bfloat16)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total // 4 + 2 * twin, total))
     assert p2o.attach_rollout_engine(model, cfg, torch.device("cuda")) == "peft"
-    assert "KV cache" in capsys.readouterr().err and model not in p2o.TWINS
+    assert "KV cache" in capsys.readouterr().err and model not in p2o.ENGINES
     # with room for all of it: the twin (not built here: there is no GPU)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (twin + kv + train + total // 10, total))
     assert p2o.choose_engine(model, cfg, torch.device("cuda"), torch.bfloat16, True)[0] == "twin"
@@ -214,7 +214,7 @@ def test_out_of_memory_building_the_twin_under_auto_falls_back_to_peft(tiny_mode
     assert p2o.attach_rollout_engine(model, p2o.dataclasses.replace(cfg, rollout_engine="auto"), CPU) == "peft"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "out of memory while building the twin" in err[0] and "engine: peft" in err[1]
-    assert model not in p2o.TWINS
+    assert model not in p2o.ENGINES
     with pytest.raises(torch.OutOfMemoryError):  # asked for by name: the user should know
         p2o.attach_rollout_engine(model, p2o.dataclasses.replace(cfg, rollout_engine="twin"), CPU)
 
@@ -232,8 +232,8 @@ def test_a_prompt_beyond_the_static_cache_generates_eagerly(tiny_model, capsys):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on",
                                "--max-new-tokens", "10", "--gen-batch-size", "8", "--no-p2o"])
     model, tok = p2o.load_model(cfg, CPU)
-    entry = p2o.TWINS[model]
-    assert entry["plan"] == {1: 768, 8: 768}
+    entry = p2o.ENGINES[model]
+    assert entry.plan == {1: 768, 8: 768}
     long = p2o.chat_prompt(tok, "What is 1 + 1? " + "x" * 800)  # one token a byte: over 768 with the answer
     capsys.readouterr()
     for _ in range(2):
@@ -241,4 +241,4 @@ def test_a_prompt_beyond_the_static_cache_generates_eagerly(tiny_model, capsys):
     assert same_tokens(comp, eager_greedy(entry, tok, [long], 10), tok.pad_token_id)
     err = capsys.readouterr().err
     assert err.count("do not fit the static caches") == 1 and "warning" not in err
-    assert entry["eager_calls"] == 2 and entry["shapes"] == set() and not entry["broken"]
+    assert entry.eager_calls == 2 and entry.shapes == set() and not entry.broken

@@ -179,7 +179,7 @@ def test_resume_loads_rng_and_optimizer_state_to_the_cpu_whatever_the_model_devi
             yield torch.empty(1, device="meta")
     import peft
     monkeypatch.setattr(peft, "set_peft_model_state_dict", lambda model, sd: None)
-    monkeypatch.setattr(p2o, "refresh_twin", lambda model: None)
+    monkeypatch.setattr(p2o, "follow_policy", lambda model, step: None)
     opt, sched = Recorder(), Recorder()
     step, _, _, rng = p2o.load_checkpoint(two_checkpoints, ModelElsewhere(), opt, sched)
     assert step == 2

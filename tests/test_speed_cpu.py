@@ -193,9 +193,9 @@ def test_generate_feeds_the_lm_head_contiguous_rows(tiny_model):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--max-new-tokens", "3"])
     model, tok = p2o.load_model(cfg, torch.device("cpu"))
     prompts = [p2o.chat_prompt(tok, f"What is {i} + {i * 7}?") for i in range(4)]  # different lengths
-    for gen_model in (p2o.TWINS[model]["model"], None):
+    for gen_model in (p2o.ENGINES[model].model, None):
         if gen_model is None:  # the peft engine: the policy generates itself
-            p2o.TWINS.pop(model)
+            p2o.ENGINES.pop(model)
             gen_model = model
         want = p2o.generate(model, tok, prompts, cfg, greedy=True)[1]
         seen = []

@@ -25,7 +25,7 @@ def load(tiny_model, *flags, seed=1):
 
 
 def twin_of(model):
-    return p2o.TWINS[model]["model"]
+    return p2o.ENGINES[model].model
 
 
 def hand_built_weights(model, lora=True):
@@ -140,7 +140,7 @@ def test_greedy_answers_from_fp32_twin_equal_the_peft_path(tiny_model):
     prompts = [p2o.chat_prompt(tok, f"What is {i} + {2 * i}?") for i in range(3) for _ in range(4)]
     prompts.append(p2o.chat_prompt(tok, "A lone, longer prompt: 17 * 3?"))
     _, twin_out, twin_mask = p2o.generate(model, tok, prompts, cfg, greedy=True)
-    p2o.TWINS.pop(model)
+    p2o.ENGINES.pop(model)
     _, peft_out, peft_mask = p2o.generate(model, tok, prompts, cfg, greedy=True)
     assert torch.equal(twin_out, peft_out) and torch.equal(twin_mask, peft_mask)
     assert twin_mask.sum() > 0
@@ -225,7 +225,7 @@ def test_policy_loss_applies_the_weights_to_the_surrogate_only():
 def test_engine_choice_and_logged_metrics(tiny_model, tiny_data, tmp_path, capsys):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--rollout-engine", "peft"])
     model, _ = p2o.load_model(cfg, CPU)
-    assert model not in p2o.TWINS and "rollout engine: peft" in capsys.readouterr().err
+    assert model not in p2o.ENGINES and "rollout engine: peft" in capsys.readouterr().err
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "r"),
                                "--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--max-new-tokens",
                                "6", "--device", "cpu", "--no-p2o", "--rollout-engine", "twin"])
