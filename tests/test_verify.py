@@ -758,7 +758,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("7 + 5 is 12.", "12", 1.0),
     ("7 + 5 equals 12", "12", 1.0),
     ("p + 4 is 11.", "11", 1.0),
-    ("The sum of 7 and 5 is 12, which is the total.", "12", 1.0),
+    ("The sum is 12, which is the total of 7 and 5.", "12", 1.0),
     ("7 + 5 is 13.", "12", 0.0),
     ("p + 4 is 2p + 11.", "11", 0.0),                   # an expression, not the number
     ("The answer is 7 + 5, which equals 11.", "12", 0.0),
@@ -790,6 +790,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     # a worked chain followed by a word, said twice, or quoted (_clean_unit, _restated, _quoted)
     ("7 + 5 = 12 marbles.", "12", 1.0),
     ("7 + 5 = 12 units.", "12", 1.0),
+    ("The answer is 12 marbles.", "12", 1.0),
     ("7 + 5 = 12, so 7 + 5 = 12.", "12", 1.0),
     ("7 + 5 = 12, and 7 + 5 = 12.", "12", 1.0),
     ('"7 + 5 = 12"', "12", 1.0),
@@ -804,6 +805,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("\\boxed{12}. So the answer is 13.", "13", 0.0),  # a boxed number is not overridden
     # an equation stating the value of an expression in one letter, against a number (_equation_value)
     ("318 * k = 0.", "0", 1.0),
+    ("318 * k x 0 = 0", "0", 1.0),
     ("p + 4 = 11", "11", 1.0),
     ("p + 4 = 2p + 11", "11", 0.0),
     ("3p + 11", "11", 0.0),
