@@ -436,8 +436,10 @@ def _said_answer(text):
     the last '13 is the answer' / '..., which is the final answer' if it comes later; or None.
     final tells whether it said 'final answer'."""
     before = None
-    for before in _ANSWER_AFTER_RE.finditer(text):
-        pass
+    for word in re.finditer(r"answer\b", text, re.IGNORECASE):  # the word first: a literal is fast
+        window = max(0, word.start() - 40)
+        said = _ANSWER_AFTER_RE.search(text, window, word.end())
+        before = said if said and said.end() == word.end() else before
     for last in reversed(list(_ANSWER_RE.finditer(text))[-3:]):
         if before is not None and before.start() > last.start():
             break
