@@ -13,12 +13,17 @@ or from the shell:  python verify.py PRED GOLD
 How it decides, cheapest first:
   1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
      \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
-     'the answer is x' / 'Answer: x' / 'Answer $x$' (trimmed: 'The smallest $k$ is 12.' -> 12);
-     a whole-text math span; else the last number or the last math span, after signature lines;
+     'the answer is x' / 'Answer: x' / 'Answer $x$' / '13 is the answer' (trimmed: 'The smallest
+     $k$ is 12.' -> 12); a whole-text math span; else the last number or the last math span, after
+     signature lines. What a small model writes around an answer is read by the rules of _SAYINGS
+     ('9 + 4 is 13', 'the answer is indeed 13', '13 when m = 10', '"9 + 4 = 13"'), an empty box
+     stands for the answer beside it, a box continued by '=' is a worked chain, and 'The answer is
+     correct.' is a judgement, not an answer; a number is never cut out of a longer one (19.13.13);
   2. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
      full-width digits, ...) and set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a
-     worked sum '12 + 13 = 25' is its last side. When both answers give a unit, the units must be
-     the same; a unit on one side only is no error, and units are never converted (1 m != 100 cm);
+     worked sum '12 + 13 = 25' is its last side, unless it starts with arithmetic of another value
+     ('963 * 0 = 96' states nothing). When both answers give a unit, the units must be the same; a
+     unit on one side only is no error, and units are never converted (1 m != 100 cm);
   3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
      with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
@@ -45,8 +50,8 @@ Numbers are equal when exactly equal, or when a decimal agrees with the other si
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
 
 What it knows is kept in tables, each read by everything that needs it: _FUNCTIONS (function
-names), _UNITS (units), and for answers the kinds (Expr, Eq, ...), _READERS (how each is read) and
-_RULES (how two kinds compare).
+names), _UNITS (units), _SAYINGS (how an answer is said in words), and for answers the kinds
+(Expr, Eq, ...), _READERS (how each is read) and _RULES (how two kinds compare).
 """
 import atexit
 import json
@@ -119,7 +124,8 @@ _UNITS = {
     "percent": "percent pct percentage per cent",
 }
 # words after a number that say what was counted, not a unit of measure: dropped, not kept. Any
-# other single word after a number counts too ('13 marbles'), except the words of _VALUE_WORDS
+# other word after a number counts too ('13 marbles'), except those of _VALUE_WORDS_RE and
+# _NOT_COUNTED_RE below
 _COUNTED = "unit people student apple point"
 # words after a number that change its value ('13 squared', '13 thousand', '13 halves', '13 and a
 # half'): a number they follow is not the answer, and they are never a counted thing
@@ -166,10 +172,11 @@ def _unit_name(text):
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
-# 'answer is', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right after the word)
-_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
+# 'answer is', 'answer will be', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right
+# after the word)
+_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|will be\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
 _FINAL_RE = re.compile(r"final\W{0,3}answer", re.IGNORECASE)
-_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
+_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:(?:is|will be)\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
 # a number not glued to a word ('user123', 'x2' are names, not answers), nor a piece of a longer run
 # of digits and dots or colons ('19.13.13' and the time '12:00' hold no number 13 or 00)
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])(?<!\d[.:])-?\d[\d,]*(?:\.\d+)?(?!\d|[.:]\d)(?:\s*/\s*\d+)?")
@@ -265,8 +272,7 @@ def _boxed_answer(text):
             beside = _chain_at(beside, beside.rfind("="))
         return (beside if _is_math(beside) else _chain_before(text[:start])), end
     if re.match(r"[\s$]*=(?!=)", after):
-        said = _mask_math(after)
-        cut = _SENTENCE_END_RE.search(said)
+        cut = _SENTENCE_END_RE.search(_mask_math(after))
         chain = after[:cut.start() if cut else len(after)].replace("$", " ").strip()
         if _is_math(chain) and "=" not in content:
             return content + " " + chain, end
@@ -274,10 +280,14 @@ def _boxed_answer(text):
 
 
 def _chain_before(text):
-    """The last worked chain before an empty box with nothing beside it ('13 - 12 = 1. The answer is
-    \\boxed{}.'): the value the text committed to; '' when none ('Evaluating 9 - 4 yields \\boxed{}.'
-    has no answer anywhere, and its last number is the question's)."""
+    """The answer sentence or, without one, the last worked chain before an empty box with nothing
+    beside it ('13 - 12 = 1. The answer is \\boxed{}.', 'The answer is 0. To keep it in \\boxed{},
+    ...'): the value the text committed to; '' when none ('Evaluating 9 - 4 yields \\boxed{}.' has
+    no answer anywhere, and its last number is the question's)."""
     text = text[-MAX_ANSWER_CHARS:]
+    said = _said_answer(text)
+    if said and _is_math(said[0]):
+        return said[0]
     equals = _mask_math(text).rfind("=")
     return _chain_at(text, equals) if equals >= 0 else ""
 
@@ -312,15 +322,16 @@ def _span_text(m):
 _AFFIRMING = ("actually indeed simply just really clearly obviously exactly precisely definitely certainly "
               "surely still also now then therefore thus hence so basically truly correctly finally again")
 _AFFIRMING_RE = re.compile(r"(?:%s)\b[\s,:]*(?=\S)" % "|".join(_AFFIRMING.split()), re.IGNORECASE)
-# a clause after the answer that says when it holds: '13 when m = 10', '13, for m = 10'
-_CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=\S)")
+# a clause after the answer that says when or why it holds: '13 when m = 10', '13, as 9 + 4 = 13'
+_CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=\S)|,\s+as\s+(?=\S)")
 # a relation in words: what follows it is the value ('9 + 4 is 13', 'which equals 13', 'is 13')
-_RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields)\s+")
+_RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
+                                r"|(?:will|would)(?: always)? (?:be|equal))\s+")
 # one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
 _RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then)\b[\s,:]*)?"
                           r"|(?<!\s)\s+(?:so|and|or|i\.e\.|thus|hence|therefore|then)\s+")
 _QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
-# words a math answer may contain: TeX commands, function names, Greek letters, and single letters
+# a word that is not math: two letters or more, and no TeX command, function name or Greek letter
 _MATH_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:%s|pi|sqrt|infty)(?![A-Za-z]))[A-Za-z]{2,}"
                            % "|".join(sorted(_NAMED_FUNCS | _GREEK, key=len, reverse=True)))
 
@@ -346,7 +357,7 @@ def _affirmed(s):
 
 
 def _conditioned(s):
-    """'13 when m = 10': the answer, then the condition it holds under."""
+    """'13 when m = 10', '0, as 387 * 0 = 0': the answer, then when or why it holds."""
     m = _CONDITION_RE.search(s)
     return s[:m.start()] if m and _is_math(s[:m.start()]) else None
 
@@ -2244,7 +2255,9 @@ def score(completion, gold, timeout=2.0):
     """(reward, feedback): 1.0 and 'correct', or 0.0 and one line saying what went wrong.
 
     completion is a full model output; gold is the bare gold answer (a \\boxed{} or a
-    GSM8K '#### x' in it is extracted first)."""
+    GSM8K '#### x' in it is extracted first). Against a gold that is a plain number, a completion's
+    equation stating the value of an expression in one letter ('732 * k = 0') answers with that
+    value (_equation_value)."""
     if not isinstance(gold, str):
         raise TypeError("gold answer must be a str, got %s" % type(gold).__name__)
     if not isinstance(completion, str):

@@ -757,6 +757,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     # a relation in words states the value after it (_stated_value)
     ("7 + 5 is 12.", "12", 1.0),
     ("7 + 5 equals 12", "12", 1.0),
+    ("The answer: 7 + 5 will always equal 12. We used 7 and 5.", "12", 1.0),
     ("p + 4 is 11.", "11", 1.0),
     ("The sum is 12, which is the total of 7 and 5.", "12", 1.0),
     ("7 + 5 is 13.", "12", 0.0),
@@ -771,6 +772,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("The value in \\boxed{} is 12.", "12", 1.0),
     ("The result, in \\boxed{}: 7 + 5 = 12", "12", 1.0),
     ("7 + 5 = 12.\n\nPut it in \\boxed{}.", "12", 1.0),
+    ("The answer is 12. To keep it in \\boxed{}, write it there.", "12", 1.0),
     ("\\boxed{} 7 + 5 = 13", "12", 0.0),
     ("Adding 7 and 5 gives \\boxed{}.", "12", 0.0),     # no answer anywhere
     ("Working out 0 + 12 gives \\boxed{}.", "12", 0.0),  # the question's own number is no answer
@@ -779,6 +781,8 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("The final answer is clearly 12.", "12", 1.0),
     ("Adding them we reach 12, which is the final answer. Both 7 and 5 are odd.", "12", 1.0),
     ("The answer is 12 when p = 8.", "12", 1.0),
+    ("The answer is indeed 0, as 318 is", "0", 1.0),
+    ("So the final answer will be 12. We used 7 and 5.", "12", 1.0),
     ("The correct answer is 7 + 5 = 12, but in words,", "12", 1.0),
     ("7 + 5 = 12\n\nThe answer is correct.", "12", 1.0),  # a judgement, not an answer
     ("7 + 5 = 11\n\nThe answer is correct.", "12", 0.0),
