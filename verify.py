@@ -258,8 +258,9 @@ def _final_boxes(text):
 
 def _boxed_answer(text):
     """(answer, end) of the final boxes (_final_boxes), read with what a model writes around a box:
-    an empty box stands for the answer beside it ('\\boxed{} 13', '\\boxed{}, which is 13'; nothing
-    beside it is no answer, ''), and a box that '=' continues is the first side of a worked chain
+    an empty box stands for the answer beside it ('\\boxed{} 13', '\\boxed{}, which is 13') or,
+    with nothing beside it, for the answer the text committed to before it (_committed_before; none
+    is no answer, ''), and a box that '=' continues is the first side of a worked chain
     ('\\boxed{m + 3} = 10 + 3 = 13' is that chain). None without a box."""
     boxed = _final_boxes(text)
     if boxed is None:
@@ -270,7 +271,7 @@ def _boxed_answer(text):
         beside = _clean_phrase(re.sub(r"^[\s$]*[,:;]?", "", after))
         if not _is_math(beside) and "=" in beside:
             beside = _chain_at(beside, beside.rfind("="))
-        return (beside if _is_math(beside) else _chain_before(text[:start])), end
+        return (beside if _is_math(beside) else _committed_before(text[:start])), end
     if re.match(r"[\s$]*=(?!=)", after):
         cut = _SENTENCE_END_RE.search(_mask_math(after))
         chain = after[:cut.start() if cut else len(after)].replace("$", " ").strip()
@@ -279,7 +280,7 @@ def _boxed_answer(text):
     return content, end
 
 
-def _chain_before(text):
+def _committed_before(text):
     """The answer sentence or, without one, the last worked chain before an empty box with nothing
     beside it ('13 - 12 = 1. The answer is \\boxed{}.', 'The answer is 0. To keep it in \\boxed{},
     ...'): the value the text committed to; '' when none ('Evaluating 9 - 4 yields \\boxed{}.' has
@@ -297,7 +298,7 @@ def _chain_at(text, equals):
     words around ('so 13 - 12 = 1 in' -> '13 - 12 = 1'); '' when its last side is no number."""
     left = _TRAILING_MATH_RE.search(text, max(0, equals - MAX_ANSWER_CHARS), equals)
     right = _LEADING_MATH_RE.match(text, equals + 1)
-    chain = ((left.group() if left else "") + "=" + right.group()).strip(" \t,")
+    chain = ((left.group() if left else "") + "=" + (right.group() if right else "")).strip(" \t,")
     return chain if re.search(r"\d", chain.split("=")[0]) and _is_math(chain.split("=")[-1]) else ""
 
 
@@ -365,7 +366,7 @@ def _conditioned(s):
 def _remarked(s):
     """'15 + 10 = 25, but in mathematics,', '0, as expected': a remark after the answer that holds
     no number (one that does may correct it: '13, but actually 14' is left as it is)."""
-    m = re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|as|and|which|that|this|so|in|for|of)\b[^\d]*", s)
+    m = re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|and|which|that|this|so|in|for|of)\b[^\d]*", s)
     return m.group(1) if m and _is_math(m.group(1)) else None
 
 

@@ -776,6 +776,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("\\boxed{} 7 + 5 = 13", "12", 0.0),
     ("Adding 7 and 5 gives \\boxed{}.", "12", 0.0),     # no answer anywhere
     ("Working out 0 + 12 gives \\boxed{}.", "12", 0.0),  # the question's own number is no answer
+    ("7 + 5 =\n\\boxed{}", "12", 0.0),                # an '=' with nothing after it
     # an answer sentence with a word in it (_affirmed, _conditioned, _remarked, '... is the answer')
     ("The answer is really 7 + 5 = 12.", "12", 1.0),
     ("The final answer is clearly 12.", "12", 1.0),
