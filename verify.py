@@ -182,9 +182,10 @@ _ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:(?:is|will be)\s*:?|:)?\s
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])(?<!\d[.:])-?\d[\d,]*(?:\.\d+)?(?!\d|[.:]\d)(?:\s*/\s*\d+)?")
 _MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
                            re.DOTALL)
-# ', which is 13' goes on with the answer's value (a relation in words); ', which is the sum' ends it
+# ', which is 13' and ', which is simply 13' go on with the answer's value (a relation in words);
+# ', which is the sum' ends it
 _SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
-                              r"|\swhich\s(?!(?:is|equals|gives|makes)\s+(?:equal\s+to\s+)?[-+\d$\\(])")
+                              r"|\swhich\s(?!(?:is|equals|gives|makes)\s+(?:[a-z]+\s+)?(?:equal\s+to\s+)?[-+\d$\\(])")
 _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
 # a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
@@ -480,11 +481,12 @@ def _retracted(text, start):
     return bool(end) and _RETRACTION_RE.match(said[end.end():].lstrip(" \n*")) is not None
 
 
-# words that judge an answer or point elsewhere, and so give none: 'The answer is correct.', 'the final
-# answer is determined by the initial conditions', 'the answer is shown below'
+# words that approve of an answer or point elsewhere, and so give none: 'The answer is correct.', 'the
+# final answer is determined by the initial conditions', 'the answer is shown below' (said with no
+# number). Not doubt: 'the answer is tricky', 'is not clear' may come before another answer
 _JUDGING_RE = re.compile(r"(?:correct|right|accurate|precise|valid|simple|easy|straightforward|clear"
-                         r"|obvious|tricky|interesting|below|above|as follows|shown|given|determined"
-                         r"|(?:just )?as expected|the result|the same|already|in)\b", re.IGNORECASE)
+                         r"|obvious|below|above|as follows|shown|given|determined|(?:just )?as expected"
+                         r"|the result|the same|already|in)\b", re.IGNORECASE)
 
 
 # the answer said before the words that call it the answer: '13 is the answer', '9 + 4 = 13, which is
@@ -2231,8 +2233,28 @@ _FEEDBACK = {
     "gold too large": "the expected answer {g} could not be read; this problem cannot be scored",
     "no answer": "no final answer found: end with \\boxed{{ANSWER}}",
     "false chain": "answer {p} is not true: its sides have different values; end with the right value",
+    "operation": "answer {p} is an operation still to do, not its value; give the number it comes to",
     "empty box": "the final \\boxed{{}} is empty and no answer stands beside it; put the answer inside it",
 }
+
+
+# an operation still to do: numbers joined by + - * (x, \\times, \\cdot), no '=' ('18 - 3', '(9+1)')
+_OPERATION_RE = re.compile(r"[-+]?\(?\s*\d+(?:\.\d+)?(?:\s*(?:[-+*x]|\\times|\\cdot)\s*\(?\s*[-+]?\d+(?:\.\d+)?\s*\)?)+"
+                           r"\s*\)?")
+
+
+def _against_a_number(pred, gold, equal, why, timeout):
+    """score()'s reading of a completion's answer when the gold is a plain number: an operation still
+    to do ('18 - 3' for 'Compute 18 - 3.': the question said back, which a GRPO run learned to do) is
+    no answer, and an equation stating the value of an expression in one letter ('732 * k = 0')
+    answers with that value (_equation_value). (equal, why) is _judge's verdict on pred."""
+    if _OPERATION_RE.fullmatch(_clean(pred)):
+        return False, "operation"
+    if not equal and why == "form":
+        value = _equation_value(pred)
+        if value is not None:
+            return _judge(value, gold, timeout)
+    return equal, why
 
 
 def _equation_value(pred):
@@ -2256,9 +2278,8 @@ def score(completion, gold, timeout=2.0):
     """(reward, feedback): 1.0 and 'correct', or 0.0 and one line saying what went wrong.
 
     completion is a full model output; gold is the bare gold answer (a \\boxed{} or a
-    GSM8K '#### x' in it is extracted first). Against a gold that is a plain number, a completion's
-    equation stating the value of an expression in one letter ('732 * k = 0') answers with that
-    value (_equation_value)."""
+    GSM8K '#### x' in it is extracted first). Against a gold that is a plain number a completion is
+    read twice more (_against_a_number)."""
     if not isinstance(gold, str):
         raise TypeError("gold answer must be a str, got %s" % type(gold).__name__)
     if not isinstance(completion, str):
@@ -2274,10 +2295,8 @@ def score(completion, gold, timeout=2.0):
     if not pred.strip() and _BOX_RE.search(completion):
         return 0.0, _FEEDBACK["empty box"].format()
     equal, why = _judge(pred, gold, timeout)
-    if not equal and why == "form" and _plain_number(_clean(gold)) is not None:
-        value = _equation_value(pred)  # '732 * k = 0' against 0: the value it states
-        if value is not None:
-            equal, why = _judge(value, gold, timeout)
+    if _plain_number(_clean(gold)) is not None:
+        equal, why = _against_a_number(pred, gold, equal, why, timeout)
     if equal:
         return 1.0, "correct"
     shown_p = _show(normalize(pred)) if len(pred) <= MAX_ANSWER_CHARS else "(too long)"

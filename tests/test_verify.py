@@ -762,6 +762,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("The sum is 12, which is the total of 7 and 5.", "12", 1.0),
     ("7 + 5 is 13.", "12", 0.0),
     ("p + 4 is 2p + 11.", "11", 0.0),                   # an expression, not the number
+    ("The final answer is 7 + 5 which is simply 12.", "12", 1.0),
     ("The answer is 7 + 5, which equals 11.", "12", 0.0),
     ("The answer is 7 + 5, which equals 11.", "11", 0.0),  # said of 7 + 5 it is false
     ("The answer is 90, which is 0.", "0", 0.0),
@@ -786,6 +787,7 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("So the final answer will be 12. We used 7 and 5.", "12", 1.0),
     ("The correct answer is 7 + 5 = 12, but in words,", "12", 1.0),
     ("7 + 5 = 12\n\nThe answer is correct.", "12", 1.0),  # a judgement, not an answer
+    ("7 + 5 = 12\n\nThe answer is tricky. However, we", "12", 0.0),  # doubt is no judgement
     ("7 + 5 = 11\n\nThe answer is correct.", "12", 0.0),
     ("The answer is not 12.", "12", 0.0),
     ("The answer is about 12.", "12", 0.0),
@@ -826,6 +828,13 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     # a false chain states no value
     ("963 * 0 = 96.", "96", 0.0),
     ("963 * 0 = 96.", "0", 0.0),
+    # an operation still to do: the question said back ('Compute 18 - 3.') is no answer
+    ("18 - 3", "15", 0.0),
+    ("The answer is (9 + 6).", "15", 0.0),
+    ("\\boxed{3 \\cdot 5}", "15", 0.0),
+    ("18 - 3 = 15", "15", 1.0),
+    ("\\boxed{2^{4}}", "16", 1.0),                        # a power is a closed form, not an operation
+    ("\\boxed{6/8}", "3/4", 1.0),                         # ... and a fraction a number
 ])
 def test_answers_said_in_words(completion, gold, reward):
     assert verify.score(completion, gold)[0] == reward
@@ -867,6 +876,7 @@ def test_what_is_read_from_words(completion, read):
     ("The answer is 7 + 5, which equals 11.", "12",
      "answer 7+5=11 is not true: its sides have different values; end with the right value"),
     ("p + 4 = 13", "11", "answer p+4=13 differs from the expected value 11 (wrong value)"),
+    ("18 - 3", "15", "answer 18-3 is an operation still to do, not its value; give the number it comes to"),
 ])
 def test_feedback_says_what_was_read(completion, gold, feedback):
     assert verify.score(completion, gold) == (0.0, feedback)

@@ -306,6 +306,10 @@ ARGUED = {
     ("$(\\frac{3}{5},\\frac{8}{3}]$", "$(0.6,2.6667]$"):
         "labelled under a 2-digit rounding setting; 2.6667 is 8/3 to 5 digits only, an "
         "approximation at verify.py's fixed ~6 significant digits",
+    ("$10$", "Answer \\( (9+1) \\)"):
+        "an operation still to do is not an answer: a reward that takes it pays for saying the question "
+        "back, and a GRPO demo run learned to (seed 13: 23 of 24 held-out level-1 answers were the "
+        "question's own expression, '18 - 3'; bench/README.md, small_model_answers.py)",
     ("$x \\in [-2,7]$", "$-2 \\\\le x \\\\le 7$"):
         "-2 <= x <= 7 is the set [-2, 7]; the peer accepts it only with allow_set_relation_comp "
         "(and accepts the same pair the other way round by default), verify.py is symmetric here",
