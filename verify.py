@@ -659,9 +659,10 @@ def _unwrap_text(s):
 
 
 def _without_approx(s):
-    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it)."""
+    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it); an
+    operation still to do before it is a worked chain: '19 - 8 \\approx 11' -> '19 - 8 = 11'."""
     head, _, tail = s.partition("\\approx")
-    if re.fullmatch(r"\s*%s\s*" % _NAME, head):
+    if re.fullmatch(r"\s*%s\s*" % _NAME, head) or _OPERATION_RE.fullmatch(head.strip()):
         return head + "=" + tail.split("\\approx")[0]
     return head if head.strip() else tail
 

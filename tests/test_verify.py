@@ -833,6 +833,8 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("The answer is (9 + 6).", "15", 0.0),
     ("\\boxed{3 \\cdot 5}", "15", 0.0),
     ("18 - 3 = 15", "15", 1.0),
+    ("18 - 3 ≈ 15.", "15", 1.0),                        # ... but said with its value, a chain
+    ("18 - 3 ≈ 14.", "15", 0.0),
     ("\\boxed{2^{4}}", "16", 1.0),                        # a power is a closed form, not an operation
     ("\\boxed{6/8}", "3/4", 1.0),                         # ... and a fraction a number
 ])
