@@ -2240,6 +2240,7 @@ _FEEDBACK = {
 
 
 # an operation still to do: numbers joined by + - * (x, \\times, \\cdot), no '=' ('18 - 3', '(9+1)')
+_OPERATOR_RE = re.compile(r"\d\s*\)?\s*(?:[-+*x×\u00b7]|\\times|\\cdot)")  # a cheap look first
 _OPERATION_RE = re.compile(r"[-+]?\(?\s*\d+(?:\.\d+)?(?:\s*(?:[-+*x]|\\times|\\cdot)\s*\(?\s*[-+]?\d+(?:\.\d+)?\s*\)?)+"
                            r"\s*\)?")
 
@@ -2249,7 +2250,7 @@ def _against_a_number(pred, gold, equal, why, timeout):
     to do ('18 - 3' for 'Compute 18 - 3.': the question said back, which a GRPO run learned to do) is
     no answer, and an equation stating the value of an expression in one letter ('732 * k = 0')
     answers with that value (_equation_value). (equal, why) is _judge's verdict on pred."""
-    if _OPERATION_RE.fullmatch(_clean(pred)):
+    if _OPERATOR_RE.search(pred) and _OPERATION_RE.fullmatch(_clean(pred)):
         return False, "operation"
     if not equal and why == "form":
         value = _equation_value(pred)
@@ -2296,7 +2297,7 @@ def score(completion, gold, timeout=2.0):
     if not pred.strip() and _BOX_RE.search(completion):
         return 0.0, _FEEDBACK["empty box"].format()
     equal, why = _judge(pred, gold, timeout)
-    if _plain_number(_clean(gold)) is not None:
+    if _PLAIN_RE.fullmatch(gold.strip()) or _plain_number(_clean(gold)) is not None:
         equal, why = _against_a_number(pred, gold, equal, why, timeout)
     if equal:
         return 1.0, "correct"
