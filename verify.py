@@ -13,12 +13,17 @@ or from the shell:  python verify.py PRED GOLD
 How it decides, cheapest first:
   1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
      \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
-     'the answer is x' / 'Answer: x' / 'Answer $x$' (trimmed: 'The smallest $k$ is 12.' -> 12);
-     a whole-text math span; else the last number or the last math span, after signature lines;
+     'the answer is x' / 'Answer: x' / 'Answer $x$' / '13 is the answer' (trimmed: 'The smallest
+     $k$ is 12.' -> 12); a whole-text math span; else the last number or the last math span, after
+     signature lines. What a small model writes around an answer is read by the rules of _SAYINGS
+     ('9 + 4 is 13', 'the answer is indeed 13', '13 when m = 10', '"9 + 4 = 13"'), an empty box
+     stands for the answer beside it, a box continued by '=' is a worked chain, and 'The answer is
+     correct.' is a judgement, not an answer; a number is never cut out of a longer one (19.13.13);
   2. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
      full-width digits, ...) and set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a
-     worked sum '12 + 13 = 25' is its last side. When both answers give a unit, the units must be
-     the same; a unit on one side only is no error, and units are never converted (1 m != 100 cm);
+     worked sum '12 + 13 = 25' is its last side, unless it starts with arithmetic of another value
+     ('963 * 0 = 96' states nothing). When both answers give a unit, the units must be the same; a
+     unit on one side only is no error, and units are never converted (1 m != 100 cm);
   3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
      with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
@@ -45,8 +50,8 @@ Numbers are equal when exactly equal, or when a decimal agrees with the other si
 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
 
 What it knows is kept in tables, each read by everything that needs it: _FUNCTIONS (function
-names), _UNITS (units), and for answers the kinds (Expr, Eq, ...), _READERS (how each is read) and
-_RULES (how two kinds compare).
+names), _UNITS (units), _SAYINGS (how an answer is said in words), and for answers the kinds
+(Expr, Eq, ...), _READERS (how each is read) and _RULES (how two kinds compare).
 """
 import atexit
 import json
@@ -98,6 +103,11 @@ _FUNCTIONS = {
 _NAMED_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use != "letter"}
 _FUNC_LETTERS = {name for name, (_, use) in _FUNCTIONS.items() if use == "letter"}
 _TRIG_FUNCS = {name for name, (_, use) in _FUNCTIONS.items() if use == "trig"}
+# Greek letters, read as variables (\\theta) and never taken for words
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
+          "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
+          "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
+          "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
 
 # ----------------------------------------------------------------------------- units
 # The units of measure an answer may end in ('5 cm', '15\text{ cm}^2', '3 square feet'): the unit's
@@ -113,8 +123,21 @@ _UNITS = {
     "degree": "degree", "dollar": "dollar", "cent": "cent", "yuan": "yuan", "euro": "euro",
     "percent": "percent pct percentage per cent",
 }
-# words after a number that say what was counted, not a unit of measure: dropped, not kept
+# words after a number that say what was counted, not a unit of measure: dropped, not kept. Any
+# other word after a number counts too ('13 marbles'), except those of _VALUE_WORDS_RE and
+# _NOT_COUNTED_RE below
 _COUNTED = "unit people student apple point"
+# words after a number that change its value ('13 squared', '13 thousand', '13 halves', '13 and a
+# half'): a number they follow is not the answer, and they are never a counted thing
+_VALUE_WORDS_RE = re.compile(
+    r"(?:squared|cubed|factorial|(?:thousand|million|billion|trillion|hundred|dozen)s?|tens|halves"
+    r"|thirds|quarters|(?:four|fif|six|seven|eigh|nin|ten|hundred|thousand)ths?|minus|plus|over|divided"
+    r"|choose|mod|modulo|and a half)(?![A-Za-z])", re.IGNORECASE)
+# ... nor these, which compare, are math, or leave the number unfinished ('13 more than x')
+_NOT_COUNTED_RE = re.compile(r"and|not|of|to|by|per|times|more|less|fewer|greater|smaller|larger|bigger"
+                             r"|higher|lower|half|third|quarter|roots?|powers?|inverse|reciprocal"
+                             r"|negative|positive|approximately|roughly|about|around|nearly|almost"
+                             r"|radians?|rad|inf|infinity|infty|sqrt", re.IGNORECASE)
 # spellings that are also a variable or a word count as a unit only after a space: 2m is 2 times m
 _SPACED_UNITS = {"m", "s", "g", "l", "in"}
 _UNIT_NAMES = {**{word: "" for word in _COUNTED.split()},
@@ -137,8 +160,11 @@ def _unit_name(text):
     name = _UNIT_NAMES.get(word)
     if name is None and len(word) > 2 and word.endswith("s"):
         name = _UNIT_NAMES.get(word[:-1])
-    if name is None:
-        return None
+    if name is None:  # any other word is what was counted ('13 marbles'; not 'abc', a product)
+        counted = (re.fullmatch(r"[A-Za-z]{4,}|[A-Za-z]{2,}s", word) and not m.group(1) and not m.group(3)
+                   and not _VALUE_WORDS_RE.fullmatch(word) and not _NOT_COUNTED_RE.fullmatch(word)
+                   and word not in _NAMED_FUNCS and word not in _GREEK)
+        return "" if counted else None
     power = m.group(3) or {"cubic": "3", None: ""}.get(m.group(1), "2")
     return name + "^" + power if name and power else name
 
@@ -146,15 +172,20 @@ def _unit_name(text):
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _GSM_RE = re.compile(r"####\s*([^\n]+)")
-# 'answer is', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right after the word)
-_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
+# 'answer is', 'answer will be', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right
+# after the word)
+_ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|will be\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
 _FINAL_RE = re.compile(r"final\W{0,3}answer", re.IGNORECASE)
-_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:is\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
-# a number not glued to a word ('user123', 'x2' are names, not answers)
-_NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
+_ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:(?:is|will be)\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
+# a number not glued to a word ('user123', 'x2' are names, not answers), nor a piece of a longer run
+# of digits and dots or colons ('19.13.13' and the time '12:00' hold no number 13 or 00)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])(?<!\d[.:])-?\d[\d,]*(?:\.\d+)?(?!\d|[.:]\d)(?:\s*/\s*\d+)?")
 _MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
                            re.DOTALL)
-_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|which|where|I hope)\s|<\|")
+# ', which is 13' and ', which is simply 13' go on with the answer's value (a relation in words);
+# ', which is the sum' ends it
+_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
+                              r"|\swhich\s(?!(?:is|equals|gives|makes)\s+(?:[a-z]+\s+)?(?:equal\s+to\s+)?[-+\d$\\(])")
 _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
 # a trailing signature line ('-- bob', 'Solution by user42', '[Author: ...]') is not the answer
@@ -205,7 +236,7 @@ def _boxes(text):
 
 
 def _final_boxes(text):
-    """(content, end) of the answer given in boxes: the last box together with the boxes just
+    """(content, end, start) of the answer given in boxes: the last box together with the boxes just
     before it ('\\boxed{1} and \\boxed{2}' is the answer '1, 2'), or None without a box.
 
     Boxes further back, or behind a sentence end or a 'wait'/'so', are earlier steps."""
@@ -220,10 +251,56 @@ def _final_boxes(text):
             break  # a blank line with words in between: a new step, not the same answer
         group.insert(0, box)
     contents = []
-    for _, _, content in group:  # the same box written twice is one answer
-        if content.strip() not in contents:
+    for _, _, content in group:  # the same box written twice is one answer; an empty one is none
+        if content.strip() and content.strip() not in contents:
             contents.append(content.strip())
-    return ", ".join(contents), group[-1][1]
+    return ", ".join(contents), group[-1][1], group[0][0]
+
+
+def _boxed_answer(text):
+    """(answer, end) of the final boxes (_final_boxes), read with what a model writes around a box:
+    an empty box stands for the answer beside it ('\\boxed{} 13', '\\boxed{}, which is 13') or,
+    with nothing beside it, for the answer the text committed to before it (_committed_before; none
+    is no answer, ''), and a box that '=' continues is the first side of a worked chain
+    ('\\boxed{m + 3} = 10 + 3 = 13' is that chain). None without a box."""
+    boxed = _final_boxes(text)
+    if boxed is None:
+        return None
+    content, end, start = boxed
+    after = text[end:end + MAX_ANSWER_CHARS]
+    if not content:  # the answer beside it, or a chain the sentence beside it ends in
+        beside = _clean_phrase(re.sub(r"^[\s$]*[,:;]?", "", after))
+        if not _is_math(beside) and "=" in beside:
+            beside = _chain_at(beside, beside.rfind("="))
+        return (beside if _is_math(beside) else _committed_before(text[:start])), end
+    if re.match(r"[\s$]*=(?!=)", after):
+        cut = _SENTENCE_END_RE.search(_mask_math(after))
+        chain = after[:cut.start() if cut else len(after)].replace("$", " ").strip()
+        if _is_math(chain) and "=" not in content:
+            return content + " " + chain, end
+    return content, end
+
+
+def _committed_before(text):
+    """The answer sentence or, without one, the last worked chain before an empty box with nothing
+    beside it ('13 - 12 = 1. The answer is \\boxed{}.', 'The answer is 0. To keep it in \\boxed{},
+    ...'): the value the text committed to; '' when none ('Evaluating 9 - 4 yields \\boxed{}.' has
+    no answer anywhere, and its last number is the question's)."""
+    text = text[-MAX_ANSWER_CHARS:]
+    said = _said_answer(text)
+    if said and _is_math(said[0]):
+        return said[0]
+    equals = _mask_math(text).rfind("=")
+    return _chain_at(text, equals) if equals >= 0 else ""
+
+
+def _chain_at(text, equals):
+    """The worked chain around the '=' at text[equals]: the math on both sides of it, up to the
+    words around ('so 13 - 12 = 1 in' -> '13 - 12 = 1'); '' when its last side is no number."""
+    left = _TRAILING_MATH_RE.search(text, max(0, equals - MAX_ANSWER_CHARS), equals)
+    right = _LEADING_MATH_RE.match(text, equals + 1)
+    chain = ((left.group() if left else "") + "=" + (right.group() if right else "")).strip(" \t,")
+    return chain if re.search(r"\d", chain.split("=")[0]) and _is_math(chain.split("=")[-1]) else ""
 
 
 def _mask_math(s):
@@ -235,6 +312,109 @@ def _span_text(m):
     return next(g for g in m.groups() if g is not None).strip()
 
 
+# ----------------------------------------------------------------------------- answers said in words
+# A small model says its answer in a sentence more often than in a box. Each rule below reads one way
+# of saying it ('9 + 4 is 13', 'The answer is indeed 13', '13 when m = 10', '"9 + 4 = 13"') into the
+# bare answer, or returns None; _unsay applies them until none does. They only ever drop words
+# around an answer, never guess one: what is left must still read as math (_is_math), and a number
+# is never taken out of a longer one, so '3m + 13', '19.13.13' and 'm + 3 is 2m + 13' stay what they
+# are. They read completions only: a gold answer is never rewritten.
+# words that affirm an answer without changing it ('the answer is actually 13'); 'not', 'about',
+# 'over', 'negative' and the like change it and are not here
+_AFFIRMING = ("actually indeed simply just really clearly obviously exactly precisely definitely certainly "
+              "surely still also now then therefore thus hence so basically truly correctly finally again")
+_AFFIRMING_RE = re.compile(r"(?:%s)\b[\s,:]*(?=\S)" % "|".join(_AFFIRMING.split()), re.IGNORECASE)
+# a clause after the answer that says when or why it holds: '13 when m = 10', '13, as 9 + 4 = 13'
+_CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=\S)|,\s+as\s+(?=\S)")
+# a relation in words: what follows it is the value ('9 + 4 is 13', 'which equals 13', 'is 13')
+_RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
+                                r"|(?:will|would)(?: always)? (?:be|equal))\s+")
+# one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
+_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then)\b[\s,:]*)?"
+                          r"|(?<!\s)\s+(?:so|and|or|i\.e\.|thus|hence|therefore|then)\s+")
+_QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
+# a word that is not math: two letters or more, and no TeX command, function name or Greek letter
+_MATH_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:%s|pi|sqrt|infty)(?![A-Za-z]))[A-Za-z]{2,}"
+                           % "|".join(sorted(_NAMED_FUNCS | _GREEK, key=len, reverse=True)))
+
+
+def _is_math(s):
+    """Whether s reads as a math answer: a digit in it, and no word but (at the end) the thing
+    counted or its unit ('13 units'), which _clean_unit sets aside."""
+    words = list(_MATH_WORD_RE.finditer(s))
+    return (bool(s.strip()) and len(s) <= MAX_ANSWER_CHARS and re.search(r"\d", s) is not None
+            and (not words or (len(words) == 1 and not s[words[0].end():].strip(" .!"))))
+
+
+def _quoted(s):
+    """'"9 + 4 = 13"': an answer in quotes."""
+    m = _QUOTED_RE.fullmatch(s)
+    return m.group(1) if m else None
+
+
+def _affirmed(s):
+    """'actually 9 + 4 = 13', 'indeed 13': a word that affirms the answer, before it."""
+    m = _AFFIRMING_RE.match(s)
+    return s[m.end():] if m else None
+
+
+def _conditioned(s):
+    """'13 when m = 10', '0, as 387 * 0 = 0': the answer, then when or why it holds."""
+    m = _CONDITION_RE.search(s)
+    return s[:m.start()] if m and _is_math(s[:m.start()]) else None
+
+
+def _remarked(s):
+    """'15 + 10 = 25, but in mathematics,', '0, as expected': a remark after the answer that holds
+    no number (one that does may correct it: '13, but actually 14' is left as it is)."""
+    m = re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|and|which|that|this|so|in|for|of)\b[^\d]*", s)
+    return m.group(1) if m and _is_math(m.group(1)) else None
+
+
+def _restated(s):
+    """'9 + 4 = 13, so 9 + 4 = 13': an answer said again is one answer, when every saying commits to
+    the same value (said with two values it is left as it is, and is refused)."""
+    parts = [p.strip(" .") for p in _RESTATED_RE.split(s)]
+    if len(parts) < 2 or not all(_is_math(p) for p in parts):
+        return None
+    values = {" ".join(_last_side_of_arithmetic(_TIMES_X_RE.sub(" * ", p)).split()) for p in parts}
+    return parts[-1] if len(values) == 1 else None
+
+
+def _stated_value(s):
+    """'9 + 4 is 13', 'm + 3 is 13', ', which equals 13': a relation in words states the value after
+    its last verb (as 'the volume of $ABCD$ is 120' does), when that value is math. Said of plain
+    arithmetic it is a worked chain ('9 + 4 is 13' is '9 + 4 = 13'), so a false one ('822, which
+    is 0') states nothing (_false_chain)."""
+    last = None
+    for last in _RELATION_WORDS_RE.finditer(s):
+        pass
+    value = last and (_affirmed(s[last.end():]) or s[last.end():])  # 'is indeed 37'
+    if not value or not _is_math(value):
+        return None
+    said = re.sub(r"[\s,]*(?:\b(?:which|that|this|it)\b)?[\s,]*$", "", s[:last.start()])
+    if re.search(r"\d", said) and _ARITHMETIC_RE.fullmatch(said):
+        return said + " = " + value
+    return value
+
+
+_SAYINGS = [_quoted, _affirmed, _conditioned, _remarked, _restated, _stated_value]
+
+
+def _unsay(s):
+    """s with the words around its answer read away by the rules of _SAYINGS."""
+    s = s.strip()
+    for _ in range(2 * len(_SAYINGS)):
+        for rule in _SAYINGS:
+            out = rule(s)
+            if out is not None and out.strip() and out.strip() != s:
+                s = out.strip()
+                break
+        else:
+            break
+    return s
+
+
 def _clean_phrase(phrase):
     """Trim what follows 'the answer is' down to the answer: 'The largest $n$ is 34. I hope it
     is correct.' -> '34'; '$ 5 $' -> '5'; '$12$ and $13$' -> '12, 13'; 'Jane started 3 hours
@@ -244,6 +424,9 @@ def _clean_phrase(phrase):
     cut = _SENTENCE_END_RE.search(masked)
     if cut:
         phrase, masked = phrase[:cut.start()], masked[:cut.start()]
+    unsaid = _unsay(phrase)  # 'actually 13', '13 when m = 10', '10 + 5, which equals 6'
+    if unsaid != phrase.strip():
+        phrase, masked = unsaid, _mask_math(unsaid)
     verbs = list(_VERB_RE.finditer(masked))
     if verbs:  # 'The volume of $ABCD$ is 120': the part after the last 'is'
         phrase, masked = phrase[verbs[-1].end():], masked[verbs[-1].end():]
@@ -262,17 +445,71 @@ def _clean_phrase(phrase):
 
 
 def _said_answer(text):
-    """(answer, start, final) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or
-    None; final tells whether it said 'final answer'."""
-    last = None
-    for last in _ANSWER_RE.finditer(text):
-        pass
-    if last is None:
-        return None
-    lead = _ANSWER_LEAD_RE.match(text, last.start())
-    answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
-    final = re.search(r"final\W{0,3}$", text[max(0, last.start() - 12):last.start()], re.I) is not None
-    return (answer, last.start(), final) if answer else None
+    """(answer, start, final) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or of
+    the last '13 is the answer' / '..., which is the final answer' if it comes later; or None.
+    final tells whether it said 'final answer'."""
+    before = None
+    for word in re.finditer(r"answer\b", text, re.IGNORECASE):  # the word first: a literal is fast
+        window = max(0, word.start() - 40)
+        said = _ANSWER_AFTER_RE.search(text, window, word.end())
+        before = said if said and said.end() == word.end() else before
+    for last in reversed(list(_ANSWER_RE.finditer(text))[-3:]):
+        if before is not None and before.start() > last.start():
+            break
+        lead = _ANSWER_LEAD_RE.match(text, last.start())
+        answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
+        if _JUDGING_RE.match(answer) and not re.search(r"[\d$\\]", answer):
+            continue  # 'The answer is correct.': a judgement, not an answer; an earlier one may be
+        final = re.search(r"final\W{0,3}$", text[max(0, last.start() - 12):last.start()], re.I) is not None
+        if answer and _retracted(text, lead.end()):
+            return "", last.start(), final  # '... 563 * k = 0. This is not possible': no answer
+        return (answer, last.start(), final) if answer else None
+    return _said_before(text, before) if before is not None else None
+
+
+# the sentence after an answer takes it back: 'This is not possible', 'That is wrong.', 'No, ...'
+_RETRACTION_RE = re.compile(r"(?:no\b|(?:this|that|it)(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:possible|correct|right)"
+                            r"|incorrect|wrong|impossible)|(?:this|that|the)\s+(?:answer|result)\s+is\s+"
+                            r"(?:not\s+(?:possible|correct|right)|incorrect|wrong|impossible))\b", re.IGNORECASE)
+
+
+def _retracted(text, start):
+    """Whether the sentence after the one that starts at text[start] takes its answer back."""
+    said = text[start:start + MAX_ANSWER_CHARS]
+    lead = len(said) - len(said.lstrip())
+    end = _SENTENCE_END_RE.search(_mask_math(said), lead)
+    return bool(end) and _RETRACTION_RE.match(said[end.end():].lstrip(" \n*")) is not None
+
+
+# words that approve of an answer or point elsewhere, and so give none: 'The answer is correct.', 'the
+# final answer is determined by the initial conditions', 'the answer is shown below' (said with no
+# number). Not doubt: 'the answer is tricky', 'is not clear' may come before another answer
+_JUDGING_RE = re.compile(r"(?:correct|right|accurate|precise|valid|simple|easy|straightforward|clear"
+                         r"|obvious|below|above|as follows|shown|given|determined|(?:just )?as expected"
+                         r"|the result|the same|already|in)\b", re.IGNORECASE)
+
+
+# the answer said before the words that call it the answer: '13 is the answer', '9 + 4 = 13, which is
+# the final answer' (not 'which is not the answer', nor 'the wrong answer')
+_ANSWER_AFTER_RE = re.compile(r"\b(?:(?:which|this|that|it)\s+)?(?:is|was)\s+(?:the|my|our)\s+"
+                              r"(?:(final)\s+|correct\s+|right\s+)?answer\b", re.IGNORECASE)
+# the math a clause ends in, or (without '=') begins with: numbers, operators, one-letter names and
+# math spans ('to get 13', '= 1 in')
+_MATH_RUN = r"(?:\$[^$\n]*\$|\\\(.*?\\\)|[-+*/^(),\d \t%s]|\.(?=\d)|(?<![A-Za-z\\])[A-Za-z](?![A-Za-z]))+"
+_TRAILING_MATH_RE = re.compile(_MATH_RUN % "=" + "$")
+_LEADING_MATH_RE = re.compile(_MATH_RUN % "")
+
+
+def _said_before(text, words):
+    """(answer, start, final) for the math the clause before `words` ends in, or None."""
+    clause = text[max(0, words.start() - MAX_ANSWER_CHARS):words.start()]
+    masked = _mask_math(clause)
+    ends = list(_SENTENCE_END_RE.finditer(masked))
+    clause = clause[ends[-1].end():] if ends else clause
+    tail = _TRAILING_MATH_RE.search(clause)
+    answer = tail.group().strip(" ,.") if tail else ""
+    answer = _clean_phrase(answer) if re.search(r"\d", answer) else ""
+    return (answer, words.start(), words.group(1) is not None) if answer else None
 
 
 def _whole_math(text):
@@ -290,10 +527,12 @@ def extract_answer(text):
         return None
     if "\\\\" in text and "\\begin" not in text:  # '\\\\frac' from text escaped twice: '\\frac'
         text = _DOUBLED_RE.sub(r"\\", text)
-    boxed = _final_boxes(text)
-    if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box
-        said = _said_answer(text) if _FINAL_RE.search(text, boxed[1]) else None
-        if said and said[2] and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
+    boxed = _boxed_answer(text)
+    if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box, and a
+        # later 'the answer is 13' a box that holds an expression in a letter ('\\boxed{m + 3}')
+        letter = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", boxed[0])) is not None
+        said = _said_answer(text) if letter or _FINAL_RE.search(text, boxed[1]) else None
+        if said and (said[2] or letter) and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
                 and not _PROSE_RE.search(said[0]):
             return said[0]
         return boxed[0]
@@ -307,19 +546,22 @@ def extract_answer(text):
     if whole:  # the whole text is one math span: '$$f(y) = y$$'
         return whole
     bare = text.strip().strip("$").strip()
-    if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)'
-        return bare
+    if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)', '9 + 4 is 13'
+        return _unsay(bare)
     # no marked answer: the last number, or the last math span if it ends later ('is $(7, 6)$.')
     tail = text[-2 * MAX_ANSWER_CHARS:]
     for _ in range(3):
         tail = _SIGNATURE_RE.sub("", tail.rstrip())
+    tail = _DESCRIBED_RE.sub("", tail)  # '... is 17, which is the sum of 12 and 5.': 17
     numbers = list(_NUMBER_RE.finditer(tail))
     spans = [m for m in _MATH_SPAN_RE.finditer(tail)
              if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
     if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
         return _span_text(spans[-1])
     if numbers:
-        return numbers[-1].group().strip(",").replace(" ", "")
+        last = numbers[-1].group().strip(",").replace(" ", "")
+        word = _VALUE_WORDS_RE.match(tail, numbers[-1].end() + 1)  # '13 squared' is not 13
+        return last + " " + word.group() if word and tail[numbers[-1].end()] == " " else last
     spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
     if spans:  # no number anywhere: the last math span ('so we get $p - q$')
         return _span_text(spans[-1])
@@ -329,6 +571,9 @@ def extract_answer(text):
 
 
 _PROSE_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\s+[A-Za-z]{2,}\b")
+# a last clause that describes the value just stated ('17, which is the sum of 12 and 5.')
+_DESCRIBED_RE = re.compile(r"(?:,\s*|(?<![\s,])\s+)which\s+(?:is|was|are)\s+(?:the|a|an|its|their|our|my)\s[^.\n;]*[.!]?\s*$",
+                           re.IGNORECASE)
 
 
 _WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}\s+[A-Za-z]{2,}(?![A-Za-z])")  # 'so we get'
@@ -347,7 +592,9 @@ def _looks_bare(s):
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 # a plain number and the words after it, which _unit_name may read as a unit ('5 cm', '3 sq ft')
-_TRAILING_UNIT_RE = re.compile(r"([-+]?[\d.,]*\d(?:/\d+)?)(\s*)([A-Za-z][A-Za-z/ .]*(?:\^\{?[23]\}?)?)")
+# ... also as the last side of a worked chain ('9 + 4 = 13 units')
+_TRAILING_UNIT_RE = re.compile(
+    r"(?:^|(?<==))\s*([-+]?[\d.,]*\d(?:/\d+)?)(\s*)([A-Za-z][A-Za-z/ .]*(?:\^\{?[23]\}?)?)$")
 _PERCENT_RE = re.compile(r"%|\bpct\b|\bper ?cent(?:age)?\b")
 _SPACE_RE = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|[\u2009\u202f\u00a0\u3000]")
 _DROP_RE = re.compile(
@@ -412,9 +659,10 @@ def _unwrap_text(s):
 
 
 def _without_approx(s):
-    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it)."""
+    """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it); an
+    operation still to do before it is a worked chain: '19 - 8 \\approx 11' -> '19 - 8 = 11'."""
     head, _, tail = s.partition("\\approx")
-    if re.fullmatch(r"\s*%s\s*" % _NAME, head):
+    if re.fullmatch(r"\s*%s\s*" % _NAME, head) or _OPERATION_RE.fullmatch(head.strip()):
         return head + "=" + tail.split("\\approx")[0]
     return head if head.strip() else tail
 
@@ -475,13 +723,15 @@ def _clean_unit(answer):
     s = s.strip()
     if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):  # '{1, 3}': a TeX group
         s = s[1:-1].strip()
-    trailing = _TRAILING_UNIT_RE.fullmatch(s)  # '5 cm' -> '5' (only after a plain number)
+    trailing = _TRAILING_UNIT_RE.search(s)  # '5 cm' -> '5' (only after a plain number)
     if trailing:
         number, space, text = trailing.groups()
         name = _unit_name(text)
-        glued = not space and re.match(r"[A-Za-z]+", text).group() in _SPACED_UNITS  # 2m: 2 times m
+        word = re.match(r"[A-Za-z]+", text).group()
+        glued = not space and (word in _SPACED_UNITS  # 2m: 2 times m
+                               or name == "" and word not in _UNIT_NAMES and word[:-1] not in _UNIT_NAMES)
         if name is not None and not glued:
-            s, unit = number, unit or name or None
+            s, unit = s[:trailing.end(1)].strip(), unit or name or None
     if "and" in s or "or" in s:
         s = _AND_OR_RE.sub(",", s)
     if _SPACED_INT_RE.fullmatch(s):
@@ -501,19 +751,91 @@ def _last_side_of_arithmetic(s):
     """'12 + 13 = 25' -> '25': a worked sum commits to its last side. Only when every side is
     plain arithmetic (digits and operators), or when a chain substitutes values before its
     plain last side: '7 * k = 7 * 0 = 0' -> '0' (a side between the first and the last is
-    plain arithmetic). 'x = 5' and '7 = 11a + c' stay equations."""
-    if _RELATION_SIGN_RE.search(s):  # ('!=' is already '\\ne' here; a '!' is a factorial)
-        return s
-    sides = _TIMES_X_RE.sub("*", s).split("=")  # '731 x 0 = 0': an x between numbers is a times
-    if len(sides) < 2:
+    plain arithmetic). 'x = 5' and '7 = 11a + c' stay equations, and so does a false chain
+    ('963 * 0 = 96', '822 = 0'): it states no value (_false_chain)."""
+    sides = _chain_sides(s)
+    if sides is None:
         return s
     plain = [bool(re.search(r"\d", x)) and _ARITHMETIC_RE.fullmatch(x) is not None for x in sides]
     if all(plain) or (len(sides) >= 3 and plain[-1] and any(plain[1:-1]) and all(x.strip() for x in sides)):
-        return sides[-1].strip()
+        return s if _false_chain(s) else sides[-1].strip()
     return s
 
 
-_TIMES_X_RE = re.compile(r"(?<=\d)\s*x\s*(?=\d)")
+def _chain_sides(s):
+    """The sides of 'a = b = c' (an x between numbers read as a times: '731 x 0 = 0'), or None when
+    s is no chain of '=' (a relation: '!=' is already '\\ne' here; a '!' is a factorial)."""
+    if "=" not in s or _RELATION_SIGN_RE.search(s):
+        return None
+    return _TIMES_X_RE.sub("*", s).split("=")
+
+
+def _false_chain(s):
+    """Whether the chain s starts with integer arithmetic (_arithmetic_value) and ends on another
+    value ('963 * 0 = 96', '10 + 5 = 6', '822 = 0'). A chain that starts with a name is judged by its
+    last side, as before: a slip in between is not held against it ('z = 3+3 = 2')."""
+    sides = _chain_sides(s) or []
+    first, last = (_arithmetic_value(sides[0]), _arithmetic_value(sides[-1])) if sides else (None, None)
+    return first is not None and last is not None and first != last
+
+
+_INTEGER_ARITHMETIC_RE = re.compile(r"\s*(?:(\d+)|(\\times|\\cdot|\\div|[-+*/()]))")
+
+
+def _arithmetic_value(s):
+    """The exact value of integer arithmetic ('12 + 13', '480 * 0', '(3 - 5) * 2', '48 / 2') as a
+    Fraction, or None for anything else (a decimal, a power, a TeX fraction, a letter): it only
+    checks sides of a worked chain against each other, never reads an answer."""
+    tokens, pos, end = [], 0, len(s.rstrip())
+    while pos < end:
+        m = _INTEGER_ARITHMETIC_RE.match(s, pos)
+        if not m:
+            return None
+        tokens.append(Fraction(int(m.group(1))) if m.group(1) else
+                      {"\\times": "*", "\\cdot": "*", "\\div": "/"}.get(m.group(2), m.group(2)))
+        pos = m.end()
+    tokens.append(None)  # the end
+    at = [0]
+
+    def take():
+        at[0] += 1
+        return tokens[at[0] - 1]
+
+    def expr(depth):
+        value = term(depth)
+        while tokens[at[0]] in ("+", "-"):
+            value = value + term(depth) if take() == "+" else value - term(depth)
+        return value
+
+    def term(depth):
+        value = factor(depth)
+        while tokens[at[0]] in ("*", "/"):
+            op, rhs = take(), factor(depth)
+            value = value * rhs if op == "*" else value / rhs  # ZeroDivisionError: None below
+        return value
+
+    def factor(depth):
+        tok = take()
+        if tok in ("-", "+"):
+            value = factor(depth)
+            return -value if tok == "-" else value
+        if tok == "(" and depth < MAX_DEPTH:
+            value = expr(depth + 1)
+            if take() != ")":
+                raise ValueError
+            return value
+        if isinstance(tok, Fraction):
+            return tok
+        raise ValueError
+
+    try:
+        value = expr(0)
+        return value if tokens[at[0]] is None else None
+    except (ValueError, ZeroDivisionError, RecursionError, IndexError):
+        return None
+
+
+_TIMES_X_RE = re.compile(r"(?<=\d)\s*x\s*(?=\d)|(?<=[A-Za-z)])\s+x\s+(?=\d)")  # '2 x 3', 'k x 0'
 _RELATION_SIGN_RE = re.compile(r"[<>:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?![A-Za-z])")
 
 # ----------------------------------------------------------------------------- plain numbers
@@ -624,10 +946,6 @@ _TOKEN_RE = re.compile(r"""
   | (?P<op>[-+*/^_()\[\]{}=<>!|,])
   | (?P<space>\s+)
 """, re.VERBOSE)
-_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
-          "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau",
-          "upsilon", "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta",
-          "Lambda", "Xi", "Sigma", "Phi", "Psi", "Omega"}
 
 
 def _tokenize(s):
@@ -1880,6 +2198,8 @@ def _judge(pred, gold, timeout):
             return verdict
     if len(g) > MAX_ANSWER_CHARS:
         return False, "gold too large"
+    if "=" in p and _false_chain(p):
+        return False, "false chain"
     reply = _POOL.ask(p, g, timeout)
     return reply if reply is not None else (False, "timeout")
 
@@ -1913,14 +2233,55 @@ _FEEDBACK = {
     "timeout": "answer {p} could not be checked against {g} in time; give a simpler closed form",
     "gold too large": "the expected answer {g} could not be read; this problem cannot be scored",
     "no answer": "no final answer found: end with \\boxed{{ANSWER}}",
+    "false chain": "answer {p} is not true: its sides have different values; end with the right value",
+    "operation": "answer {p} is an operation still to do, not its value; give the number it comes to",
+    "empty box": "the final \\boxed{{}} is empty and no answer stands beside it; put the answer inside it",
 }
+
+
+# an operation still to do: numbers joined by + - * (x, \\times, \\cdot), no '=' ('18 - 3', '(9+1)')
+_OPERATOR_RE = re.compile(r"\d\s*\)?\s*(?:[-+*x×\u00b7]|\\times|\\cdot)")  # a cheap look first
+_OPERATION_RE = re.compile(r"[-+]?\(?\s*\d+(?:\.\d+)?(?:\s*(?:[-+*x]|\\times|\\cdot)\s*\(?\s*[-+]?\d+(?:\.\d+)?\s*\)?)+"
+                           r"\s*\)?")
+
+
+def _against_a_number(pred, gold, equal, why, timeout):
+    """score()'s reading of a completion's answer when the gold is a plain number: an operation still
+    to do ('18 - 3' for 'Compute 18 - 3.': the question said back, which a GRPO run learned to do) is
+    no answer, and an equation stating the value of an expression in one letter ('732 * k = 0')
+    answers with that value (_equation_value). (equal, why) is _judge's verdict on pred."""
+    if _OPERATOR_RE.search(pred) and _OPERATION_RE.fullmatch(_clean(pred)):
+        return False, "operation"
+    if not equal and why == "form":
+        value = _equation_value(pred)
+        if value is not None:
+            return _judge(value, gold, timeout)
+    return equal, why
+
+
+def _equation_value(pred):
+    """'732 * k = 0', 'n * 0 = 0', 'm + 3 = 10 + 3 = 13': the last side of an equation whose first side
+    is an expression in one letter, without powers, when that last side is a plain number and no two
+    plain sides differ. score() reads a completion's equation so against a gold that is a plain number (the
+    model stating the value of the question's expression); is_equiv, which compares two answers,
+    keeps 'x + 1 = 25' an equation, and against an equation gold ('x + 2y = 5') it stays one."""
+    s = _clean(pred)
+    sides = _chain_sides(s)
+    if not sides or _false_chain(s) or _plain_number(sides[-1].strip()) is None:
+        return None
+    # one letter, no word ('not 4 + 0 = 4') and no power: '2x - y + 3z + 8 = 0' and 'x^2 - 5x + 6 = 0'
+    # are equations to solve, not values
+    first = re.sub(r"\\[A-Za-z]+", "", sides[0])
+    letters = set(re.findall(r"[A-Za-z]", first))
+    return sides[-1].strip() if len(letters) == 1 and "^" not in first and not _MATH_WORD_RE.search(first) else None
 
 
 def score(completion, gold, timeout=2.0):
     """(reward, feedback): 1.0 and 'correct', or 0.0 and one line saying what went wrong.
 
     completion is a full model output; gold is the bare gold answer (a \\boxed{} or a
-    GSM8K '#### x' in it is extracted first)."""
+    GSM8K '#### x' in it is extracted first). Against a gold that is a plain number a completion is
+    read twice more (_against_a_number)."""
     if not isinstance(gold, str):
         raise TypeError("gold answer must be a str, got %s" % type(gold).__name__)
     if not isinstance(completion, str):
@@ -1933,7 +2294,11 @@ def score(completion, gold, timeout=2.0):
     pred = extract_answer(completion)
     if pred is None:
         return 0.0, "no final answer found: end with \\boxed{ANSWER}"
+    if not pred.strip() and _BOX_RE.search(completion):
+        return 0.0, _FEEDBACK["empty box"].format()
     equal, why = _judge(pred, gold, timeout)
+    if _PLAIN_RE.fullmatch(gold.strip()) or _plain_number(_clean(gold)) is not None:
+        equal, why = _against_a_number(pred, gold, equal, why, timeout)
     if equal:
         return 1.0, "correct"
     shown_p = _show(normalize(pred)) if len(pred) <= MAX_ANSWER_CHARS else "(too long)"

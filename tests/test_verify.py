@@ -22,7 +22,7 @@ CASES = [
     ("integer", "1\\,000", "1000", True),
     ("integer", "1{,}000", "1000", True),
     ("integer", "12 345", "12345", True),
-    ("integer", "-7", "-7", True),
+    ("integer", "-7", "-\\frac{14}{2}", True),
     ("integer", "007", "7", True),
     ("integer", "1001", "1,000", False),
     ("integer", "12", "21", False),
@@ -164,7 +164,6 @@ CASES = [
     ("expression", "\\lfloor x \\rfloor + 1", "\\lfloor x + 1 \\rfloor", True),
     ("choice_letter", "A \\cap C", "A", False),
     # infinity
-    ("infinity", "\\infty", "\\infty", True),
     ("infinity", "+\\infty", "\\infty", True),
     ("infinity", "-\\infty", "\\infty", False),
     ("infinity", "\\infty", "1000000", False),
@@ -195,7 +194,7 @@ CASES = [
     ("tolerance", "2.718282", "e", True),
     # tiny magnitudes: relative, not absolute, closeness
     ("tiny", "\\frac{1}{2004!}", "\\frac{1}{2006!}", False),
-    ("tiny", "\\frac{1}{2004!}", "\\frac{1}{2004!}", True),
+    ("tiny", "\\frac{1}{2004!}", "\\frac{2005}{2005!}", True),
     ("tiny", "10^{-10}", "10^{-11}", False),
     ("tiny", "0.0000001", "0", False),
     ("tiny", "1e-20", "2e-20", False),
@@ -296,14 +295,6 @@ CASES = [
 @pytest.mark.parametrize("kind,pred,gold,equal", CASES, ids=["%s:%s|%s" % c[:3] for c in CASES])
 def test_labelled_case(kind, pred, gold, equal):
     assert verify.is_equiv(pred, gold) is equal
-
-
-def test_case_count_and_classes():
-    assert len(CASES) >= 120
-    kinds = {c[0] for c in CASES}
-    assert {"integer", "fraction", "scientific", "units", "assignment", "roots", "pi_e", "tuple",
-            "interval", "set", "plusminus", "matrix", "equation", "expression", "infinity",
-            "choice", "boxed", "tolerance", "tiny"} <= kinds
 
 
 # equality is symmetric, except where the gold decides the reading (choice letters, rounding)
@@ -756,6 +747,152 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     assert verify.score(completion, gold)[0] == reward
 
 
+# ----------------------------------------------------------------------------- answers said in words
+# What a small model writes around a right answer (issue 27), one rule of verify.py each, and beside
+# each the wrong answers of the same shape that must stay refused. The examples are made up; real
+# completions of the kit's own runs are in bench/small_model_answers.jsonl.
+
+
+@pytest.mark.parametrize("completion,gold,reward", [
+    # a relation in words states the value after it (_stated_value)
+    ("7 + 5 is 12.", "12", 1.0),
+    ("7 + 5 equals 12", "12", 1.0),
+    ("The answer: 7 + 5 will always equal 12. We used 7 and 5.", "12", 1.0),
+    ("p + 4 is 11.", "11", 1.0),
+    ("The sum is 12, which is the total of 7 and 5.", "12", 1.0),
+    ("7 + 5 is 13.", "12", 0.0),
+    ("p + 4 is 2p + 11.", "11", 0.0),                   # an expression, not the number
+    ("The final answer is 7 + 5 which is simply 12.", "12", 1.0),
+    ("The answer is 7 + 5, which equals 11.", "12", 0.0),
+    ("The answer is 7 + 5, which equals 11.", "11", 0.0),  # said of 7 + 5 it is false
+    ("The answer is 90, which is 0.", "0", 0.0),
+    # an empty box: the answer beside it (_boxed_answer), or the chain the text committed to before it
+    ("So the result is \\boxed{} 12.", "12", 1.0),
+    ("\\boxed{} 7 + 5 = 12", "12", 1.0),
+    ("It comes to \\boxed{}, which is 12.", "12", 1.0),
+    ("The value in \\boxed{} is 12.", "12", 1.0),
+    ("The result, in \\boxed{}: 7 + 5 = 12", "12", 1.0),
+    ("7 + 5 = 12.\n\nPut it in \\boxed{}.", "12", 1.0),
+    ("The answer is 12. To keep it in \\boxed{}, write it there.", "12", 1.0),
+    ("\\boxed{} 7 + 5 = 13", "12", 0.0),
+    ("Adding 7 and 5 gives \\boxed{}.", "12", 0.0),     # no answer anywhere
+    ("Working out 0 + 12 gives \\boxed{}.", "12", 0.0),  # the question's own number is no answer
+    ("7 + 5 =\n\\boxed{}", "12", 0.0),                # an '=' with nothing after it
+    # an answer sentence with a word in it (_affirmed, _conditioned, _remarked, '... is the answer')
+    ("The answer is really 7 + 5 = 12.", "12", 1.0),
+    ("The final answer is clearly 12.", "12", 1.0),
+    ("Adding them we reach 12, which is the final answer. Both 7 and 5 are odd.", "12", 1.0),
+    ("The answer is 12 when p = 8.", "12", 1.0),
+    ("The answer is indeed 0, as 318 is", "0", 1.0),
+    ("So the final answer will be 12. We used 7 and 5.", "12", 1.0),
+    ("The correct answer is 7 + 5 = 12, but in words,", "12", 1.0),
+    ("7 + 5 = 12\n\nThe answer is correct.", "12", 1.0),  # a judgement, not an answer
+    ("7 + 5 = 12\n\nThe answer is tricky. However, we", "12", 0.0),  # doubt is no judgement
+    ("7 + 5 = 11\n\nThe answer is correct.", "12", 0.0),
+    ("The answer is not 12.", "12", 0.0),
+    ("The answer is about 12.", "12", 0.0),
+    ("The answer is negative 12.", "12", 0.0),
+    ("The answer is 12, but actually 13.", "12", 0.0),
+    ("The answer is 12.\n\nThis is not possible, since 12 is odd.", "12", 0.0),  # taken back
+    # a worked chain followed by a word, said twice, or quoted (_clean_unit, _restated, _quoted)
+    ("7 + 5 = 12 marbles.", "12", 1.0),
+    ("7 + 5 = 12 units.", "12", 1.0),
+    ("The answer is 12 marbles.", "12", 1.0),
+    ("7 + 5 = 12, so 7 + 5 = 12.", "12", 1.0),
+    ("7 + 5 = 12, and 7 + 5 = 12.", "12", 1.0),
+    ('"7 + 5 = 12"', "12", 1.0),
+    ("7 + 5 = 12, so 7 + 5 = 13.", "12", 0.0),
+    ("7 + 5 = 12 thousand.", "12", 0.0),
+    ("So it comes to 12 squared.", "12", 0.0),
+    # a boxed expression in the question's letter, continued to a number and restated
+    ("\\boxed{p + 4} = 7 + 4 = 11. So the answer is 11.", "11", 1.0),
+    ("\\boxed{p + 4} = 7 + 4 = 11.", "11", 1.0),
+    ("\\boxed{p + 4}. So the answer is 11.", "11", 1.0),
+    ("\\boxed{p + 4} = 7 + 4 = 12.", "11", 0.0),
+    ("\\boxed{12}. So the answer is 13.", "13", 0.0),  # a boxed number is not overridden
+    # an equation stating the value of an expression in one letter, against a number (_equation_value)
+    ("318 * k = 0.", "0", 1.0),
+    ("318 * k x 0 = 0", "0", 1.0),
+    ("p + 4 = 11", "11", 1.0),
+    ("p + 4 = 2p + 11", "11", 0.0),
+    ("3p + 11", "11", 0.0),
+    ("2p + 22", "22", 0.0),
+    ("2x - y + 8 = 0", "0", 0.0),                       # an equation to solve, not a value
+    ("x^2 - 4x + 4 = 0", "0", 0.0),
+    ("No, the answer is not 4 + 0 = 4.", "4", 0.0),
+    # numbers that only contain the gold
+    ("3.12", "12", 0.0),
+    ("So we get 19.12.12.", "12", 0.0),
+    ("The train left at 12:00.", "0", 0.0),
+    ("We get 412", "12", 0.0),
+    # a false chain states no value
+    ("963 * 0 = 96.", "96", 0.0),
+    ("963 * 0 = 96.", "0", 0.0),
+    # an operation still to do: the question said back ('Compute 18 - 3.') is no answer
+    ("18 - 3", "15", 0.0),
+    ("The answer is (9 + 6).", "15", 0.0),
+    ("\\boxed{3 \\cdot 5}", "15", 0.0),
+    ("18 - 3 = 15", "15", 1.0),
+    ("18 - 3 ≈ 15.", "15", 1.0),                        # ... but said with its value, a chain
+    ("18 - 3 ≈ 14.", "15", 0.0),
+    ("\\boxed{2^{4}}", "16", 1.0),                        # a power is a closed form, not an operation
+    ("\\boxed{6/8}", "3/4", 1.0),                         # ... and a fraction a number
+])
+def test_answers_said_in_words(completion, gold, reward):
+    assert verify.score(completion, gold)[0] == reward
+
+
+def test_an_equation_stays_an_equation_between_answers():
+    # score() reads a completion's 'p + 4 = 11' as the value it states; is_equiv compares two answers
+    assert verify.score("p + 4 = 11", "11")[0] == 1.0
+    assert verify.is_equiv("p + 4 = 11", "11") is False
+    assert verify.score("x + 2y = 5", "x + 2y = 5")[0] == 1.0
+    assert verify.score("x + 2y = 5", "x + 2y = 6")[0] == 0.0
+
+
+@pytest.mark.parametrize("completion,read", [
+    ("7 + 5 is 12.", "7 + 5 = 12."),
+    ("p + 4 is 11.", "11."),
+    ("So the result is \\boxed{} 12.", "12"),
+    ("It comes to \\boxed{}, which is 12.", "12"),
+    ("7 + 5 = 12.\n\nPut it in \\boxed{}.", "7 + 5 = 12"),
+    ("Adding 7 and 5 gives \\boxed{}.", ""),
+    ("The answer is really 7 + 5 = 12.", "7 + 5 = 12"),
+    ("The answer is 12 when p = 8.", "12"),
+    ("Adding them we reach 12, which is the final answer.", "12"),
+    ('"7 + 5 = 12"', "7 + 5 = 12"),
+    ("7 + 5 = 12, so 7 + 5 = 12.", "7 + 5 = 12"),
+    ("\\boxed{p + 4} = 7 + 4 = 11.", "p + 4 = 7 + 4 = 11"),
+    ("So we get 19.12.12.", None),
+])
+def test_what_is_read_from_words(completion, read):
+    assert verify.extract_answer(completion) == read
+
+
+@pytest.mark.parametrize("completion,gold,feedback", [
+    ("So the result is \\boxed{} 13.", "12", "answer 13 differs from the expected value 12 (wrong value)"),
+    ("Adding 7 and 5 gives \\boxed{}.", "12",
+     "the final \\boxed{} is empty and no answer stands beside it; put the answer inside it"),
+    ("963 * 0 = 96.", "0",
+     "answer 963*0=96 is not true: its sides have different values; end with the right value"),
+    ("The answer is 7 + 5, which equals 11.", "12",
+     "answer 7+5=11 is not true: its sides have different values; end with the right value"),
+    ("p + 4 = 13", "11", "answer p+4=13 differs from the expected value 11 (wrong value)"),
+    ("18 - 3", "15", "answer 18-3 is an operation still to do, not its value; give the number it comes to"),
+])
+def test_feedback_says_what_was_read(completion, gold, feedback):
+    assert verify.score(completion, gold) == (0.0, feedback)
+
+
+def test_false_chains_are_read_by_exact_integer_arithmetic():
+    assert verify._arithmetic_value("(3 - 5) * 2 + 48 / 2") == 20
+    for not_plain in ["2^3", "3.5", "\\frac{1}{2}", "7/0", "k * 0", "((1)", "1 2"]:
+        assert verify._arithmetic_value(not_plain) is None
+    assert verify._false_chain("12 + 13 = 26") and not verify._false_chain("12 + 13 = 25")
+    assert verify._false_chain("963 * 0 = 96") and not verify._false_chain("963 * k = 963 * 0 = 0")
+    assert not verify._false_chain("z = 3 + 3 = 2")  # a chain that starts with a name: its last side
+
+
 # ----------------------------------------------------------------------------- function names
 
 
@@ -799,7 +936,7 @@ def test_function_table_feeds_the_regexes():
     ("15 cm^2", "16", False),                               # ... and the value still counts
     ("1 m", "100 cm", False),                               # units are not converted
     ("100 cm", "1 m", False),
-    ("1 m", "1 m", True),
+    ("1 m", "1 meter", True),                               # one unit, spelled two ways
     ("3 hours", "3 hrs", True),
     ("2\\sqrt{3}\\text{ cm}", "\\sqrt{12}\\text{ cm}", True),  # a unit after a symbolic value
     ("2\\sqrt{3}\\text{ cm}", "\\sqrt{12}\\text{ m}", False),

