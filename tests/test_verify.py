@@ -595,10 +595,13 @@ CALLER = r"""
 import sys, threading, time
 sys.path.insert(0, %r)
 import verify
-start, started = verify._Worker.start, []
+start, started, say = verify._Worker.start, [], threading.Lock()
 def reporting_start(self):
     start(self)
-    print("worker", self.proc.pid, flush=True)
+    # workers start from several threads: one write per line, under a lock, or lines interleave
+    with say:
+        sys.stdout.write("worker %%d\n" %% self.proc.pid)
+        sys.stdout.flush()
     started.append(self)
 verify._Worker.start = reporting_start
 # a long deadline: only the caller's end, not its timeout, may stop the worker
@@ -606,7 +609,8 @@ threading.Thread(target=verify.is_equiv, args=(%r, %r), kwargs={"timeout": 300},
 while not started:
     time.sleep(0.05)
 time.sleep(0.5)  # the request is in, the worker computes
-print("busy", flush=True)
+with say:
+    print("busy", flush=True)
 # hold on until the test has seen every reported worker alive: exiting earlier would let the exit
 # cleanup stop an idle spare worker before the test looks at it
 sys.stdin.readline()
