@@ -253,7 +253,9 @@ def test_schedule_bench_templates_reach_rollouts_on_data_larger_than_the_run():
     from p2o_schedule import simulate
     replay = simulate(400, 40, "replay", gepa_every=10)
     assert replay["first_gepa_step"] == 10 and replay["first_guided_step"] == 11
-    assert replay["guided_share_after_first_gepa"] >= 0.4 and replay["guided_nonzero_adv"] > 0
+    # replays come on top of the 8 new problems a step (--replay-share 0.5: up to 4 more, 1/3 of the groups)
+    assert replay["guided_share_after_first_gepa"] >= 0.3 and replay["guided_nonzero_adv"] > 0
+    assert replay["groups"] - replay["replayed"] == 40 * 8 and replay["replayed"] > 0
     epoch = simulate(400, 40, "epoch", gepa_every=10)
     assert epoch["gepa_runs"] == 0 and epoch["guided_groups"] == 0
 

@@ -381,6 +381,40 @@ def test_rescore_passes_parent_links_to_kept_ancestors():
     assert evaluate.seen == state.metric_calls == 4
 
 
+def test_rescore_with_reuse_answers_only_the_new_examples():
+    """reuse_scores: scores on examples the old and new valsets share are kept; only the new ones
+    are answered, by every kept candidate; a valset with nothing new costs no call at all."""
+    seeds = ["", "[a]", "[b]"]
+    old_val, new_val = toy_examples(4), toy_examples(4, offset=2)  # ids 0-3, then 2-5: 2 shared, 2 new
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80)
+    kept = {c: dict(zip(state.valset_ids, row)) for c, row in zip(state.candidates, state.val_scores)}
+    state.val_scores[1][2] = 0.25  # a score only the old state knows: reuse must keep it, not re-measure it
+    asked = []
+    evaluate = Counter()
+    spy = lambda jobs: asked.extend((p, [ex["id"] for ex in b]) for p, b in jobs) or [evaluate(p, b) for p, b in jobs]
+    before = state.metric_calls
+    state = gepa.optimize(seeds, new_val, new_val, Counter(), None, 80, state=state, evaluate_many=spy,
+                          reuse_scores=True)
+    assert asked == [(c, [4, 5]) for c in seeds] and state.metric_calls - before == evaluate.seen == 6
+    assert state.valset_ids == [gepa.example_id(ex) for ex in new_val]
+    fresh = Counter()
+    for c, row in zip(state.candidates, state.val_scores):
+        want = [kept[c][gepa.example_id(ex)] for ex in new_val[:2]] + [s for s, _, _ in fresh(c, new_val[2:])]
+        assert row == ([0.25] + want[1:] if c == "[a]" else want)
+    asked.clear()
+    known = row_of(state, "[a]")
+    state = gepa.optimize(seeds, new_val[1:], new_val[1:], Counter(), None, 80, state=state, evaluate_many=spy,
+                          reuse_scores=True)
+    assert asked == [] and row_of(state, "[a]") == known[1:]  # nothing new: no metric call
+    # without reuse every candidate answers the whole new valset again
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80, state=state, evaluate_many=spy)
+    assert asked == [(c, [0, 1, 2, 3]) for c in seeds]
+
+
+def row_of(state, text):
+    return state.val_scores[state.candidates.index(text)]
+
+
 def test_example_ids_use_id_or_a_stable_hash():
     assert gepa.example_id({"id": 3, "q": "x"}) == "id:3"
     a, b = gepa.example_id({"q": "x", "a": 1}), gepa.example_id({"a": 1, "q": "x"})
