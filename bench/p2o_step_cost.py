@@ -18,7 +18,8 @@ template (data/demo_templates.txt), as after a GEPA run.
   on_top_0.5     4 new + 2 replayed guided on top, ρ from the sampler's log-probs (--replay-share 0.5)
 
 GEPA is not in a step: its share comes from the bench's runs (bench/p2o_vs_grpo.py, time/gepa_s).
-Results -> bench/results/p2o_step_cost.json: median seconds per kind and phase, and ratios to grpo.
+Results -> bench/results/p2o_step_cost.json: median wall and CPU seconds per kind and phase, and
+their ratios to grpo (CPU seconds of this one-thread process: what a busy machine inflates least).
 """
 import argparse
 import json
@@ -63,21 +64,26 @@ def exact_rho_forwards(model, batch, cfg):
 
 
 def one_step(model, tok, optimizer, scheduler, problems, state, cfg, rng, exact_rho):
-    t0 = time.time()
+    """One step's phases in wall seconds (`*_s`) and CPU seconds of this process (`*_cpu`: what a busy
+    machine does not inflate much)."""
+    marks = [(time.time(), time.process_time())]
     batch = p2o.sample_rollouts(model, tok, problems, cfg, state, rng)
-    t1 = time.time()
+    marks.append((time.time(), time.process_time()))
     texts = p2o.decode(tok, batch.completions, batch.mask)
     rewards, _ = p2o.reward_rollouts(texts, [p["answer"] for p in problems for _ in range(cfg.group_size)])
     batch.advantages = p2o.group_advantages(torch.tensor(rewards), cfg.group_size, cfg.scale_rewards)
-    t2 = time.time()
+    marks.append((time.time(), time.process_time()))
     if exact_rho:
         exact_rho_forwards(model, batch, cfg)
-    t3 = time.time()
+    marks.append((time.time(), time.process_time()))
     p2o.update_policy(model, optimizer, scheduler, batch, cfg)
     p2o.refresh_twin(model)
-    t4 = time.time()
-    return {"rollout_s": t1 - t0, "reward_s": t2 - t1, "rho_forwards_s": t3 - t2, "update_s": t4 - t3,
-            "step_s": t4 - t0, "rows": len(texts)}
+    marks.append((time.time(), time.process_time()))
+    out = {"rows": len(texts), "tokens": int(batch.mask.sum())}
+    for k, name in enumerate(("rollout", "reward", "rho_forwards", "update")):
+        out[f"{name}_s"], out[f"{name}_cpu"] = (marks[k + 1][j] - marks[k][j] for j in (0, 1))
+    out["step_s"], out["step_cpu"] = (marks[-1][j] - marks[0][j] for j in (0, 1))
+    return out
 
 
 def main() -> int:
@@ -117,8 +123,9 @@ def main() -> int:
                "commit": commit, "machine": f"{cpu_name()}, {os.cpu_count()} cores",
                "loadavg": os.getloadavg(), "rounds": args.rounds, "twin_dtype": str(p2o.twin_dtype(torch.device("cpu"))),
                "median": med, "step_ratio_to_grpo": {k: med[k]["step_s"] / med["grpo"]["step_s"] for k in KINDS},
+               "step_cpu_ratio_to_grpo": {k: med[k]["step_cpu"] / med["grpo"]["step_cpu"] for k in KINDS},
                "per_round": times}
-    print(json.dumps({k: results[k] for k in ("median", "step_ratio_to_grpo")}, indent=1))
+    print(json.dumps({k: results[k] for k in ("median", "step_ratio_to_grpo", "step_cpu_ratio_to_grpo")}, indent=1))
     write_results(args.json, results)
     return 0
 

@@ -18,8 +18,9 @@ problem:
   - the fraction of hard groups given a nonzero advantage (groups of hard-level problems; for P²O
     also the template-guided groups), the ρ-masked token fraction;
   - time: each run's wall time (training, then this script's evaluation, the same for every arm),
-    training time, the ratio P²O / GRPO per seed, GEPA's share of P²O's training time and of its wall
-    time, and the training phases summed from metrics.jsonl (time/rollout_s, time/reward_s,
+    training time, CPU time (one thread a run: the work, whatever else shares the machine), the
+    ratios P²O / GRPO per seed, GEPA's share of P²O's training time and of its wall time (and of its
+    training CPU time), and the training phases summed from metrics.jsonl (time/rollout_s, time/reward_s,
     time/update_s, time/gepa_s), with peak RSS.
 
     python bench/p2o_vs_grpo.py                         # 3 seeds -> bench/results/p2o_vs_grpo.json
@@ -81,6 +82,7 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
     cfg_demo = dict(p2o.DEMO)
     eval_paths = cfg_demo.pop("eval")
     groups = []  # one record per rollout group: level, guided, successes
+    cpu = {"train_cpu_s": 0.0, "gepa_cpu_s": 0.0}
     if kind != "base":
         real_sample, real_reward = p2o.sample_rollouts, p2o.reward_rollouts
         last = {}
@@ -110,9 +112,18 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
         cfg, given = p2o.parse_config(argv)
         cfg = p2o.Config(**{**cfg.__dict__, **{k: v for k, v in cfg_demo.items() if k not in given}})
         cfg.eval = []  # evaluated below, problem by problem
-        t0 = time.time()
+        real_gepa = p2o.run_gepa
+
+        def gepa_run(*a, **k):  # GEPA's CPU seconds: on a shared machine a fairer share than wall seconds
+            c0 = time.process_time()
+            try:
+                return real_gepa(*a, **k)
+            finally:
+                cpu["gepa_cpu_s"] += time.process_time() - c0
+        p2o.run_gepa = gepa_run
+        t0, c0 = time.time(), time.process_time()
         p2o.train(cfg, given | set(cfg_demo))
-        train_s = time.time() - t0
+        train_s, cpu["train_cpu_s"] = time.time() - t0, time.process_time() - c0
     else:
         cfg = p2o.Config(**{**p2o.Config().__dict__, **cfg_demo, "eval": []})
         train_s = 0.0
@@ -135,7 +146,7 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
     if (out / "metrics.jsonl").is_file():
         metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
     (out / "bench.json").write_text(json.dumps({"kind": kind, "seed": seed, "problems": rows, "groups": groups,
-                                                "train_s": train_s, "metrics": metrics}))
+                                                "train_s": train_s, **cpu, "metrics": metrics}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,11 +224,18 @@ def nonzero_frac(groups, pred):
     return (sum(0 < g["successes"] < g["G"] for g in gs) / len(gs) if gs else float("nan")), len(gs)
 
 
+def step_groups(x, metrics):
+    """Groups in a step: the new problems, and the replayed ones on top (since issue 26; before it,
+    runs without time/gepa_s, replays took new problems' places)."""
+    on_top = any("time/gepa_s" in y for y in metrics)
+    return DEMO_PROMPTS + (x.get("p2o/replayed_groups", 0) if on_top else 0)
+
+
 def guided_share(metrics):
     """Share of the rollout groups that were template-guided, from the step after the first GEPA run on."""
     first = next((i for i, x in enumerate(metrics) if x.get("p2o/gepa_runs", 0) >= 1), None)
     after = metrics[first + 1:] if first is not None else []
-    groups = sum(DEMO_PROMPTS + x.get("p2o/replayed_groups", 0) for x in after)  # (replays come on top)
+    groups = sum(step_groups(x, metrics) for x in after)
     return sum(x["p2o/guided_groups"] for x in after) / groups if groups else None
 
 
@@ -230,8 +248,7 @@ def phase_times(metrics):
     gepa = get("time/gepa_s") if any("time/gepa_s" in x for x in m) else (m[-1].get("p2o/gepa_seconds", 0.0) if m else 0.0)
     return {"steps": len(m), "rollout_s": get("time/rollout_s"), "update_s": get("time/update_s"),
             "between_s": sum(x["step_time"] - x["time/rollout_s"] - x["time/update_s"] for x in m),
-            "gepa_s": gepa, "groups_per_step": (sum(DEMO_PROMPTS + x.get("p2o/replayed_groups", 0) for x in m) / len(m))
-            if m else None}
+            "gepa_s": gepa, "groups_per_step": sum(step_groups(x, m) for x in m) / len(m) if m else None}
 
 
 KINDS = ("grpo", "p2o", "grpo_long")
@@ -255,7 +272,9 @@ def arm_row(r, levels, is_hard):
         "wall_s": r["wall_s"], "eval_s": r["wall_s"] - r["train_s"],
         "gepa_share_of_train": phases["gepa_s"] / max(r["train_s"], 1e-9),
         "gepa_share_of_wall": phases["gepa_s"] / max(r["wall_s"], 1e-9),
-        "peak_rss_mb": r["peak_rss_mb"], "cpu_s": r.get("cpu_s"),
+        "peak_rss_mb": r["peak_rss_mb"], "cpu_s": r.get("cpu_s"), "train_cpu_s": r.get("train_cpu_s"),
+        "gepa_cpu_s": r.get("gepa_cpu_s"), "gepa_cpu_share_of_train": (r["gepa_cpu_s"] / max(r["train_cpu_s"], 1e-9))
+        if r.get("train_cpu_s") else None,
         "templates_in_use": m[-1].get("p2o/templates") if m else None, "guided_share_after_first_gepa": guided_share(m)})
     return row
 
@@ -280,6 +299,10 @@ def summarize(done, seeds, hard_levels, easy_levels=(1,)):
         row = {"seed": s, **{kind: arm_row(done[(kind, s)], levels, is_hard) for kind in kinds}}
         row["wall_ratio_p2o_over_grpo"] = row["p2o"]["wall_s"] / row["grpo"]["wall_s"]
         row["train_ratio_p2o_over_grpo"] = row["p2o"]["train_s"] / row["grpo"]["train_s"]
+        # CPU seconds (one thread a run): what the work costs, whatever else the machine was doing
+        row["cpu_ratio_p2o_over_grpo"] = (row["p2o"]["cpu_s"] / row["grpo"]["cpu_s"]) if row["grpo"]["cpu_s"] else None
+        row["train_cpu_ratio_p2o_over_grpo"] = (row["p2o"]["train_cpu_s"] / row["grpo"]["train_cpu_s"]) \
+            if row["grpo"]["train_cpu_s"] else None
         per_seed.append(row)
     mean = lambda xs: sum(xs) / len(xs) if xs else None
     numeric = [k for k, v in per_seed[0]["p2o"].items() if isinstance(v, (int, float))]
@@ -295,6 +318,9 @@ def summarize(done, seeds, hard_levels, easy_levels=(1,)):
         "after_mean": after,
         "wall_ratio_p2o_over_grpo": mean([r["wall_ratio_p2o_over_grpo"] for r in per_seed]),
         "train_ratio_p2o_over_grpo": mean([r["train_ratio_p2o_over_grpo"] for r in per_seed]),
+        "cpu_ratio_p2o_over_grpo": mean([r["cpu_ratio_p2o_over_grpo"] for r in per_seed if r["cpu_ratio_p2o_over_grpo"]]),
+        "train_cpu_ratio_p2o_over_grpo": mean([r["train_cpu_ratio_p2o_over_grpo"] for r in per_seed
+                                               if r["train_cpu_ratio_p2o_over_grpo"]]),
         **paired([(done[("p2o", s)], done[("grpo", s)]) for s in seeds], levels),
         "p2o_guided_groups_nonzero_adv": (sum(r["p2o"]["guided_groups_nonzero_adv"] * r["p2o"]["guided_groups"]
                                               for r in per_seed if r["p2o"]["guided_groups"])
@@ -331,13 +357,16 @@ def table(per_seed, summary, hard_levels):
     for key, label in (("wall_s", "wall time per run, s (training + this script's evaluation)"),
                        ("train_s", "training time per run, s"), ("gepa_s", "GEPA, s"),
                        ("gepa_share_of_train", "GEPA's share of training time"),
-                       ("gepa_share_of_wall", "GEPA's share of wall time")):
-        lines.append(f"| {label} | - | " + " | ".join(f"{a[k][key]:.3f}" if "share" in key else f"{a[k][key]:.0f}"
-                                                      for k in kinds) + " |")
+                       ("gepa_share_of_wall", "GEPA's share of wall time"),
+                       ("cpu_s", "CPU time per run, s (one thread)"),
+                       ("gepa_cpu_share_of_train", "GEPA's share of training CPU time")):
+        lines.append(f"| {label} | - | " + " | ".join("-" if a[k].get(key) is None else f"{a[k][key]:.3f}"
+                                                      if "share" in key else f"{a[k][key]:.0f}" for k in kinds) + " |")
     for key in ("rollout_s", "update_s", "between_s", "gepa_s", "groups_per_step"):
-        lines.append(f"| phase: {key} (sum over steps) | - | " + " | ".join(f"{a[k]['phases'][key]:.1f}" for k in kinds) + " |")
+        lines.append(f"| phase: {key} ({'mean' if key == 'groups_per_step' else 'sum'} over steps) | - | " + " | ".join(f"{a[k]['phases'][key]:.1f}" for k in kinds) + " |")
     lines.append(f"\nP²O / GRPO wall time, mean of per-seed ratios: {summary['wall_ratio_p2o_over_grpo']:.3f} "
-                 f"(training time: {summary['train_ratio_p2o_over_grpo']:.3f})")
+                 f"(training time: {summary['train_ratio_p2o_over_grpo']:.3f}; CPU time of the run: "
+                 f"{f(summary['cpu_ratio_p2o_over_grpo'])}, of training: {f(summary['train_cpu_ratio_p2o_over_grpo'])})")
     blocks = [("P²O - GRPO", summary)] + ([("P²O - GRPO at about equal wall time", summary["vs_grpo_long"])]
                                           if "vs_grpo_long" in summary else [])
     for who, d0 in blocks:

@@ -565,6 +565,40 @@ def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp
     assert len(saved.valset_ids) == 6 and set(state.weights) == {f"h{i}" for i in range(6)}
 
 
+def test_gepa_runs_answer_only_problems_new_to_the_scoring_set(tiny_model, tmp_path, monkeypatch):
+    """--gepa-reuse-scores (default): a hard problem is scored by each candidate once while it stays in the
+    scoring set; a later run answers only the problems that joined since, and a run with none answers
+    nothing. Off, every run answers the whole scoring set again."""
+    asked = []
+
+    def evaluator(model, tok, cfg):
+        def many(jobs):
+            asked.extend((t, ex["id"]) for t, batch in jobs for ex in batch)
+            return [[(1.0 if t == "T" else 0.0, "out", "fb") for _ in batch] for t, batch in jobs]
+        return (lambda t, batch: many([(t, batch)])[0]), many
+    monkeypatch.setattr(p2o, "make_evaluator", evaluator)
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("T\n")
+    cfg = p2o.Config(model=str(tiny_model), reflector="none", templates=str(seeds), gepa_budget=80, device="cpu")
+    hard = lambda i: {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": hard(i) for i in range(4)}
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in range(4))
+    state.hard.pop("h0")
+    state.hard["h4"] = hard(4)
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == [("", "h4"), ("T", "h4")] and state.last["run_metric_calls"] == 2
+    assert set(state.weights) == {"h1", "h2", "h3", "h4"} and state.templates == ["T"]
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert asked == [] and state.last["run_metric_calls"] == 0 and state.runs == 3
+    state.hard["h5"] = hard(5)
+    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_reuse_scores=False))
+    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in range(1, 6))
+
+
 @pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
 def test_templates_file_errors_name_the_file(tmp_path, text, match):
     f = tmp_path / "t.txt"
