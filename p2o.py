@@ -167,10 +167,10 @@ class Config:
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
     gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
                             "front or the budget left is smaller); their answers are batched")
-    gepa_reuse_scores: bool = opt(True, "a GEPA run keeps the scores candidates already have on hard problems "
-                                  "its scoring set shares with the last run's, and answers only the problems new to "
-                                  "it (each problem is scored once while it stays hard, as in the authors' once-per-"
-                                  "epoch run); off: every candidate answers the whole scoring set every run")
+    gepa_reuse_scores: bool = opt(True, "GEPA keeps the score a candidate got on a hard problem for as long as the "
+                                  "problem stays in the hard buffer, and answers only what it has not scored (each "
+                                  "problem is scored once while it stays hard, as in the authors' once-an-epoch run); "
+                                  "off: every candidate answers the whole scoring set again in every run")
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
@@ -501,10 +501,11 @@ class P2OState:
     seeds: list = field(default_factory=list)      # the --templates seeds of the last run
     last: dict = field(default_factory=dict)       # the last run's candidates, front and metric calls
     kept_by_sampling: int = 0                      # templates kept for their sampled success (give_templates)
+    scores: dict = field(default_factory=dict)     # template -> {id: greedy score} GEPA measured (while buffered)
 
-    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run)
+    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run, scores once it scored)
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if self.runs or f.name != "kept_by_sampling"}
+                if (self.runs or f.name != "kept_by_sampling") and (self.scores or f.name != "scores")}
 
     @classmethod
     def from_dict(cls, d: dict) -> P2OState:  # tolerant: a key the file lacks takes its default
@@ -612,9 +613,16 @@ def collect_hard(p2o: P2OState, problems: list[dict], rewards: list[float], text
             p2o.hard[prob["id"]] = {**prob, "failures": fails}
         else:  # solved often enough (with or without a template): no longer hard
             p2o.hard.pop(prob["id"], None)
+            forget_scores(p2o, prob["id"])
     while len(p2o.hard) > cfg.hard_buffer_size:
-        p2o.hard.pop(next(iter(p2o.hard)))
+        forget_scores(p2o, p2o.hard.pop(next(iter(p2o.hard)))["id"])
     return hard
+
+
+def forget_scores(p2o: P2OState, problem_id: str) -> None:
+    """GEPA's scores of a problem are kept only while it stays hard (--gepa-reuse-scores)."""
+    for row in p2o.scores.values():
+        row.pop(problem_id, None)
 
 
 def tally_templates(p2o: P2OState, templates: list[str], rewards: list[float]) -> None:
@@ -661,7 +669,7 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
             state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o.runs, state=state,
                                   parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
-                                  max_seconds=cfg.gepa_max_seconds or None, reuse_scores=cfg.gepa_reuse_scores)
+                                  max_seconds=cfg.gepa_max_seconds or None, known_scores=known_scores(p2o, cfg))
         finally:
             release()
     for w in caught:
@@ -675,11 +683,31 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
     for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
             p2o.hard.pop(ex["id"], None)
+    remember_scores(p2o, state, val, cfg)
     give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
     p2o.seeds = seeds[1:]
     p2o.last = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
                 "metric_calls": state.metric_calls, "run_metric_calls": state.metric_calls - calls_before}
     return p2o
+
+
+def known_scores(p2o: P2OState, cfg: Config) -> dict | None:
+    """--gepa-reuse-scores: what GEPA measured before on problems still buffered, as gepa.optimize takes it."""
+    if not cfg.gepa_reuse_scores:
+        return None
+    return {(t, gepa.example_id(p2o.hard[i])): s for t, row in p2o.scores.items() for i, s in row.items()
+            if i in p2o.hard}
+
+
+def remember_scores(p2o: P2OState, state, val: list[dict], cfg: Config) -> None:
+    """Keep this run's greedy scores for the next runs: of the candidates GEPA kept, on the problems
+    still in the buffer."""
+    if not cfg.gepa_reuse_scores:
+        return
+    old = p2o.scores
+    p2o.scores = {c: {i: s for i, s in old.get(c, {}).items() if i in p2o.hard} for c in state.candidates}
+    for c, row in zip(state.candidates, state.val_scores):
+        p2o.scores[c].update({ex["id"]: s for ex, s in zip(val, row) if ex["id"] in p2o.hard})
 
 
 def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = True) -> tuple[list[dict], list[dict]]:

@@ -398,7 +398,7 @@ def test_resume_from_an_old_format_p2o_json(scripted, tiny_model, tiny_data, tmp
     p2o.train(part, reflector_lm=scripted_lm, stop_after=3)  # checkpoint at step 2, right after GEPA
     path = tmp_path / "part" / "checkpoint" / "p2o.json"
     saved = json.loads(path.read_text())
-    assert list(saved) == OLD_P2O_KEYS + ["kept_by_sampling"] and saved["runs"] == 1
+    assert list(saved) == OLD_P2O_KEYS + ["kept_by_sampling", "scores"] and saved["runs"] == 1
     path.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("seeds", "kept_by_sampling")}))
     resumed, given = p2o.parse_config(["--out", str(tmp_path / "part"), "--resume"])
     p2o.train(resumed, given, reflector_lm=scripted_lm)
@@ -594,9 +594,23 @@ def test_gepa_runs_answer_only_problems_new_to_the_scoring_set(tiny_model, tmp_p
     asked.clear()
     p2o.run_gepa(state, None, None, cfg)
     assert asked == [] and state.last["run_metric_calls"] == 0 and state.runs == 3
+    # a problem scored two runs ago, outside the last run's scoring set, is not answered again ...
+    state.hard = {f"h{i}": hard(i) for i in range(1, 4)}
+    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=2 * 4))  # (a scoring set of 2)
+    assert len(gepa.State.from_json(state.gepa).valset_ids) == 2
+    p2o.run_gepa(state, None, None, cfg)  # (all 3)
+    assert asked == [] and {c: set(row) for c, row in state.scores.items()} == {c: {"h1", "h2", "h3"} for c in ("", "T")}
+    # ... but one that was solved (left the buffer) and is hard again is
+    cfg4 = dataclasses.replace(cfg, group_size=4)
+    p2o.collect_hard(state, [hard(1)], [1.0, 1.0, 0.0, 0.0], ["x"] * 4, ["fb"] * 4, cfg4)
+    p2o.collect_hard(state, [hard(1)], [0.0] * 4, ["x"] * 4, ["fb"] * 4, cfg4)
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == [("", "h1"), ("T", "h1")]
     state.hard["h5"] = hard(5)
+    asked.clear()
     p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_reuse_scores=False))
-    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in range(1, 6))
+    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in (1, 2, 3, 5))
 
 
 @pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
