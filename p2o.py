@@ -150,13 +150,17 @@ class Config:
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
     p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
                             "step, buffered hard problems GEPA gave templates are replayed with them on top of the "
-                            "new problems, --replay-share x --prompts-per-step of them) | epoch (the authors': GEPA at the end of each pass over --data; "
-                            "its problems are sampled with templates when the data walk brings them back)",
+                            "new problems, --replay-share x --prompts-per-step of them) | epoch (the authors': GEPA "
+                            "at the end of each pass over --data; its problems are sampled with templates when the "
+                            "data walk brings them back)",
                             ("replay", "epoch"))
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
     replay_share: float = opt(0.5, "replayed hard problems per step, as a share of --prompts-per-step, drawn from the "
-                              "replay queue (hard problems with templates) ON TOP of the step's --prompts-per-step "
-                              "new problems, when it has any; in [0, 1]")
+                              "replay queue (hard problems with templates) when it has any, on top of the step's "
+                              "new problems (see --replay-on-top); in [0, 1]")
+    replay_on_top: bool = opt(True, "replayed problems come on top of the step's --prompts-per-step new ones, "
+                              "so P²O sees the new problems GRPO sees (a bigger step); --no-replay-on-top: they "
+                              "take new problems' places (a step as big as GRPO's, fewer new problems)")
     replay_max: int = opt(2, "times a hard problem is replayed with templates per GEPA run; one that is solved "
                           "(more than --hard-threshold successes) leaves the buffer, and so the queue, at once")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
@@ -517,19 +521,23 @@ def draw_problems(problems: list[dict], pos: dict, p2o: P2OState | None, cfg: Co
     draws, and under --p2o-schedule replay, on top of them, up to --replay-share x --prompts-per-step
     buffered hard problems replayed with their templates. Templates so reach rollouts however large the
     data is, and the new problems, the easy ones included, are not displaced by the hard ones (the
-    authors' schedule samples a templated problem when the walk reaches it, in place of nothing). The
-    share is kept exactly over the run by carrying the fraction from step to step (no rounding to zero
-    for small batches). Returns (problems, how many were replayed)."""
+    authors' schedule samples a templated problem when the walk reaches it, in place of nothing).
+    --no-replay-on-top: the replays take new problems' places instead (a step as big as GRPO's, fewer
+    new problems). The share is kept exactly over the run by carrying the fraction from step to step
+    (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
     k = cfg.prompts_per_step
-    fresh = next_problems(problems, pos, k, cfg.seed)
     if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
-        return fresh, 0
+        return next_problems(problems, pos, k, cfg.seed), 0
     queue = replay_queue(p2o, cfg)
     p2o.replay_carry += cfg.replay_share * k
-    want = min(int(p2o.replay_carry + 1e-9), len(queue))
+    room = k if cfg.replay_on_top or k == 1 else k - 1  # (in place: at least one new problem a step)
+    want = min(int(p2o.replay_carry + 1e-9), room, len(queue))
     p2o.replay_carry -= int(p2o.replay_carry + 1e-9)  # credit not used now is not saved up
+    fresh = next_problems(problems, pos, k if cfg.replay_on_top else k - want, cfg.seed)
     taken = {p["id"] for p in fresh}  # (a queued problem the walk drew anyway is sampled with templates there)
     replayed = [p for p in queue if p["id"] not in taken][:want]
+    if not cfg.replay_on_top:  # the places a replay the walk drew anyway left free
+        fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)
     for p in replayed:
         p2o.replays[p["id"]] = p2o.replays.get(p["id"], 0) + 1
     return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)

@@ -103,6 +103,7 @@ def main() -> int:
     template = p2o.load_templates(str(ROOT / cfg.templates))[0]
     state = p2o.P2OState(templates=[template])
     pos, rng = {"epoch": 0, "index": 0}, random.Random(args.seed)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     times = {k: [] for k in KINDS}
     order = list(KINDS)
     for r in range(args.rounds):
@@ -118,7 +119,6 @@ def main() -> int:
                                         cfg, step_rng, exact))
         print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]['step_s']:.1f} s" for k in KINDS), flush=True)
     med = {k: {ph: statistics.median(x[ph] for x in v) for ph in v[0]} for k, v in times.items()}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     results = {"command": shlex.join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "commit": commit, "machine": f"{cpu_name()}, {os.cpu_count()} cores",
                "loadavg": os.getloadavg(), "rounds": args.rounds, "twin_dtype": str(p2o.twin_dtype(torch.device("cpu"))),

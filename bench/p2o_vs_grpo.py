@@ -146,7 +146,8 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
     if (out / "metrics.jsonl").is_file():
         metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
     (out / "bench.json").write_text(json.dumps({"kind": kind, "seed": seed, "problems": rows, "groups": groups,
-                                                "train_s": train_s, **cpu, "metrics": metrics}))
+                                                "train_s": train_s, **cpu, "metrics": metrics,
+                                                "replay_on_top": bool(cfg.p2o and getattr(cfg, "replay_on_top", False))}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,22 +225,21 @@ def nonzero_frac(groups, pred):
     return (sum(0 < g["successes"] < g["G"] for g in gs) / len(gs) if gs else float("nan")), len(gs)
 
 
-def step_groups(x, metrics):
-    """Groups in a step: the new problems, and the replayed ones on top (since issue 26; before it,
-    runs without time/gepa_s, replays took new problems' places)."""
-    on_top = any("time/gepa_s" in y for y in metrics)
+def step_groups(x, on_top):
+    """Groups in a step: the new problems, and the replayed ones when they come on top (--replay-on-top,
+    since issue 26; before it, and with --no-replay-on-top, replays take new problems' places)."""
     return DEMO_PROMPTS + (x.get("p2o/replayed_groups", 0) if on_top else 0)
 
 
-def guided_share(metrics):
+def guided_share(metrics, on_top):
     """Share of the rollout groups that were template-guided, from the step after the first GEPA run on."""
     first = next((i for i, x in enumerate(metrics) if x.get("p2o/gepa_runs", 0) >= 1), None)
     after = metrics[first + 1:] if first is not None else []
-    groups = sum(step_groups(x, metrics) for x in after)
+    groups = sum(step_groups(x, on_top) for x in after)
     return sum(x["p2o/guided_groups"] for x in after) / groups if groups else None
 
 
-def phase_times(metrics):
+def phase_times(metrics, on_top):
     """Seconds of training by phase, summed over the steps of metrics.jsonl: rollouts, the update (with
     the ρ mask, which needs no forward of its own now), what lies between them (`between`: decoding,
     rewards, hard-problem mining; before issue 26 also the ρ mask's two forwards) and GEPA."""
@@ -248,7 +248,7 @@ def phase_times(metrics):
     gepa = get("time/gepa_s") if any("time/gepa_s" in x for x in m) else (m[-1].get("p2o/gepa_seconds", 0.0) if m else 0.0)
     return {"steps": len(m), "rollout_s": get("time/rollout_s"), "update_s": get("time/update_s"),
             "between_s": sum(x["step_time"] - x["time/rollout_s"] - x["time/update_s"] for x in m),
-            "gepa_s": gepa, "groups_per_step": sum(step_groups(x, m) for x in m) / len(m) if m else None}
+            "gepa_s": gepa, "groups_per_step": sum(step_groups(x, on_top) for x in m) / len(m) if m else None}
 
 
 KINDS = ("grpo", "p2o", "grpo_long")
@@ -259,7 +259,8 @@ def arm_row(r, levels, is_hard):
     """One run's figures: accuracy by level set (greedy `acc`, sampled `avg8`), groups, time."""
     m = [x for x in r["metrics"] if "loss" in x]
     rho = [x["p2o/rho_masked_frac"] for x in m if x.get("p2o/guided_groups")]
-    phases = phase_times(r["metrics"])
+    on_top = r.get("replay_on_top", False)  # (runs before issue 26 do not say: in place)
+    phases = phase_times(r["metrics"], on_top)
     row = {f"{name}_{label}": acc(r, lv, key) for name, lv in levels.items()
            for key, label in (("plain", "acc"), ("sampled", "avg8"))}
     row.update({
@@ -275,7 +276,7 @@ def arm_row(r, levels, is_hard):
         "peak_rss_mb": r["peak_rss_mb"], "cpu_s": r.get("cpu_s"), "train_cpu_s": r.get("train_cpu_s"),
         "gepa_cpu_s": r.get("gepa_cpu_s"), "gepa_cpu_share_of_train": (r["gepa_cpu_s"] / max(r["train_cpu_s"], 1e-9))
         if r.get("train_cpu_s") else None,
-        "templates_in_use": m[-1].get("p2o/templates") if m else None, "guided_share_after_first_gepa": guided_share(m)})
+        "templates_in_use": m[-1].get("p2o/templates") if m else None, "guided_share_after_first_gepa": guided_share(m, on_top)})
     return row
 
 
@@ -363,7 +364,9 @@ def table(per_seed, summary, hard_levels):
         lines.append(f"| {label} | - | " + " | ".join("-" if a[k].get(key) is None else f"{a[k][key]:.3f}"
                                                       if "share" in key else f"{a[k][key]:.0f}" for k in kinds) + " |")
     for key in ("rollout_s", "update_s", "between_s", "gepa_s", "groups_per_step"):
-        lines.append(f"| phase: {key} ({'mean' if key == 'groups_per_step' else 'sum'} over steps) | - | " + " | ".join(f"{a[k]['phases'][key]:.1f}" for k in kinds) + " |")
+        how = "mean" if key == "groups_per_step" else "sum"
+        lines.append(f"| phase: {key} ({how} over steps) | - | "
+                     + " | ".join(f"{a[k]['phases'][key]:.1f}" for k in kinds) + " |")
     lines.append(f"\nP²O / GRPO wall time, mean of per-seed ratios: {summary['wall_ratio_p2o_over_grpo']:.3f} "
                  f"(training time: {summary['train_ratio_p2o_over_grpo']:.3f}; CPU time of the run: "
                  f"{f(summary['cpu_ratio_p2o_over_grpo'])}, of training: {f(summary['train_cpu_ratio_p2o_over_grpo'])})")

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ def main() -> int:
         return stats
 
     p2o.update_policy = update
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     run = Path(args.out)
     t0 = time.time()
     argv = ["--demo", "--seed", str(args.seed), "--steps", str(args.steps), "--out", str(run), "--eval-every", "0",
@@ -108,7 +110,8 @@ def main() -> int:
     results = {"command": shlex.join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": f"{cpu_name()}, {os.cpu_count()} cores", "seed": args.seed, "steps": args.steps,
                "twin_dtype": str(p2o.twin_dtype(torch.device("cpu"))), "rho_low": cfg.rho_low, "rho_high": cfg.rho_high,
-               **tally, "exact_forwards_s": round(tally["exact_forwards_s"], 1), "update_s": round(tally["update_s"], 1), "sampler_mask_s": round(sum(rho_s), 2),
+               **tally, "exact_forwards_s": round(tally["exact_forwards_s"], 1), "update_s": round(tally["update_s"], 1),
+               "sampler_mask_s": round(sum(rho_s), 2), "commit": commit,
                "masked_frac_exact": round(tally["masked_exact"] / n, 5),
                "masked_frac_sampler": round(tally["masked_sampler"] / n, 5),
                "disagree_frac": round((tally["masked_exact_only"] + tally["masked_sampler_only"]) / n, 5),

@@ -313,6 +313,7 @@ def test_p2o_vs_grpo_summary_has_every_level_time_and_the_equal_time_arm():
             [{"step": s, "loss": 0.0, "step_time": 2.0, "time/rollout_s": 1.0, "time/update_s": 1.0,
               "time/gepa_s": 0.0} for s in range(1, 5 if kind == "grpo" else 7)]
         return {"kind": kind, "seed": seed, "problems": problems, "groups": [], "train_s": train_s,
+                "replay_on_top": kind == "p2o",
                 "wall_s": wall_s, "peak_rss_mb": 1.0, "cpu_s": wall_s / 2, "train_cpu_s": train_s / 2,
                 "gepa_cpu_s": gepa_s / 2, "metrics": metrics}
     done = {("base", 0): run("base", 0, 1, 0, 0.0, 1.0)}

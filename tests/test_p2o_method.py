@@ -725,6 +725,12 @@ def test_draw_problems_share_queue_order_and_one_problem_file():
     state.replays = {}
     assert [n for _, n in (p2o.draw_problems(problems, pos, state, dataclasses.replace(cfg, replay_share=0.5))
                            for _ in range(2))] == [2, 2]
+    # --no-replay-on-top: in new problems' places, the walk moving on by what is left
+    state.replays, pos = {}, {"epoch": 0, "index": 0}
+    in_place = dataclasses.replace(cfg, replay_share=0.5, replay_on_top=False)
+    got = [p2o.draw_problems(problems, pos, state, in_place) for _ in range(4)]
+    assert [n for _, n in got] == [2, 2, 2, 0] and [len(b) for b, _ in got] == [4] * 4 and pos["index"] == 2 * 3 + 4
+    assert [p for b, n in got for p in b[:4 - n]] == grpo[:10]
     # a solved problem leaves the buffer, and with it the queue
     state.replays = {}
     state.hard.pop("b")
