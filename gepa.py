@@ -45,7 +45,8 @@ The contract, in short:
 - If the valset changed since the state was scored, the candidates are re-scored on the new one
   first: the seed (candidate 0, the baseline) always, then the old Pareto front, then the best by
   mean, with at most half of this call's budget (all of it when lm=None:
-  nothing will evolve); those that do not fit are dropped. See rescore().
+  nothing will evolve); those that do not fit are dropped. See rescore(). With known_scores (a
+  dict of scores measured before, e.g. state.scored()) only what it does not cover is answered.
 - Several seed prompts (a list) compete from the start; lm=None scores them and stops. With
   parents_per_iteration=k, each iteration mutates k distinct front candidates, and evaluate_many
   (optional) answers all their minibatches in one call. Minibatches walk the trainset in a
@@ -102,6 +103,10 @@ class State:
         data = asdict(self)
         data["best"] = self.best  # for readers of the file; recomputed on load
         return json.dumps(data)
+
+    def scored(self):
+        """{(prompt, example_id): score} of every candidate on every valset example (see known_scores)."""
+        return {(c, e): s for c, row in zip(self.candidates, self.val_scores) for e, s in zip(self.valset_ids, row)}
 
     @classmethod
     def from_json(cls, text):
@@ -422,23 +427,30 @@ def add_candidate(state, prompt, parents, scores, on_candidate):
         on_candidate(state, len(state.candidates) - 1)
 
 
-def rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5):
+def rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5, known=None):
     """Score the state's candidates on a new valset: the seed (candidate 0, the baseline every
     search is measured against) always, then the members of the old scores' Pareto front (a
     candidate best on a few instances is what the front is for), then the rest, each by old mean. It spends at
     most (1 - reserve) of max_metric_calls, so the search keeps room to evolve (reserve=0 when
     nothing will evolve: lm=None), and at least enough for the seed and one more. Candidates that do
     not fit are dropped; parent links to them pass on to their kept ancestors. All answers go to
-    evaluate_many in one call."""
-    n = len(valset)
-    if n > max_metric_calls:
+    evaluate_many in one call. known: {(prompt, example_id): score} measured before (State.scored()
+    gives the old valset's); with it a candidate answers only the examples it has no known score for,
+    and one with nothing left to answer costs no metric call."""
+    ids = [example_id(ex) for ex in valset]
+    todo = [[t for t, e in enumerate(ids) if known is None or (c, e) not in known] for c in state.candidates]
+    if len(todo[0]) > max_metric_calls:
         raise ValueError(f"max_metric_calls={max_metric_calls} cannot re-score even one candidate "
-                         f"on the new valset of {n} examples; raise the budget or shrink the valset")
-    fit = max(min(2, max_metric_calls // n), int(max_metric_calls * (1 - reserve)) // n)
+                         f"on the new valset of {len(todo[0])} examples; raise the budget or shrink the valset")
     front = set(pareto_front(state.val_scores))
     rank = lambda i: (i not in front, -mean(state.val_scores[i]))
-    others = sorted(range(1, len(state.candidates)), key=rank)  # stable
-    keep = sorted([0] + others[:fit - 1])
+    keep, spent, allowance = [0], len(todo[0]), int(max_metric_calls * (1 - reserve))
+    for i in sorted(range(1, len(state.candidates)), key=rank):  # (stable)
+        # within the allowance, and the seed and one more whenever the whole budget holds them
+        if spent + len(todo[i]) <= max(allowance, max_metric_calls if len(keep) == 1 else 0):
+            keep.append(i)
+            spent += len(todo[i])
+    keep.sort()
     new_index = {old: new for new, old in enumerate(keep)}
 
     def kept_parents(p):
@@ -446,10 +458,16 @@ def rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5):
 
     parents = [sorted({q for p in state.parents[i] for q in kept_parents(p)}) for i in keep]
     candidates = [state.candidates[i] for i in keep]
-    results = run_evaluate_many(evaluate_many, [(c, valset) for c in candidates], state)
-    state.val_scores = [[s for s, _, _ in r] for r in results]
+    jobs = [(state.candidates[i], [valset[t] for t in todo[i]]) for i in keep if todo[i]]
+    answered = iter(run_evaluate_many(evaluate_many, jobs, state))
+    scores = []
+    for i in keep:
+        fresh = iter([s for s, _, _ in next(answered)] if todo[i] else [])
+        c = state.candidates[i]
+        scores.append([next(fresh) if known is None or (c, e) not in known else known[(c, e)] for e in ids])
+    state.val_scores = scores
     state.candidates, state.parents = candidates, parents
-    state.valset_ids = [example_id(ex) for ex in valset]
+    state.valset_ids = ids
 
 
 def next_minibatch(state, n_train, size, seed):
@@ -551,7 +569,7 @@ def check_inputs(seeds, trainset, valset, evaluate, lm, max_metric_calls, miniba
 
 def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, minibatch_size=3, seed=0,
              state=None, merge=False, on_candidate=None, parents_per_iteration=1, evaluate_many=None,
-             max_seconds=None):
+             max_seconds=None, known_scores=None):
     """Run GEPA and return its State (the given state, updated in place, or a new one).
 
     seed_prompt: the starting prompt, or a list of starting prompts: the first is the baseline
@@ -575,6 +593,11 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
     max_seconds: wall-time cap of THIS call's reflective search; no reflection starts after it, and
         an lm with a `deadline` attribute (OpenAILM) is given it, so a hanging server is cut off there
         too. The candidates found so far are kept. None: no cap.
+    known_scores: {(prompt, example_id): score} measured before (state.scored() holds the old
+        valset's; a caller may keep more). Re-scoring on a changed valset then answers only what it
+        does not hold (see rescore): for a caller whose metric moves slowly (a policy a few steps
+        further on), and who decides how long a score stays good. None: every kept candidate
+        answers the whole new valset again.
     """
     trainset, valset = list(trainset), list(valset)
     seeds = [seed_prompt] if isinstance(seed_prompt, str) else list(seed_prompt or [])
@@ -596,7 +619,8 @@ def optimize(seed_prompt, trainset, valset, evaluate, lm, max_metric_calls, mini
         for p, res in zip(seeds, results):
             add_candidate(state, p, [], [s for s, _, _ in res], on_candidate)
     elif state.valset_ids != ids:
-        rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5 if lm is not None else 0.0)
+        rescore(state, valset, evaluate_many, max_metric_calls, reserve=0.5 if lm is not None else 0.0,
+                known=known_scores)
     if lm is None:
         return state
 

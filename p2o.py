@@ -10,8 +10,8 @@ Part I is the method, in the order a step runs it; Part II, after its banner, is
 (rollout engine, model loading, checkpoints, evaluation, logging, plots, command line).
 
 One training step, top to bottom (see `train`):
-  1. draw `prompts_per_step` problems (P²O: a share of them are      draw_problems
-     buffered hard problems GEPA gave templates, replayed)
+  1. draw `prompts_per_step` problems (P²O: plus, on top, buffered   draw_problems
+     hard problems GEPA gave templates, replayed)
   2. sample `group_size` completions each (hard problems that have    sample_rollouts
      GEPA templates are sampled *with* a template: P²O)              assign_templates
   3. reward them with verify.score                                   reward_rollouts
@@ -23,8 +23,8 @@ One training step, top to bottom (see `train`):
   7. micro-batched backward, clip, AdamW step                        update_policy
 Every `gepa_every` steps the hard problems collected so far are handed to GEPA, which evolves
 prompt templates with a reflection LM (`run_gepa`); the templates that cover the most hard
-problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back as a
-share of later batches (`draw_problems`), so this works however large the data is.
+problems (`gepa.greedy_cover`) guide the next rollouts of those problems, which come back on
+top of later batches (`draw_problems`), so this works however large the data is.
 
 What it leaves out: training on more than one GPU, full fine-tuning (LoRA only), a value network or
 a reward model (rewards are verify.score's rule-checked 0/1). Rollouts run in-process through
@@ -164,13 +164,18 @@ class Config:
                     "without it the run is plain GRPO")
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
     p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
-                            "step, --replay-share of the prompts are buffered hard problems GEPA gave templates, "
-                            "sampled with them) | epoch (the authors': GEPA at the end of each pass over --data; "
-                            "its problems are sampled with templates when the data walk brings them back)",
+                            "step, buffered hard problems GEPA gave templates are replayed with them on top of the "
+                            "new problems, --replay-share x --prompts-per-step of them) | epoch (the authors': GEPA "
+                            "at the end of each pass over --data; its problems are sampled with templates when the "
+                            "data walk brings them back)",
                             ("replay", "epoch"))
     gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
-    replay_share: float = opt(0.5, "share of each step's prompts taken from the replay queue (hard problems with "
-                              "templates) instead of --data, when it has any; in [0, 1)")
+    replay_share: float = opt(0.5, "replayed hard problems per step, as a share of --prompts-per-step, drawn from the "
+                              "replay queue (hard problems with templates) when it has any, on top of the step's "
+                              "new problems (see --replay-on-top); in [0, 1]")
+    replay_on_top: bool = opt(True, "replayed problems come on top of the step's --prompts-per-step new ones, "
+                              "so P²O sees the new problems GRPO sees (a bigger step); --no-replay-on-top: they "
+                              "take new problems' places (a step as big as GRPO's, fewer new problems)")
     replay_max: int = opt(2, "times a hard problem is replayed with templates per GEPA run; one that is solved "
                           "(more than --hard-threshold successes) leaves the buffer, and so the queue, at once")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
@@ -181,6 +186,10 @@ class Config:
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
     gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
                             "front or the budget left is smaller); their answers are batched")
+    gepa_reuse_scores: bool = opt(True, "GEPA keeps the score a candidate got on a hard problem for as long as the "
+                                  "problem stays in the hard buffer, and answers only what it has not scored (each "
+                                  "problem is scored once while it stays hard, as in the authors' once-an-epoch run); "
+                                  "off: every candidate answers the whole scoring set again in every run")
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
@@ -453,6 +462,7 @@ def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> 
     model.train()
     totals = dict(loss=0.0, kl=0.0, clip_low=0.0, clip_high=0.0, tokens=0.0, entropy=0.0, grad_norm=0.0,
                   mismatch=0.0, is_tokens=0.0)
+    loss_mask = batch.loss_mask = mask.clone()  # (batch.loss_mask: the ρ-masked tokens, for the logs)
     params = [p for p in model.parameters() if p.requires_grad]
     skipped = 0
     for it in range(cfg.num_iterations):
@@ -462,7 +472,9 @@ def update_policy(model, optimizer, scheduler, batch: Rollouts, cfg: Config) -> 
             p, c, m, T = mb(idx)
             logp, ent = completion_logprobs(model, p, c, m, pad, cfg.temperature, cfg.logprob_chunk)
             old_logp = old[j] if old[j] is not None else logp.detach()
-            lmask = batch.loss_mask[idx, :T]
+            if it == 0:  # P²O: the ρ mask, from the log-probs before the step; fixed for the batch's passes
+                loss_mask[idx, :T] = p2o_token_mask(model, batch, idx, old_logp, m, cfg)
+            lmask = loss_mask[idx, :T]
             iw = is_weights(old_logp, batch, idx, m, cfg, totals if it == 0 else None)
             loss, st = policy_loss(logp, old_logp, batch.advantages[idx], lmask, cfg, ref[j], norm, iw, m)
             loss.backward()
@@ -508,10 +520,11 @@ class P2OState:
     seeds: list = field(default_factory=list)      # the --templates seeds of the last run
     last: dict = field(default_factory=dict)       # the last run's candidates, front and metric calls
     kept_by_sampling: int = 0                      # templates kept for their sampled success (give_templates)
+    scores: dict = field(default_factory=dict)     # template -> {id: greedy score} GEPA measured (while buffered)
 
-    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run)
+    def to_dict(self) -> dict:  # (p2o.json holds kept_by_sampling once GEPA has run, scores once it scored)
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if self.runs or f.name != "kept_by_sampling"}
+                if (self.runs or f.name != "kept_by_sampling") and (self.scores or f.name != "scores")}
 
     @classmethod
     def from_dict(cls, d: dict) -> P2OState:  # tolerant: a key the file lacks takes its default
@@ -519,21 +532,27 @@ class P2OState:
 
 
 def draw_problems(problems: list[dict], pos: dict, p2o: P2OState | None, cfg: Config) -> tuple[list[dict], int]:
-    """The step's prompts: new problems from the data walk and, under --p2o-schedule replay, up to
-    --replay-share of them replayed hard problems with templates, so templates reach rollouts however
-    large the data is. The share is kept exactly over the run by carrying the fraction from step to
-    step (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
+    """The step's prompts: --prompts-per-step new problems from the data walk, the same ones plain GRPO
+    draws, and under --p2o-schedule replay, on top of them, up to --replay-share x --prompts-per-step
+    buffered hard problems replayed with their templates. Templates so reach rollouts however large the
+    data is, and the new problems, the easy ones included, are not displaced by the hard ones (the
+    authors' schedule samples a templated problem when the walk reaches it, in place of nothing).
+    --no-replay-on-top: the replays take new problems' places instead (a step as big as GRPO's, fewer
+    new problems). The share is kept exactly over the run by carrying the fraction from step to step
+    (no rounding to zero for small batches). Returns (problems, how many were replayed)."""
     k = cfg.prompts_per_step
     if p2o is None or cfg.p2o_schedule != "replay" or cfg.replay_share <= 0:
         return next_problems(problems, pos, k, cfg.seed), 0
     queue = replay_queue(p2o, cfg)
     p2o.replay_carry += cfg.replay_share * k
-    want = min(int(p2o.replay_carry + 1e-9), k - 1 if k > 1 else k, len(queue))
+    room = k if cfg.replay_on_top or k == 1 else k - 1  # (in place: at least one new problem a step)
+    want = min(int(p2o.replay_carry + 1e-9), room, len(queue))
     p2o.replay_carry -= int(p2o.replay_carry + 1e-9)  # credit not used now is not saved up
-    fresh = next_problems(problems, pos, k - want, cfg.seed)
-    taken = {p["id"] for p in fresh}
+    fresh = next_problems(problems, pos, k if cfg.replay_on_top else k - want, cfg.seed)
+    taken = {p["id"] for p in fresh}  # (a queued problem the walk drew anyway is sampled with templates there)
     replayed = [p for p in queue if p["id"] not in taken][:want]
-    fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)  # (a replay the walk drew anyway)
+    if not cfg.replay_on_top:  # the places a replay the walk drew anyway left free
+        fresh += next_problems(problems, pos, want - len(replayed), cfg.seed)
     for p in replayed:
         p2o.replays[p["id"]] = p2o.replays.get(p["id"], 0) + 1
     return fresh + [{key: v for key, v in p.items() if key != "failures"} for p in replayed], len(replayed)
@@ -561,22 +580,35 @@ def assign_templates(p2o: P2OState, problem: dict, G: int, rng: random.Random) -
     return rng.choices(templates, weights=weights, k=G)
 
 
-def p2o_token_mask(model, batch: Rollouts, cfg: Config) -> tuple[torch.Tensor, float]:
-    """Loss mask: the completion mask, with ρ-filtered tokens of template-guided rollouts removed."""
-    loss_mask = batch.mask.clone()
+def p2o_token_mask(model, batch: Rollouts, idx: list[int], logp_orig: torch.Tensor, mask: torch.Tensor,
+                   cfg: Config) -> torch.Tensor:
+    """A micro-batch's loss mask (rows `idx`, trimmed like `mask`): the completion mask, with ρ-filtered
+    tokens of template-guided rows removed. Neither side of ρ = π(y|x) / π(y|template+x) needs a forward
+    of its own: π(y|x) is the update's log-prob under the original prompt before the step (`logp_orig`),
+    and π(y|template+x) is what the sampler recorded when it drew the token under the template prompt
+    (batch.sample_logp: the rollout twin, in bf16 where the CPU has it; bench/rho_sampler_mismatch.py
+    measures what that changes). Without recorded log-probs, a forward under the template prompt gives it."""
+    rows = [k for k, i in enumerate(idx) if batch.templates and batch.templates[i]]
+    if not rows:
+        return mask
+    T = mask.shape[1]
+    guided = [idx[k] for k in rows]
+    if batch.sample_logp is not None:
+        logp_tmpl = batch.sample_logp[guided, :T].to(logp_orig)
+    else:
+        with torch.no_grad():
+            logp_tmpl = completion_logprobs(model, [batch.sample_ids[i] for i in guided], batch.completions[guided, :T],
+                                            mask[rows], batch.pad_id, cfg.temperature, cfg.logprob_chunk)[0]
+    out = mask.clone()
+    out[rows] = rho_mask(logp_orig[rows], logp_tmpl, mask[rows], cfg.rho_low, cfg.rho_high)
+    return out
+
+
+def rho_masked_frac(batch: Rollouts) -> float:
+    """Share of the guided rollouts' completion tokens the ρ mask removed from the loss."""
     guided = [i for i, t in enumerate(batch.templates) if t]
-    if not guided:
-        return loss_mask, 0.0
-    with torch.no_grad():
-        for s in range(0, len(guided), cfg.micro_batch_size):
-            idx = guided[s:s + cfg.micro_batch_size]
-            c, m = batch.completions[idx], batch.mask[idx]
-            args = (batch.pad_id, cfg.temperature, cfg.logprob_chunk)
-            lp_orig = completion_logprobs(model, [batch.prompt_ids[i] for i in idx], c, m, *args)[0]
-            lp_tmpl = completion_logprobs(model, [batch.sample_ids[i] for i in idx], c, m, *args)[0]
-            loss_mask[idx] = rho_mask(lp_orig, lp_tmpl, m, cfg.rho_low, cfg.rho_high)
     total = batch.mask[guided].sum().item()
-    return loss_mask, 1.0 - loss_mask[guided].sum().item() / max(total, 1)
+    return 1.0 - batch.loss_mask[guided].sum().item() / total if total else 0.0
 
 
 def rho_mask(logp_orig: torch.Tensor, logp_tmpl: torch.Tensor, mask: torch.Tensor,
@@ -604,9 +636,16 @@ def collect_hard(p2o: P2OState, problems: list[dict], rewards: list[float], text
             p2o.hard[prob["id"]] = {**prob, "failures": fails}
         else:  # solved often enough (with or without a template): no longer hard
             p2o.hard.pop(prob["id"], None)
+            forget_scores(p2o, prob["id"])
     while len(p2o.hard) > cfg.hard_buffer_size:
-        p2o.hard.pop(next(iter(p2o.hard)))
+        forget_scores(p2o, p2o.hard.pop(next(iter(p2o.hard)))["id"])
     return hard
+
+
+def forget_scores(p2o: P2OState, problem_id: str) -> None:
+    """GEPA's scores of a problem are kept only while it stays hard (--gepa-reuse-scores)."""
+    for row in p2o.scores.values():
+        row.pop(problem_id, None)
 
 
 def tally_templates(p2o: P2OState, templates: list[str], rewards: list[float]) -> None:
@@ -645,7 +684,7 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
     val, train_set = split_hard(list(p2o.hard.values()), cap, seed=cfg.seed * 1009 + p2o.runs,
                                 reflect=lm is not None)
     state = gepa.State.from_json(p2o.gepa) if p2o.gepa else None
-    failures_before = state.reflection_failures if state else 0
+    failures_before, calls_before = (state.reflection_failures, state.metric_calls) if state else (0, 0)
     evaluate, evaluate_many = make_evaluator(model, tok, cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -653,7 +692,7 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
             state = gepa.optimize(seeds, train_set, val, evaluate, lm, cfg.gepa_budget,
                                   minibatch_size=cfg.gepa_minibatch, seed=cfg.seed + p2o.runs, state=state,
                                   parents_per_iteration=cfg.gepa_parents, evaluate_many=evaluate_many,
-                                  max_seconds=cfg.gepa_max_seconds or None)
+                                  max_seconds=cfg.gepa_max_seconds or None, known_scores=known_scores(p2o, cfg))
         finally:
             release()
     for w in caught:
@@ -667,11 +706,31 @@ def run_gepa(p2o: P2OState, model, tok, cfg: Config, lm=None) -> P2OState:
     for ex, s in zip(val, state.val_scores[state.candidates.index("")] if "" in state.candidates else []):
         if s >= 1.0:
             p2o.hard.pop(ex["id"], None)
+    remember_scores(p2o, state, val, cfg)
     give_templates(p2o, state, val, [ex for ex in train_set if ex not in val], cfg.hard_threshold / cfg.group_size)
     p2o.seeds = seeds[1:]
     p2o.last = {"candidates": len(state.candidates), "front": len(gepa.pareto_front(state.val_scores)),
-                "metric_calls": state.metric_calls}
+                "metric_calls": state.metric_calls, "run_metric_calls": state.metric_calls - calls_before}
     return p2o
+
+
+def known_scores(p2o: P2OState, cfg: Config) -> dict | None:
+    """--gepa-reuse-scores: what GEPA measured before on problems still buffered, as gepa.optimize takes it."""
+    if not cfg.gepa_reuse_scores:
+        return None
+    return {(t, gepa.example_id(p2o.hard[i])): s for t, row in p2o.scores.items() for i, s in row.items()
+            if i in p2o.hard}
+
+
+def remember_scores(p2o: P2OState, state, val: list[dict], cfg: Config) -> None:
+    """Keep this run's greedy scores for the next runs: of the candidates GEPA kept, on the problems
+    still in the buffer."""
+    if not cfg.gepa_reuse_scores:
+        return
+    old = p2o.scores
+    p2o.scores = {c: {i: s for i, s in old.get(c, {}).items() if i in p2o.hard} for c in state.candidates}
+    for c, row in zip(state.candidates, state.val_scores):
+        p2o.scores[c].update({ex["id"]: s for ex, s in zip(val, row) if ex["id"] in p2o.hard})
 
 
 def split_hard(hard: list[dict], cap: int = 300, seed: int = 0, reflect: bool = True) -> tuple[list[dict], list[dict]]:
@@ -750,8 +809,7 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         rewards, feedback = reward_rollouts(texts, golds)
         r = torch.tensor(rewards, device=device)
         batch.advantages = group_advantages(r, cfg.group_size, cfg.scale_rewards)
-        # P²O: ρ mask for guided rollouts; every group, guided or not, is mined for the hard buffer
-        batch.loss_mask, rho_frac = p2o_token_mask(model, batch, cfg)
+        # P²O: every group, guided or not, is mined for the hard buffer
         hard = collect_hard(p2o, batch_problems, rewards, texts, feedback, cfg) if cfg.p2o else []
         tally_templates(p2o, batch.templates, rewards)  # (plain GRPO samples no template: nothing to tally)
         # 5.-7. the policy update
@@ -761,19 +819,22 @@ def train_locked(cfg: Config, given: set[str] | None, stop_after: int | None, re
         follow_policy(model, step + 1, stats)  # the rollout engine follows the updated policy
         t_update, t_step = time.time() - t1, time.time() - t0
         # P²O: evolve templates for the hard buffer (every `gepa_every` steps, or at an epoch's end)
+        t2 = time.time()
         if cfg.p2o and gepa_due(p2o, cfg, step, epoch_before, pos):
             bar.set_description("p2o: GEPA")
             run_gepa(p2o, model, tok, cfg, reflector_lm)
             log_gepa(gepa_run_row(step + 1, p2o))
             bar.set_description("p2o")
+        t_gepa = time.time() - t2
         # metrics, with TRL's names, and what the model wrote
         eos = eos_ids(model, tok)
         row = {"step": step + 1, **stats, **step_metrics(batch, r, pos, eos, cfg),
                "step_time": t_step, "lr": scheduler.get_last_lr()[0], "time/rollout_s": t_roll,
-               "time/update_s": t_update, "rollout/tokens_per_s": int(batch.mask.sum()) / max(t_roll, 1e-9),
+               "time/reward_s": t1 - t0 - t_roll, "time/update_s": t_update, "time/gepa_s": t_gepa,
+               "rollout/tokens_per_s": int(batch.mask.sum()) / max(t_roll, 1e-9),
                **rollout_stats(model), "memory/peak_mb": peak_memory_mb(device)}
         if cfg.p2o:
-            row.update(p2o_metrics(p2o, batch, r, hard, rho_frac, cfg), **{"p2o/replayed_groups": replayed})
+            row.update(p2o_metrics(p2o, batch, r, hard, cfg), **{"p2o/replayed_groups": replayed})
         log(row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", step_s=f"{row['step_time']:.1f}")
         write_rollouts(log_completion, log_sample, step + 1, batch, texts, rewards, feedback, eos, cfg)
@@ -2228,8 +2289,7 @@ def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cf
             "completions/clipped_ratio": truncated.float().mean().item(), "num_tokens": pos["num_tokens"]}
 
 
-def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], rho_frac: float,
-                cfg: Config) -> dict:
+def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], cfg: Config) -> dict:
     """What P²O did this step: hard share of the plain groups, guided groups and whether their
     templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
     G = cfg.group_size
@@ -2242,7 +2302,7 @@ def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool
             "p2o/guided_success": groups[guided].mean().item() if guided else 0.0,
             "p2o/guided_nonzero_adv_frac": spread.float().mean().item() if guided else 0.0,
             "p2o/guided_nonzero_adv_groups": int(spread.sum().item()),
-            "p2o/rho_masked_frac": rho_frac, "p2o/templates": sum(1 for t in p2o.templates if t),
+            "p2o/rho_masked_frac": rho_masked_frac(batch), "p2o/templates": sum(1 for t in p2o.templates if t),
             "p2o/templates_from_seeds": sum(1 for t in p2o.templates if t and t in p2o.seeds),
             "p2o/templates_kept_by_sampling": p2o.kept_by_sampling,
             "p2o/templated_problems": sum(1 for i in p2o.weights if i in p2o.hard) if any(p2o.templates) else 0,
@@ -2770,7 +2830,7 @@ def gepa_run_row(step: int, p2o: P2OState) -> dict:
     state = gepa.State.from_json(p2o.gepa)
     front = set(gepa.pareto_front(state.val_scores))
     return {"step": step, "run": p2o.runs, "scoring_set": len(state.valset_ids),
-            "metric_calls": state.metric_calls,
+            "metric_calls": state.metric_calls, "run_metric_calls": p2o.last.get("run_metric_calls"),
             "candidates": [{"index": i, "template": c, "parents": state.parents[i],
                             "score_mean": gepa.mean(state.val_scores[i]), "on_front": i in front}
                            for i, c in enumerate(state.candidates)],
@@ -2992,9 +3052,9 @@ def check_config(cfg: Config) -> None:
         bad("--hard-threshold must be in [0, --group-size): otherwise every problem is hard")
     if cfg.p2o and (cfg.gepa_every < 1 or cfg.gepa_budget < 1 or cfg.gepa_min_hard < 2):
         bad("--gepa-every and --gepa-budget must be >= 1 and --gepa-min-hard >= 2 (or pass --no-p2o)")
-    if cfg.p2o and not 0 <= cfg.replay_share < 1:
-        bad("--replay-share must be in [0, 1): the rest of each batch draws new problems, which is where hard ones "
-            "come from")
+    if cfg.p2o and not 0 <= cfg.replay_share <= 1:
+        bad("--replay-share must be in [0, 1]: replayed problems per step, as a share of --prompts-per-step, on top "
+            "of them")
     if cfg.p2o and cfg.replay_max < 1: bad("--replay-max must be at least 1 (for no replay, pass --replay-share 0)")
     if cfg.p2o and cfg.gepa_min_hard > cfg.hard_buffer_size:
         bad(f"--gepa-min-hard {cfg.gepa_min_hard} is above --hard-buffer-size {cfg.hard_buffer_size}: GEPA could "

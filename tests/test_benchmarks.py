@@ -253,7 +253,9 @@ def test_schedule_bench_templates_reach_rollouts_on_data_larger_than_the_run():
     from p2o_schedule import simulate
     replay = simulate(400, 40, "replay", gepa_every=10)
     assert replay["first_gepa_step"] == 10 and replay["first_guided_step"] == 11
-    assert replay["guided_share_after_first_gepa"] >= 0.4 and replay["guided_nonzero_adv"] > 0
+    # replays come on top of the 8 new problems a step (--replay-share 0.5: up to 4 more, 1/3 of the groups)
+    assert replay["guided_share_after_first_gepa"] >= 0.3 and replay["guided_nonzero_adv"] > 0
+    assert replay["groups"] - replay["replayed"] == 40 * 8 and replay["replayed"] > 0
     epoch = simulate(400, 40, "epoch", gepa_every=10)
     assert epoch["gepa_runs"] == 0 and epoch["guided_groups"] == 0
 
@@ -290,3 +292,46 @@ def test_twin_dtype_bench_combines_seeds():
     got = combine([run(1, 0.0), run(0, 0.75)])
     assert [r["seed"] for r in got["per_seed"]] == [0, 1]
     assert got["seeds_l6_above_start"] == 1 and got["mean_l6_end"] == 0.375 and got["mean_l1_end"] == 0.25
+
+
+def test_p2o_vs_grpo_summary_has_every_level_time_and_the_equal_time_arm():
+    """bench/p2o_vs_grpo.py's summary from finished runs: paired P²O - GRPO (and - grpo_long) on the hard,
+    easy and all levels, greedy and avg@8; GEPA's share of training and of wall time; the phases."""
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    from p2o_vs_grpo import summarize, table
+
+    def run(kind, seed, easy, hard, train_s, wall_s, gepa_s=0.0):
+        problems = {f"e{i}": {"level": 1, "plain": float(i < easy), "sampled": easy / 4, "template": None}
+                    for i in range(4)}
+        problems.update({f"h{i}": {"level": 6, "plain": float(i < hard), "sampled": hard / 4, "template": 1.0}
+                         for i in range(4)})
+        metrics = [{"step": s, "loss": 0.0, "step_time": 3.0, "time/rollout_s": 1.0, "time/update_s": 1.5,
+                    "time/reward_s": 0.5, "time/gepa_s": gepa_s / 2 if s % 2 else 0.0, "p2o/guided_groups": 2,
+                    "p2o/replayed_groups": 2, "p2o/gepa_runs": s // 2, "p2o/rho_masked_frac": 0.01}
+                   for s in (1, 2, 3, 4)] if kind == "p2o" else \
+            [{"step": s, "loss": 0.0, "step_time": 2.0, "time/rollout_s": 1.0, "time/update_s": 1.0,
+              "time/gepa_s": 0.0} for s in range(1, 5 if kind == "grpo" else 7)]
+        return {"kind": kind, "seed": seed, "problems": problems, "groups": [], "train_s": train_s,
+                "replay_on_top": kind == "p2o",
+                "wall_s": wall_s, "peak_rss_mb": 1.0, "cpu_s": wall_s / 2, "train_cpu_s": train_s / 2,
+                "gepa_cpu_s": gepa_s / 2, "metrics": metrics}
+    done = {("base", 0): run("base", 0, 1, 0, 0.0, 1.0)}
+    for s in (0, 1):
+        done[("grpo", s)] = run("grpo", s, 3, 0, 100.0, 150.0)
+        done[("p2o", s)] = run("p2o", s, 2, 3, 120.0, 170.0, gepa_s=12.0)
+        done[("grpo_long", s)] = run("grpo_long", s, 4, 0, 150.0, 200.0)
+    per_seed, summary = summarize(done, [0, 1], [6], [1])
+    assert summary["kinds"] == ["grpo", "p2o", "grpo_long"]
+    assert summary["paired_diff_easy"]["mean"] == pytest.approx(-0.25)  # 2 of 4 against 3 of 4
+    assert summary["paired_diff_hard"]["mean"] == pytest.approx(0.75)
+    assert summary["paired_diff_easy_avg8"]["mean"] == pytest.approx(-0.25)
+    assert summary["vs_grpo_long"]["paired_diff_easy"]["mean"] == pytest.approx(-0.5)
+    p = summary["after_mean"]["p2o"]
+    assert p["gepa_share_of_train"] == pytest.approx(0.1) and p["gepa_share_of_wall"] == pytest.approx(12 / 170)
+    assert p["gepa_cpu_share_of_train"] == pytest.approx(0.1)
+    assert summary["wall_ratio_p2o_over_grpo"] == pytest.approx(170 / 150)
+    assert p["phases"]["update_s"] == 6.0 and p["phases"]["between_s"] == 2.0 and p["phases"]["groups_per_step"] == 6
+    assert summary["after_mean"]["grpo_long"]["steps"] == 6
+    text = table(per_seed, summary, [6])
+    assert "easy levels [1], greedy" in text and "GEPA's share of wall time" in text and "equal wall time" in text

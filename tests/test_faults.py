@@ -209,7 +209,9 @@ def test_non_finite_loss_skips_the_update_and_stops_the_run(capsys, monkeypatch,
     assert skipped[-1] == p2o.MAX_SKIPPED_IN_A_ROW - 1 and len(rows) < 12  # the stopping step is not logged
     state, adapter, _ = p2o.read_checkpoint(out / "checkpoint")
     assert all(torch.isfinite(v).all() for v in adapter.values())
-    assert all(torch.isfinite(t).all() for st in state["optimizer"]["state"].values() for t in st.values())
+    moments = state["optimizer"]["state"]  # (empty if no update was ever taken: then all() says nothing)
+    assert moments and all({"exp_avg", "exp_avg_sq"} <= set(st) for st in moments.values())
+    assert all(torch.isfinite(t).all() for st in moments.values() for t in st.values())
     assert not (out / "checkpoint.tmp").exists()
 
 

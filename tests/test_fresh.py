@@ -91,14 +91,15 @@ def test_guided_rollouts_and_gepa_runs_are_logged(scripted, tiny_model, tmp_path
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(data), "--out", str(out), *P2O_ARGS])
     p2o.train(cfg, reflector_lm=scripted_lm)
     rows = read_jsonl(out / "completions.jsonl")
-    assert len(rows) == 4 * 3 * 4
+    metrics = {r["step"]: r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+    # 4 steps x (3 new problems + the replayed ones on top) x G = 4
+    assert len(rows) == sum(3 + m["p2o/replayed_groups"] for m in metrics.values()) * 4 > 4 * 3 * 4
     guided = [r for r in rows if r["template"]]
     assert guided and all(r["template"] == MAGIC and r["step"] > 2 for r in guided)
     assert all(isinstance(r["rho_masked_frac"], float) and 0 <= r["rho_masked_frac"] <= 1 for r in guided)
     assert all(r["rho_masked_frac"] is None for r in rows if not r["template"])
     # the scripted reward: guided rollouts alternate 1, 0
     assert [r["reward"] for r in guided[:4]] == [1.0, 0.0, 1.0, 0.0]
-    metrics = {r["step"]: r for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
     for step in {r["step"] for r in guided}:
         g = [r for r in guided if r["step"] == step]
         assert metrics[step]["p2o/guided_groups"] == len(g) // 4
@@ -338,9 +339,19 @@ def test_reflector_is_checked_at_start(capsys, monkeypatch, tiny_model, tiny_dat
     assert time.time() - t0 < 15  # not minutes of retries
 
 
-def test_reflector_values_that_need_no_check(tiny_model):
-    for r in ("self", "none", str(tiny_model)):
-        p2o.check_reflector(r)
+def test_reflector_values_that_need_no_check(tiny_model, monkeypatch):
+    """self and none are words, not model names: they pass without a look-up; a model folder is looked
+    up as --reflector (and found); none of them asks the hub or opens a connection."""
+    looked_up = []
+    real = p2o.resolve_model
+    monkeypatch.setattr(p2o, "resolve_model", lambda name, flag="--model": looked_up.append((name, flag)) or real(name, flag))
+    monkeypatch.setattr(p2o, "hub_reachable", lambda *a, **k: pytest.fail("the hub was asked"))
+    monkeypatch.setattr(p2o.socket, "create_connection", lambda *a, **k: pytest.fail("a connection was opened"))
+    for r in ("self", "none"):
+        assert p2o.check_reflector(r) is None
+    assert looked_up == []
+    assert p2o.check_reflector(str(tiny_model)) is None
+    assert looked_up == [(str(tiny_model), "--reflector")]
 
 
 def test_verify_cli_exit_codes_and_no_sympy(tmp_path):

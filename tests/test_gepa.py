@@ -381,6 +381,48 @@ def test_rescore_passes_parent_links_to_kept_ancestors():
     assert evaluate.seen == state.metric_calls == 4
 
 
+def test_rescore_with_known_scores_answers_only_what_is_new():
+    """known_scores: with the old valset's (state.scored()), scores on examples the old and new valsets
+    share are kept; with the caller's own record, scores of examples that left the valset and came back
+    too; only the rest is answered, by every kept candidate; nothing new costs no call at all."""
+    seeds = ["", "[a]", "[b]"]
+    old_val, new_val = toy_examples(4), toy_examples(4, offset=2)  # ids 0-3, then 2-5: 2 shared, 2 new
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80)
+    kept = {c: dict(zip(state.valset_ids, row)) for c, row in zip(state.candidates, state.val_scores)}
+    state.val_scores[1][2] = 0.25  # a score only the old state knows: it must be kept, not re-measured
+    asked = []
+    evaluate = Counter()
+    spy = lambda jobs: asked.extend((p, [ex["id"] for ex in b]) for p, b in jobs) or [evaluate(p, b) for p, b in jobs]
+    before = state.metric_calls
+    state = gepa.optimize(seeds, new_val, new_val, Counter(), None, 80, state=state, evaluate_many=spy,
+                          known_scores=state.scored())
+    assert asked == [(c, [4, 5]) for c in seeds] and state.metric_calls - before == evaluate.seen == 6
+    assert state.valset_ids == [gepa.example_id(ex) for ex in new_val]
+    fresh = Counter()
+    for c, row in zip(state.candidates, state.val_scores):
+        want = [kept[c][gepa.example_id(ex)] for ex in new_val[:2]] + [s for s, _, _ in fresh(c, new_val[2:])]
+        assert row == ([0.25] + want[1:] if c == "[a]" else want)
+    asked.clear()
+    known = row_of(state, "[a]")
+    state = gepa.optimize(seeds, new_val[1:], new_val[1:], Counter(), None, 80, state=state, evaluate_many=spy,
+                          known_scores=state.scored())
+    assert asked == [] and row_of(state, "[a]") == known[1:]  # nothing new: no metric call
+    # ids 0-1 left the valset two calls ago: the caller's own record of one of them saves its answers;
+    # the old valset's scores count only as far as the caller passes them on (none here)
+    back = {(c, gepa.example_id(ex)): 0.5 for c in seeds for ex in old_val[:1]}
+    state = gepa.optimize(seeds, old_val[:2], old_val[:2], Counter(), None, 80, state=state, evaluate_many=spy,
+                          known_scores=back)
+    assert asked == [(c, [1]) for c in seeds] and [row[0] for row in state.val_scores] == [0.5, 0.5, 0.5]
+    # without known scores every candidate answers the whole new valset again
+    asked.clear()
+    state = gepa.optimize(seeds, old_val, old_val, Counter(), None, 80, state=state, evaluate_many=spy)
+    assert asked == [(c, [0, 1, 2, 3]) for c in seeds]
+
+
+def row_of(state, text):
+    return state.val_scores[state.candidates.index(text)]
+
+
 def test_example_ids_use_id_or_a_stable_hash():
     assert gepa.example_id({"id": 3, "q": "x"}) == "id:3"
     a, b = gepa.example_id({"q": "x", "a": 1}), gepa.example_id({"a": 1, "q": "x"})

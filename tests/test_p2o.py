@@ -358,12 +358,23 @@ def test_cuda_out_of_memory_names_the_flag(capsys, monkeypatch, tiny_model, tiny
 
 
 def test_help_documents_every_flag():
+    """Each flag appears in --help as a whole word (--eval is not found inside --eval-every, nor --model
+    inside --reflector-model), every Config field among them, each with its help text."""
+    import dataclasses
+    import re
     text = p2o.build_parser().format_help()
+    words = set(re.findall(r"(?<![\w-])--[a-z0-9]+(?:-[a-z0-9]+)*(?![\w-])", text))
+    fields = {"--" + ("no-" if f.type == "bool" and f.default else "") + f.name.replace("_", "-")
+              for f in dataclasses.fields(p2o.Config)}
     for flag in ("--model", "--data", "--out", "--steps", "--group-size", "--prompts-per-step", "--max-new-tokens",
                  "--temperature", "--device", "--seed", "--resume", "--no-p2o", "--eval", "--eval-every",
                  "--save-every", "--lr", "--lora-r", "--beta", "--epsilon", "--epsilon-high", "--loss-type",
-                 "--scale-rewards", "--num-iterations", "--no-load-in-4bit", "--eval-only", "--adapter"):
-        assert flag in text, flag
+                 "--scale-rewards", "--num-iterations", "--no-load-in-4bit", "--eval-only", "--adapter",
+                 "--replay-share", "--no-gepa-reuse-scores", *fields):
+        assert flag in words, flag
+    flat = " ".join(text.split())  # argparse wraps help lines
+    for f in dataclasses.fields(p2o.Config):
+        assert " ".join(f.metadata["help"].split()[:6]) in flat, f.name
 
 
 def test_sampling_ignores_generation_config_filters(loaded):

@@ -20,9 +20,17 @@ ARGS = ["--steps", "4", "--group-size", "4", "--prompts-per-step", "3", "--max-n
         "--save-every", "2", "--lr", "1e-3"]
 
 
+ASKED = []  # every request the scripted reflector got (cleared by the `scripted` fixture)
+
+
 def scripted_lm(text):
-    assert "What is" in text  # the reflector sees the hard problems
+    # no assert here: gepa.optimize catches what the reflector raises; tests check ASKED instead
+    ASKED.append(text)
     return f"A better instruction:\n```\n{MAGIC}\n```"
+
+
+def assert_reflector_saw_hard_problems():
+    assert ASKED and all("What is" in text for text in ASKED), ASKED[:1]
 
 
 @pytest.fixture
@@ -30,6 +38,7 @@ def scripted(monkeypatch):
     """GEPA's metric: a template containing MAGIC solves everything. Rollout reward: guided rollouts
     with MAGIC alternate 1, 0; everything else fails (so every plain problem is hard)."""
     seen = {"batches": [], "updates": []}
+    ASKED.clear()
 
     def evaluator(model, tok, cfg):
         def evaluate(template, batch):
@@ -80,6 +89,7 @@ def test_full_p2o_run_guides_hard_problems_and_distils(scripted, tiny_model, tin
     assert steps[1]["p2o/gepa_candidates"] == 2 and steps[1]["p2o/gepa_metric_calls"] > 0
     state = gepa.State.from_json((out / "gepa_state.json").read_text())
     assert state.candidates == ["", MAGIC]
+    assert_reflector_saw_hard_problems()
     # steps 3-4: hard problems that come round again are sampled with the template
     guided = [s for s in steps[2:] if s["p2o/guided_groups"] > 0]
     assert guided, steps[2:]
@@ -100,7 +110,7 @@ def test_loss_uses_the_original_prompt(scripted, tiny_model, tiny_data, tmp_path
     """The distillation step's log-probs are π(y | original prompt), not π(y | template + prompt)."""
     out = tmp_path / "run"
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out), *ARGS,
-                               "--micro-batch-size", "12"])
+                               "--micro-batch-size", "24"])  # one micro-batch: 3 new + up to 2 replayed groups
     recorded = []
     real_lp = p2o.completion_logprobs
 
@@ -139,6 +149,85 @@ def test_rho_mask_by_hand():
     edge = torch.log(torch.tensor([[0.01, 10.0, 0.5]]))
     assert p2o.rho_mask(edge, torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.long)).tolist() == [[1, 1, 1]]
     assert p2o.rho_mask(edge, torch.zeros(1, 3), torch.ones(1, 3, dtype=torch.long), 0.6, 2).tolist() == [[0, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def double_policy(tiny_model):
+    """The tiny model with a LoRA that matters, in float64: a difference left is a bug, not rounding."""
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--lora-r", "4"])
+    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    return model.double(), tok
+
+
+def guided_batch(model, tok, cfg):
+    """Rows 0-1 sampled with a template, row 2 plain, one original prompt. The sampler's recorded
+    log-probs put ρ = π(y|x)/π(y|t+x) outside [0.01, 10] at three tokens of the guided rows (e^5 at row 0,
+    tokens 1 and 3; e^-6 at row 1, token 2), and far off at every token of the plain row."""
+    q = "What is 2+3?"
+    orig = tok(p2o.chat_prompt(tok, p2o.user_message(q, cfg.instruction)), add_special_tokens=False)["input_ids"]
+    tmpl = tok(p2o.chat_prompt(tok, p2o.user_message(q, cfg.instruction, "T")), add_special_tokens=False)["input_ids"]
+    comp = torch.randint(10, 60, (3, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(comp)
+    batch = p2o.Rollouts(prompt_ids=[orig] * 3, completions=comp, mask=mask, pad_id=tok.pad_token_id,
+                         templates=["T", "T", ""], sample_ids=[tmpl, tmpl, orig],
+                         advantages=torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64))
+    with torch.no_grad():
+        lp = p2o.completion_logprobs(model, batch.prompt_ids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
+    shift = torch.zeros_like(lp)
+    shift[0, [1, 3]], shift[1, 2], shift[2] = -5.0, 6.0, -5.0
+    batch.sample_logp = lp + shift
+    return batch, torch.tensor([[1, 0, 1, 0, 1, 1], [1, 1, 0, 1, 1, 1], [1] * 6])
+
+
+def test_rho_mask_is_applied_to_the_loss(double_policy):
+    """The update drops exactly the ρ-filtered tokens of guided rows from the loss: its gradient is the
+    surrogate's over the tokens the ρ mask keeps (ρ from the sampler's recorded log-probs and the
+    update's own), and differs from the gradient over all tokens."""
+    model, tok = double_policy
+    cfg = p2o.Config(lr=0.0, warmup_steps=0, micro_batch_size=2, is_correction="none", max_grad_norm=1e9)
+    batch, kept = guided_batch(model, tok, cfg)
+    opt, sched = p2o.make_optimizer(model, cfg)
+    p2o.update_policy(model, opt, sched, batch, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.cat([p.grad.flatten() for p in params])
+    assert batch.loss_mask.tolist() == kept.tolist()  # plain rows are never ρ-filtered
+    assert p2o.rho_masked_frac(batch) == pytest.approx(3 / 12)
+
+    def grad_with(loss_mask):  # the batch's loss by hand, in one piece
+        model.zero_grad()
+        logp = p2o.completion_logprobs(model, batch.prompt_ids, batch.completions, batch.mask, batch.pad_id,
+                                       cfg.temperature)[0]
+        norm = {"seqs": 3, "tokens": batch.mask.sum().item()}
+        p2o.policy_loss(logp, logp.detach(), batch.advantages, loss_mask, cfg, norm=norm,
+                        response_mask=batch.mask)[0].backward()
+        return torch.cat([p.grad.flatten() for p in params])
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()
+    # (1e-6: micro-batches of 2 run rows 0-1 on a shared prompt cache, whose backward differs from one
+    # full forward's by ~1e-7 even in float64)
+    assert rel(got, grad_with(kept)) < 1e-6
+    assert rel(got, grad_with(batch.mask)) > 1e-2  # (the masked tokens do matter to this gradient)
+
+
+def test_rho_mask_without_recorded_logprobs_runs_the_template_forward(double_policy):
+    """An engine that records no sampler log-probs: π(y|t+x) comes from a forward under the template
+    prompt; the micro-batch's rows are found by their index in the batch."""
+    model, tok = double_policy
+    cfg = p2o.Config()
+    batch, _ = guided_batch(model, tok, cfg)
+    batch.sample_logp = None
+    with torch.no_grad():
+        lp_t = p2o.completion_logprobs(model, batch.sample_ids, batch.completions, batch.mask, batch.pad_id, 1.0)[0]
+    logp_orig = lp_t.clone()
+    logp_orig[0, 4] -= 7.0  # ρ = e^-7
+    logp_orig[1, 1] += 3.0  # ρ = e^3 = 20
+    logp_orig[2] -= 9.0     # a plain row: never filtered
+    want = [[1, 1, 1, 1, 0, 1], [1, 0, 1, 1, 1, 1], [1] * 6]
+    assert p2o.p2o_token_mask(model, batch, [0, 1, 2], logp_orig, batch.mask, cfg).tolist() == want
+    assert p2o.p2o_token_mask(model, batch, [1, 2], logp_orig[1:], batch.mask[1:], cfg).tolist() == want[1:]
 
 
 def test_hard_buffer_and_split():
@@ -309,11 +398,15 @@ def test_resume_from_an_old_format_p2o_json(scripted, tiny_model, tiny_data, tmp
     p2o.train(part, reflector_lm=scripted_lm, stop_after=3)  # checkpoint at step 2, right after GEPA
     path = tmp_path / "part" / "checkpoint" / "p2o.json"
     saved = json.loads(path.read_text())
-    assert list(saved) == OLD_P2O_KEYS + ["kept_by_sampling"] and saved["runs"] == 1
+    assert list(saved) == OLD_P2O_KEYS + ["kept_by_sampling", "scores"] and saved["runs"] == 1
     path.write_text(json.dumps({k: v for k, v in saved.items() if k not in ("seeds", "kept_by_sampling")}))
     resumed, given = p2o.parse_config(["--out", str(tmp_path / "part"), "--resume"])
     p2o.train(resumed, given, reflector_lm=scripted_lm)
-    assert len(assert_same_metrics(tmp_path / "full" / "metrics.jsonl", tmp_path / "part" / "metrics.jsonl")) == 4
+    steps = assert_same_metrics(tmp_path / "full" / "metrics.jsonl", tmp_path / "part" / "metrics.jsonl")
+    assert len(steps) == 4
+    assert_reflector_saw_hard_problems()  # GEPA reflected on the hard buffer before the checkpoint ...
+    assert saved["templates"] == [MAGIC] and all(s["p2o/guided_groups"] > 0 for s in steps[2:])  # ... and the
+    # resumed steps sampled with what the old-format file held
 
 
 def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypatch):
@@ -472,6 +565,54 @@ def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp
     assert len(saved.valset_ids) == 6 and set(state.weights) == {f"h{i}" for i in range(6)}
 
 
+def test_gepa_runs_answer_only_problems_new_to_the_scoring_set(tiny_model, tmp_path, monkeypatch):
+    """--gepa-reuse-scores (default): a hard problem is scored by each candidate once while it stays in the
+    scoring set; a later run answers only the problems that joined since, and a run with none answers
+    nothing. Off, every run answers the whole scoring set again."""
+    asked = []
+
+    def evaluator(model, tok, cfg):
+        def many(jobs):
+            asked.extend((t, ex["id"]) for t, batch in jobs for ex in batch)
+            return [[(1.0 if t == "T" else 0.0, "out", "fb") for _ in batch] for t, batch in jobs]
+        return (lambda t, batch: many([(t, batch)])[0]), many
+    monkeypatch.setattr(p2o, "make_evaluator", evaluator)
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("T\n")
+    cfg = p2o.Config(model=str(tiny_model), reflector="none", templates=str(seeds), gepa_budget=80, device="cpu")
+    hard = lambda i: {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
+    state = p2o.P2OState()
+    state.hard = {f"h{i}": hard(i) for i in range(4)}
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in range(4))
+    state.hard.pop("h0")
+    state.hard["h4"] = hard(4)
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == [("", "h4"), ("T", "h4")] and state.last["run_metric_calls"] == 2
+    assert set(state.weights) == {"h1", "h2", "h3", "h4"} and state.templates == ["T"]
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert asked == [] and state.last["run_metric_calls"] == 0 and state.runs == 3
+    # a problem scored two runs ago, outside the last run's scoring set, is not answered again ...
+    state.hard = {f"h{i}": hard(i) for i in range(1, 4)}
+    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=2 * 4))  # (a scoring set of 2)
+    assert len(gepa.State.from_json(state.gepa).valset_ids) == 2
+    p2o.run_gepa(state, None, None, cfg)  # (all 3)
+    assert asked == [] and {c: set(row) for c, row in state.scores.items()} == {c: {"h1", "h2", "h3"} for c in ("", "T")}
+    # ... but one that was solved (left the buffer) and is hard again is
+    cfg4 = dataclasses.replace(cfg, group_size=4)
+    p2o.collect_hard(state, [hard(1)], [1.0, 1.0, 0.0, 0.0], ["x"] * 4, ["fb"] * 4, cfg4)
+    p2o.collect_hard(state, [hard(1)], [0.0] * 4, ["x"] * 4, ["fb"] * 4, cfg4)
+    asked.clear()
+    p2o.run_gepa(state, None, None, cfg)
+    assert sorted(asked) == [("", "h1"), ("T", "h1")]
+    state.hard["h5"] = hard(5)
+    asked.clear()
+    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_reuse_scores=False))
+    assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in (1, 2, 3, 5))
+
+
 @pytest.mark.parametrize("text, match", [("", "no template"), ("\n---\n  \n---\n", "no template")])
 def test_templates_file_errors_name_the_file(tmp_path, text, match):
     f = tmp_path / "t.txt"
@@ -557,11 +698,11 @@ def test_templates_reach_rollouts_when_no_problem_comes_round_twice(scripted, ti
     # the share is kept exactly: 0.5 x 3 prompts = 1.5 a step, carried over (1, 2, 1, 2 ...)
     assert [r["p2o/replayed_groups"] for r in after] == [1, 2, 1, 2][:len(after)] or \
         sum(r["p2o/replayed_groups"] for r in after) == int(1.5 * len(after))
-    ids = [p["id"] for b in scripted["batches"] for p in b.problems]
-    new = [i for b in scripted["batches"] for p, t in zip(b.problems, b.templates[::4]) if not t
-           for i in [p["id"]]]
+    new = [p["id"] for b in scripted["batches"] for p, t in zip(b.problems, b.templates[::4]) if not t]
     assert len(set(new)) == len(new)  # fresh draws never repeat: every guided group was a replay
-    assert len(ids) == 18
+    # replays come on top: every step still draws its 3 new problems, 18 in all, as plain GRPO would
+    assert [len(b.problems) for b in scripted["batches"]] == [3 + r["p2o/replayed_groups"] for r in steps]
+    assert new == [p["id"] for p in p2o.next_problems(p2o.load_problems(str(data)), {"epoch": 0, "index": 0}, 18, 0)]
 
 
 def test_draw_problems_share_queue_order_and_one_problem_file():
@@ -575,8 +716,21 @@ def test_draw_problems_share_queue_order_and_one_problem_file():
     got = [p2o.draw_problems(problems, pos, state, cfg) for _ in range(8)]
     assert [n for _, n in got] == [1] * 6 + [0, 0]  # 3 problems x --replay-max 2, then the queue is empty
     assert [b[-1]["id"] for b, n in got if n] == ["a", "b", "c", "a", "b", "c"]  # least replayed first
-    assert all(len(b) == 4 for b, _ in got) and pos["index"] == 8 * 4 - 6
+    # on top of the step's 4 new problems, which are plain GRPO's: the walk moves 4 a step, replay or not
+    assert [len(b) for b, _ in got] == [5] * 6 + [4, 4] and pos["index"] == 8 * 4
+    grpo = p2o.next_problems(problems, {"epoch": 0, "index": 0}, 32, cfg.seed)
+    assert [p for b, n in got for p in b[:4]] == grpo
     assert "failures" not in got[0][0][-1]
+    # a share of 0.5 of 4 prompts: 2 replayed a step, on top (the queue refilled)
+    state.replays = {}
+    assert [n for _, n in (p2o.draw_problems(problems, pos, state, dataclasses.replace(cfg, replay_share=0.5))
+                           for _ in range(2))] == [2, 2]
+    # --no-replay-on-top: in new problems' places, the walk moving on by what is left
+    state.replays, pos = {}, {"epoch": 0, "index": 0}
+    in_place = dataclasses.replace(cfg, replay_share=0.5, replay_on_top=False)
+    got = [p2o.draw_problems(problems, pos, state, in_place) for _ in range(4)]
+    assert [n for _, n in got] == [2, 2, 2, 0] and [len(b) for b, _ in got] == [4] * 4 and pos["index"] == 2 * 3 + 4
+    assert [p for b, n in got for p in b[:4 - n]] == grpo[:10]
     # a solved problem leaves the buffer, and with it the queue
     state.replays = {}
     state.hard.pop("b")
@@ -635,7 +789,7 @@ def test_epoch_schedule_with_a_buffer_smaller_than_a_pass_says_so_at_start(tiny_
     assert "Raise --hard-buffer-size to 40" in err and "cannot guide any rollout" not in err
 
 
-@pytest.mark.parametrize("flag, value, says", [("--replay-share", "1", "--replay-share"),
+@pytest.mark.parametrize("flag, value, says", [("--replay-share", "1.5", "--replay-share"),
                                                ("--replay-share", "-0.1", "--replay-share"),
                                                ("--replay-max", "0", "--replay-max"),
                                                ("--p2o-schedule", "daily", "--p2o-schedule"),
