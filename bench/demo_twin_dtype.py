@@ -14,7 +14,6 @@ mean train/sampler mismatch (rollout/mismatch_frac), GEPA time, wall time and pe
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
@@ -25,19 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import p2o  # noqa: E402
-from results_file import write_results  # noqa: E402
+from results_file import cpu_name, write_results  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summarize(run: Path) -> dict:

@@ -24,7 +24,6 @@ their ratios to grpo (CPU seconds of this one-thread process: what a busy machin
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import statistics
@@ -38,17 +37,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import p2o  # noqa: E402
-from results_file import write_results  # noqa: E402
+from results_file import cpu_name, write_results  # noqa: E402
 
 KINDS = {"grpo": (4, 0, False), "before": (2, 2, True), "on_top_0.25": (4, 1, False), "on_top_0.5": (4, 2, False)}
-
-
-def cpu_name():
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def exact_rho_forwards(model, batch, cfg):

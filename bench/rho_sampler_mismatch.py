@@ -16,7 +16,6 @@ against the seconds the mask takes now and the update around it. Results -> benc
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -28,14 +27,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import p2o  # noqa: E402
-from results_file import write_results  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+from results_file import cpu_name, write_results  # noqa: E402
 
 
 def exact_logprobs(model, batch, rows, cfg):

@@ -27,7 +27,6 @@ Targets (issue 8, H100-class GPU): twin compiled >= 10,000 tokens/s at 0.5B and 
 """
 import argparse
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -37,7 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from results_file import write_results  # noqa: E402
+from results_file import cpu_name, write_results  # noqa: E402
 TARGET_TPS = {"0.5B": 10_000, "1.5B": 5_000}
 ENGINES = ("peft", "twin_eager", "twin_compiled", "twin_int8")
 
@@ -132,15 +131,6 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
             "seqs_outside_clip3_frac": sum(seq_far) / max(len(seq_far), 1)}
 
 
-def cpu_name():
-    try:
-        info = open("/proc/cpuinfo").read()
-        name = next(l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name"))
-        return name + (", avx512_bf16" if "avx512_bf16" in info else "")
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def twin_dtype(name, device):
     import torch
     import p2o
@@ -233,7 +223,6 @@ def main(argv=None):
                 shutil.rmtree(folder, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    import p2o
     import transformers
     results |= {"settings": {k: getattr(args, k) for k in ("batch", "prompt_len", "new_tokens", "repeats", "rounds", "threads",
                                                            "twin_dtype", "model", "force")}

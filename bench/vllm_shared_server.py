@@ -9,7 +9,6 @@ token by token with p2o's fp32 model (adapter off): first alone, then while a se
 requests for a LoRA adapter to the same server. Reported: the largest |log-prob gap| of each call.
 """
 import argparse
-import json
 import os
 import sys
 import threading
@@ -19,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from results_file import write_results  # noqa: E402
-from rollout_speed import cpu_name  # noqa: E402
+from results_file import cpu_name  # noqa: E402
 from vllm_vs_twin import served_model  # noqa: E402
 
 

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from results_file import write_results  # noqa: E402
-from rollout_speed import cpu_name  # noqa: E402
+from results_file import cpu_name  # noqa: E402
 
 ENGINES = ("twin_fp32", "twin_bf16", "vllm")
 
