@@ -1200,41 +1200,14 @@ def adapter_off(model):
     return engine_of(model).adapter_off(model)
 
 
-class PeftEngine:
-    """The training model generates itself (LoRA side branches, 4-bit weights dequantized per token). Any
-    model without an engine of its own (a local reflector, tests' bare models) uses it."""
-    name = "peft"
-
-    def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        return hf_generate(model, None, tok, prompts, cfg, greedy, max_new_tokens)
-
-    def follow(self, model, step=None, stats=None):
-        pass  # it is the policy
-
-    @contextlib.contextmanager
-    def adapter_off(self, model):
-        with model.disable_adapter():
-            yield
-
-    def stats(self) -> dict:  # (the twin's compiled path fills the last three)
-        return {"rollout/engine": self.name, "rollout/compile_s": getattr(self, "compile_s", 0.0),
-                "rollout/graphs": len(getattr(self, "shapes", ())),
-                "rollout/eager_calls": getattr(self, "eager_calls", 0)}
-
-
-PEFT = PeftEngine()
-ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (Twin, VllmEngine)
-
-
-def engine_of(model):
-    return ENGINES.get(model, PEFT)
-
-
 @dataclass(eq=False)
-class Twin(PeftEngine):
-    """The twin engine: the copy (build_twin) and its compiled path's state. rollout/graphs: batch shapes
-    compiled so far; rollout/eager_calls: generate calls that ran uncompiled although the compiled path was
-    asked for (a prompt beyond the cache, a failed or declined compile, no compiler)."""
+class HFEngine:
+    """peft and twin: generation with transformers (hf_generate). peft (no `model`): the training model
+    generates itself (LoRA side branches, 4-bit weights dequantized per token); any model without an engine of
+    its own (a local reflector, tests' bare models) uses it. twin: the copy (build_twin) and its compiled path's
+    state. rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls that ran
+    uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or declined
+    compile, no compiler)."""
     model: object = None
     compile: bool = False
     plan: dict = field(default_factory=dict)
@@ -1243,36 +1216,51 @@ class Twin(PeftEngine):
     shapes: set = field(default_factory=set)
     compile_s: float = 0.0
     eager_calls: int = 0
-    said: set = field(default_factory=set)
+    said_fit: bool = False
     used: bool = False
     compile_config: object = None
-    name = "twin"
 
     def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        return hf_generate(model, self, tok, prompts, cfg, greedy, max_new_tokens)
+        return hf_generate(self, model, tok, prompts, cfg, greedy, max_new_tokens)
 
     def follow(self, model, step=None, stats=None):
-        refresh_twin(model)
+        refresh_twin(model)  # (peft: it is the policy)
 
     @contextlib.contextmanager
     def adapter_off(self, model):
-        """Refreshed without the LoRA delta, then with it again; both refreshes are exact (rebuilt from the
-        policy, not undone by a subtraction), so afterwards the twin is bit for bit what it was."""
+        """twin: refreshed without the LoRA delta, then with it again; both refreshes are exact (rebuilt from
+        the policy, not undone by a subtraction), so afterwards the twin is bit for bit what it was."""
+        if self.model is None:
+            with model.disable_adapter():
+                yield
+            return
         refresh_twin(model, lora=False)
         try:
             yield
         finally:
             refresh_twin(model, lora=True)
 
+    def stats(self) -> dict:
+        return {"rollout/engine": "peft" if self.model is None else "twin", "rollout/compile_s": self.compile_s,
+                "rollout/graphs": len(self.shapes), "rollout/eager_calls": self.eager_calls}
+
+
+PEFT = HFEngine()
+ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (twin, VllmEngine)
+
+
+def engine_of(model):
+    return ENGINES.get(model, PEFT)
+
 
 @torch.no_grad()
-def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+def hf_generate(engine: HFEngine, model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
                 max_new_tokens: int | None = None):
-    """generate_with_logprobs with transformers, on the twin (`entry`) when given, else on the policy itself."""
+    """generate_with_logprobs with transformers, on the twin when the engine has one, else on the policy itself."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
-    gen_model = entry.model if entry else model
+    gen_model = model if engine.model is None else engine.model
     contiguous_head_input(gen_model)
     was_training = model.training
     model.eval()
@@ -1292,15 +1280,15 @@ def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config,
             from transformers import LogitsProcessorList
             kw["logits_processor"] = LogitsProcessorList([record])
         out = None
-        if entry and entry.compile and not entry.broken:
-            out = _generate_compiled(entry, dict(enc), max_new, kw)
+        if engine.compile and not engine.broken:
+            out = _generate_compiled(engine, dict(enc), max_new, kw)
         if out is None:
-            if entry and entry.compile:
-                entry.eager_calls += 1
+            if engine.compile:
+                engine.eager_calls += 1
             if record is not None:
                 record.logp.clear()  # a compiled call that failed part-way may have drawn some
             inputs = dict(enc)
-            if entry:  # (on CUDA the compiled path does one batched prefill, a small part of the time there)
+            if gen_model is not model:  # (the compiled path, on CUDA, does one batched prefill: little time there)
                 cache = shared_prompt_cache(backbone_and_head(gen_model)[0], enc["input_ids"], enc["attention_mask"])
                 inputs.update({"cache": cache} if cache is not None else {})
             out = gen_model.generate(**inputs, **kw)
@@ -1489,34 +1477,31 @@ def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
     the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
     rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
     addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
-    entry = ENGINES.get(model)
-    if not isinstance(entry, Twin):
+    twin = getattr(ENGINES.get(model), "model", None)  # (peft and vllm have none)
+    if twin is None:
         return
     from peft.tuners.lora import LoraLayer
     base = _base(model)
-    for name, mod in entry.model.named_modules():
+    for name, mod in twin.named_modules():
         own = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
         if not own:
             continue
-        src = base.get_submodule(name)
-        delta = None
-        if not full and not isinstance(src, LoraLayer):
-            continue
+        src, delta = base.get_submodule(name), None
         if isinstance(src, LoraLayer):
-            if lora and not src.disable_adapters:
-                for a in src.active_adapters:
-                    if a not in src.lora_A:
-                        continue
-                    if src.use_dora.get(a):
-                        raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
-                    d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
-                    d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
-                    delta = d if delta is None else delta + d
+            for a in src.active_adapters if lora and not src.disable_adapters else []:
+                if a not in src.lora_A:
+                    continue
+                if src.use_dora.get(a):
+                    raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
+                d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
+                d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
+                delta = d if delta is None else delta + d
             src = src.get_base_layer()
+        elif not full:
+            continue
         for pname, t in own:
             if pname == "weight" and hasattr(src, "weight"):
-                w = _weight(src)
-                t.copy_(w + delta if delta is not None else w)
+                t.copy_(_weight(src) if delta is None else _weight(src) + delta)
             else:
                 t.copy_(getattr(src, pname))
 
@@ -1539,14 +1524,14 @@ def build_twin(model, dtype: torch.dtype, device: torch.device, cfg: Config | No
         twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
     compile = device.type == "cuda" if compile is None else compile
-    ENGINES[model] = Twin(model=twin, compile=compile, plan=cache_plan(cfg or Config()))
+    ENGINES[model] = HFEngine(model=twin, compile=compile, plan=cache_plan(cfg or Config()))
     if compile:
         _install_compiled_call(ENGINES[model], device)
     refresh_twin(model, full=True)
     return twin
 
 
-def _install_compiled_call(entry: Twin, device: torch.device) -> None:
+def _install_compiled_call(entry: HFEngine, device: torch.device) -> None:
     """Give the twin the compiled forward transformers' generate looks for (`_compiled_call`, reused
     while the compile config is the same object), wrapped so p2o sees whether a call used it: a
     call that did not ran uncompiled, whatever transformers decided. A new twin also starts torch's
@@ -1690,27 +1675,20 @@ def contiguous_head_input(gen_model) -> None:
         head._p2o_contiguous_input = True
 
 
-def _say(entry: Twin, key: str, line: str) -> None:
-    """Print `line` once per twin and `key`."""
-    if key not in entry.said:
-        entry.said.add(key)
-        tqdm.write(line, file=sys.stderr)
-
-
-def _give_up_compiling(entry: Twin, why: str | Exception) -> None:
+def _give_up_compiling(entry: HFEngine, why: str | Exception) -> None:
     """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
     inductor bug) must not end training."""
     if isinstance(why, Exception):
         why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
     entry.broken = why
     entry.caches.clear()  # the eager path allocates its own
-    _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
+    tqdm.write(f"p2o: warning: {why}; generating eagerly", file=sys.stderr)  # (once: nothing compiles after it)
 
 
 RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
 
 
-def _static_cache(entry: Twin, batch: int):
+def _static_cache(entry: HFEngine, batch: int):
     """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
     first rows of the largest (generate calls never overlap), so together they cost the largest."""
     from transformers import StaticCache
@@ -1732,7 +1710,7 @@ def _static_cache(entry: Twin, batch: int):
     return cache
 
 
-def _generate_compiled(entry: Twin, inputs: dict, max_new: int, kw: dict):
+def _generate_compiled(entry: HFEngine, inputs: dict, max_new: int, kw: dict):
     """The compiled static-cache path: the batch is padded (with copies of its last row, dropped
     afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
     kept cache, reset first. A bucket's first call is preceded by a short warm-up that compiles it,
@@ -1743,8 +1721,10 @@ def _generate_compiled(entry: Twin, inputs: dict, max_new: int, kw: dict):
     n, length = inputs["input_ids"].shape
     batch = min((b for b in plan if b >= n), default=None)
     if batch is None or length + max_new > plan[batch]:
-        _say(entry, "fit", f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static "
-             f"caches (rows: length {plan}); such calls generate eagerly (rollout/eager_calls)")
+        if not entry.said_fit:  # (once)
+            entry.said_fit = True
+            tqdm.write(f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static caches "
+                       f"(rows: length {plan}); such calls generate eagerly (rollout/eager_calls)", file=sys.stderr)
         return None
     cache = _static_cache(entry, batch)
     padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
