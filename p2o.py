@@ -1202,12 +1202,11 @@ def adapter_off(model):
 
 @dataclass(eq=False)
 class HFEngine:
-    """peft and twin: generation with transformers (hf_generate). peft (no `model`): the training model
-    generates itself (LoRA side branches, 4-bit weights dequantized per token); any model without an engine of
-    its own (a local reflector, tests' bare models) uses it. twin: the copy (build_twin) and its compiled path's
-    state. rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls that ran
-    uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or declined
-    compile, no compiler)."""
+    """The peft and twin engines: transformers' generate (hf_generate). peft, no `model`: also the engine of any
+    model without one of its own (a local reflector, tests' bare models). twin: the copy (build_twin) and its
+    compiled path's state. rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls
+    that ran uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or
+    declined compile, no compiler)."""
     model: object = None
     compile: bool = False
     plan: dict = field(default_factory=dict)
@@ -1292,14 +1291,11 @@ def hf_generate(engine: HFEngine, model, tok, prompts: list[str], cfg: Config, g
                 cache = shared_prompt_cache(backbone_and_head(gen_model)[0], enc["input_ids"], enc["attention_mask"])
                 inputs.update({"cache": cache} if cache is not None else {})
             out = gen_model.generate(**inputs, **kw)
-        out = out[:n]
-        comp = out[:, enc["input_ids"].shape[1]:]
+        comp = out[:n, enc["input_ids"].shape[1]:]
         if record is not None:
             logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
-        comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
-        completions.append(comp)
-        for row, m in zip(enc["input_ids"], enc["attention_mask"]):
-            prompt_ids.append(row[m.bool()].tolist())
+        completions.append(F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id))
+        prompt_ids += [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     model.train(was_training)
     completions = torch.cat(completions)
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
@@ -2551,8 +2547,7 @@ def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
     taken, out = set(explicit), []
     for name, path, is_explicit in parsed:
         if not is_explicit:
-            stem = Path(path).stem
-            options = [name, f"{name}-{stem}"] + [f"{name}-{i}" for i in range(2, len(parsed) + 2)]
+            options = [name, f"{name}-{Path(path).stem}"] + [f"{name}-{i}" for i in range(2, len(parsed) + 2)]
             name = next(o for o in options if o not in taken)
             taken.add(name)
         out.append((name, path))
@@ -2984,8 +2979,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
     """Config from the command line; also returns the names of the flags given explicitly
     (a resumed run takes its saved config and overrides only those)."""
     given = vars(build_parser().parse_args(argv))
-    cfg = Config(**given)
-    return cfg, set(given)
+    return Config(**given), set(given)
 
 
 # The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
