@@ -981,14 +981,7 @@ def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_ne
     if long and not fits:
         raise UserError(f"{path}: every prompt is longer than the model's context ({context} tokens, {max_new} of "
                         "them kept for --max-new-tokens); shorten the questions or lower --max-new-tokens")
-    server = getattr(engine_of(model), "max_len", None)  # a vLLM server's --max-model-len: its choice, not the model's
-    if server and server < context:
-        need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
-                        ["input_ids"]) for p in fits), default=0) + max_new
-        if need > server:
-            raise UserError(f"{path}: the longest prompt plus {max_new} new tokens takes {need} tokens, more than the "
-                            f"vLLM server's context ({server}); restart it with --max-model-len {need} or more, or "
-                            "lower --max-new-tokens")
+    check_server_context(fits, model, tok, cfg, path, max_new, context)
     if long and warn:
         print(f"p2o: warning: {path}: skipped {len(long)} of {len(problems)} problems whose prompt does not fit "
               f"the model's context ({context} tokens with --max-new-tokens {max_new}; first: id {long[0]['id']})",
@@ -1597,11 +1590,7 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device, tok=None) ->
     peft engine, said in one line."""
     ENGINES.pop(model, None)
     if cfg.rollout_engine == "vllm":
-        ENGINES[model] = engine = VllmEngine(cfg)
-        engine.connect(model, tok, cfg)
-        print(f"p2o: rollout engine: vllm ({engine.root}, serving {engine.base}; adapters in {engine.dir})",
-              file=sys.stderr)
-        return "vllm"
+        return attach_vllm(model, tok, cfg)
     dtype = twin_dtype(device)
     # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
     compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
@@ -2002,6 +1991,81 @@ class VllmEngine:
         return ids, comp.to(device), mask.to(device), None if greedy else logp.to(device)
 
 
+def attach_vllm(model, tok, cfg: Config) -> str:
+    """attach_rollout_engine's vllm branch: connect to the server (its start checks need `tok`)."""
+    ENGINES[model] = engine = VllmEngine(cfg)
+    engine.connect(model, tok, cfg)
+    print(f"p2o: rollout engine: vllm ({engine.root}, serving {engine.base}; adapters in {engine.dir})",
+          file=sys.stderr)
+    return "vllm"
+
+
+def check_vllm_config(cfg: Config) -> None:
+    """check_config's vllm flags, before anything heavy is loaded."""
+    def bad(msg): raise UserError(msg)
+    if (cfg.rollout_engine == "vllm") != bool(cfg.vllm_url):
+        bad("--rollout-engine vllm needs --vllm-url http://HOST:PORT/v1 (the server's base URL), and --vllm-url "
+            "needs --rollout-engine vllm")
+    if cfg.vllm_url and not re.match(r"https?://[^/:]+(:\d+)?(/|$)", cfg.vllm_url):
+        bad(f"--vllm-url {cfg.vllm_url}: not an http(s)://HOST[:PORT]/v1 URL")
+    if cfg.vllm_url and cfg.top_p < 1:  # (--eval-top-p is fine: evaluation's samples need no log-probs)
+        bad("--top-p below 1 with --rollout-engine vllm: vLLM's log-probs are then renormalised over the kept "
+            "tokens while the trainer's are of the full distribution, so --is-correction would weigh every token "
+            "by a false ratio; use --top-p 1")
+    if cfg.vllm_timeout <= 0: bad("--vllm-timeout must be > 0")
+
+
+def check_server_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
+                         context: int) -> None:
+    """fit_context's check for a vLLM server: its --max-model-len is its choice, not the model's, and may be
+    shorter than the model's `context`; then the longest prompt plus max_new must fit it."""
+    server = getattr(engine_of(model), "max_len", None)  # (None for the in-process engines)
+    if server and server < context:
+        need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
+                        ["input_ids"]) for p in problems), default=0) + max_new
+        if need > server:
+            raise UserError(f"{path}: the longest prompt plus {max_new} new tokens takes {need} tokens, more than the "
+                            f"vLLM server's context ({server}); restart it with --max-model-len {need} or more, or "
+                            "lower --max-new-tokens")
+
+
+# A vLLM server that goes away mid-run (ServerGone) must lose no step: the live run's objects (keep_live_run) and,
+# at each step's start, what a checkpoint of the steps done holds (step_starts) are kept here for save_after_fault
+# (train calls it and empties LIVE at the end; follow_policy marks the policy moved).
+LIVE = {}
+
+
+def keep_live_run(cfg: Config, out: Path, model, optimizer, scheduler, pos: dict, p2o) -> None:
+    """start_run's last act: with --rollout-engine vllm, the live run's objects go into LIVE."""
+    if cfg.rollout_engine == "vllm":
+        LIVE.update(out=out, model=model, optimizer=optimizer, scheduler=scheduler, pos=pos, p2o=p2o)
+
+
+def step_starts(step: int, cfg: Config):
+    """The steps left, from `step` (step_bar counts them)."""
+    for k in range(step, cfg.steps):
+        if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
+            LIVE.update(step=k, moved=False,
+                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
+        yield k
+
+
+def save_after_fault(err: ServerGone) -> UserError:
+    """The server went away. While the policy has not moved since the step began (it went during the
+    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
+    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
+    out = LIVE.get("out")
+    if out is None:
+        return err
+    if not LIVE.get("moved") and "point" in LIVE:
+        pos, p2o, rng = LIVE["point"]
+        save_checkpoint(out, LIVE["model"], LIVE["optimizer"], LIVE["scheduler"], LIVE["step"], pos, p2o, rng)
+        kept = f"saved the {LIVE['step']} steps done as a checkpoint"
+    else:
+        kept = "the last checkpoint is kept" if has_checkpoint(out) else "no checkpoint yet"
+    return UserError(f"{err}; {kept}; start the server again, then continue with: python p2o.py --out {out} --resume")
+
+
 # ----------------------------------------------------------------------------------------------
 # GEPA's metric, the seed templates and the reflection LM.
 
@@ -2162,8 +2226,7 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
         truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
         if cfg.eval:
             run_evals(model, tok, cfg, 0, logs[0], out)
-    if cfg.rollout_engine == "vllm":
-        LIVE.update(out=out, model=model, optimizer=optimizer, scheduler=scheduler, pos=pos, p2o=p2o)
+    keep_live_run(cfg, out, model, optimizer, scheduler, pos, p2o)
     return cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs
 
 
@@ -2221,35 +2284,6 @@ def step_bar(step: int, cfg: Config):
     step, which recurs, moves the ETA by what it costs on average."""
     return tqdm(step_starts(step, cfg), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
                 dynamic_ncols=True, smoothing=0)
-
-
-# A vLLM server that goes away mid-run (ServerGone) must lose no step: the live run's objects (start_run) and,
-# at each step's start, what a checkpoint of the steps done holds (step_starts) are kept here for save_after_fault.
-LIVE = {}
-
-
-def step_starts(step: int, cfg: Config):
-    for k in range(step, cfg.steps):
-        if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
-            LIVE.update(step=k, moved=False,
-                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
-        yield k
-
-
-def save_after_fault(err: ServerGone) -> UserError:
-    """The server went away. While the policy has not moved since the step began (it went during the
-    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
-    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
-    out = LIVE.get("out")
-    if out is None:
-        return err
-    if not LIVE.get("moved") and "point" in LIVE:
-        pos, p2o, rng = LIVE["point"]
-        save_checkpoint(out, LIVE["model"], LIVE["optimizer"], LIVE["scheduler"], LIVE["step"], pos, p2o, rng)
-        kept = f"saved the {LIVE['step']} steps done as a checkpoint"
-    else:
-        kept = "the last checkpoint is kept" if has_checkpoint(out) else "no checkpoint yet"
-    return UserError(f"{err}; {kept}; start the server again, then continue with: python p2o.py --out {out} --resume")
 
 
 def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
@@ -3049,16 +3083,7 @@ def check_config(cfg: Config) -> None:
     if cfg.lora_r < 1: bad("--lora-r must be at least 1")
     if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
     if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
-    if (cfg.rollout_engine == "vllm") != bool(cfg.vllm_url):
-        bad("--rollout-engine vllm needs --vllm-url http://HOST:PORT/v1 (the server's base URL), and --vllm-url "
-            "needs --rollout-engine vllm")
-    if cfg.vllm_url and not re.match(r"https?://[^/:]+(:\d+)?(/|$)", cfg.vllm_url):
-        bad(f"--vllm-url {cfg.vllm_url}: not an http(s)://HOST[:PORT]/v1 URL")
-    if cfg.vllm_url and cfg.top_p < 1:  # (--eval-top-p is fine: evaluation's samples need no log-probs)
-        bad("--top-p below 1 with --rollout-engine vllm: vLLM's log-probs are then renormalised over the kept "
-            "tokens while the trainer's are of the full distribution, so --is-correction would weigh every token "
-            "by a false ratio; use --top-p 1")
-    if cfg.vllm_timeout <= 0: bad("--vllm-timeout must be > 0")
+    check_vllm_config(cfg)
 
 
 def check_reflector(reflector: str) -> None:
