@@ -981,14 +981,7 @@ def fit_context(problems: list[dict], model, tok, cfg: Config, path: str, max_ne
     if long and not fits:
         raise UserError(f"{path}: every prompt is longer than the model's context ({context} tokens, {max_new} of "
                         "them kept for --max-new-tokens); shorten the questions or lower --max-new-tokens")
-    server = getattr(engine_of(model), "max_len", None)  # a vLLM server's --max-model-len: its choice, not the model's
-    if server and server < context:
-        need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
-                        ["input_ids"]) for p in fits), default=0) + max_new
-        if need > server:
-            raise UserError(f"{path}: the longest prompt plus {max_new} new tokens takes {need} tokens, more than the "
-                            f"vLLM server's context ({server}); restart it with --max-model-len {need} or more, or "
-                            "lower --max-new-tokens")
+    check_server_context(fits, model, tok, cfg, path, max_new, context)
     if long and warn:
         print(f"p2o: warning: {path}: skipped {len(long)} of {len(problems)} problems whose prompt does not fit "
               f"the model's context ({context} tokens with --max-new-tokens {max_new}; first: id {long[0]['id']})",
@@ -1200,41 +1193,13 @@ def adapter_off(model):
     return engine_of(model).adapter_off(model)
 
 
-class PeftEngine:
-    """The training model generates itself (LoRA side branches, 4-bit weights dequantized per token). Any
-    model without an engine of its own (a local reflector, tests' bare models) uses it."""
-    name = "peft"
-
-    def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        return hf_generate(model, None, tok, prompts, cfg, greedy, max_new_tokens)
-
-    def follow(self, model, step=None, stats=None):
-        pass  # it is the policy
-
-    @contextlib.contextmanager
-    def adapter_off(self, model):
-        with model.disable_adapter():
-            yield
-
-    def stats(self) -> dict:  # (the twin's compiled path fills the last three)
-        return {"rollout/engine": self.name, "rollout/compile_s": getattr(self, "compile_s", 0.0),
-                "rollout/graphs": len(getattr(self, "shapes", ())),
-                "rollout/eager_calls": getattr(self, "eager_calls", 0)}
-
-
-PEFT = PeftEngine()
-ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (Twin, VllmEngine)
-
-
-def engine_of(model):
-    return ENGINES.get(model, PEFT)
-
-
 @dataclass(eq=False)
-class Twin(PeftEngine):
-    """The twin engine: the copy (build_twin) and its compiled path's state. rollout/graphs: batch shapes
-    compiled so far; rollout/eager_calls: generate calls that ran uncompiled although the compiled path was
-    asked for (a prompt beyond the cache, a failed or declined compile, no compiler)."""
+class HFEngine:
+    """The peft and twin engines: transformers' generate (hf_generate). peft, no `model`: also the engine of any
+    model without one of its own (a local reflector, tests' bare models). twin: the copy (build_twin) and its
+    compiled path's state. rollout/graphs: batch shapes compiled so far; rollout/eager_calls: generate calls
+    that ran uncompiled although the compiled path was asked for (a prompt beyond the cache, a failed or
+    declined compile, no compiler)."""
     model: object = None
     compile: bool = False
     plan: dict = field(default_factory=dict)
@@ -1243,36 +1208,51 @@ class Twin(PeftEngine):
     shapes: set = field(default_factory=set)
     compile_s: float = 0.0
     eager_calls: int = 0
-    said: set = field(default_factory=set)
+    said_fit: bool = False
     used: bool = False
     compile_config: object = None
-    name = "twin"
 
     def generate(self, model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        return hf_generate(model, self, tok, prompts, cfg, greedy, max_new_tokens)
+        return hf_generate(self, model, tok, prompts, cfg, greedy, max_new_tokens)
 
     def follow(self, model, step=None, stats=None):
-        refresh_twin(model)
+        refresh_twin(model)  # (peft: it is the policy)
 
     @contextlib.contextmanager
     def adapter_off(self, model):
-        """Refreshed without the LoRA delta, then with it again; both refreshes are exact (rebuilt from the
-        policy, not undone by a subtraction), so afterwards the twin is bit for bit what it was."""
+        """twin: refreshed without the LoRA delta, then with it again; both refreshes are exact (rebuilt from
+        the policy, not undone by a subtraction), so afterwards the twin is bit for bit what it was."""
+        if self.model is None:
+            with model.disable_adapter():
+                yield
+            return
         refresh_twin(model, lora=False)
         try:
             yield
         finally:
             refresh_twin(model, lora=True)
 
+    def stats(self) -> dict:
+        return {"rollout/engine": "peft" if self.model is None else "twin", "rollout/compile_s": self.compile_s,
+                "rollout/graphs": len(self.shapes), "rollout/eager_calls": self.eager_calls}
+
+
+PEFT = HFEngine()
+ENGINES = weakref.WeakKeyDictionary()  # policy model -> its engine, unless it generates itself (twin, VllmEngine)
+
+
+def engine_of(model):
+    return ENGINES.get(model, PEFT)
+
 
 @torch.no_grad()
-def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config, greedy: bool = False,
+def hf_generate(engine: HFEngine, model, tok, prompts: list[str], cfg: Config, greedy: bool = False,
                 max_new_tokens: int | None = None):
-    """generate_with_logprobs with transformers, on the twin (`entry`) when given, else on the policy itself."""
+    """generate_with_logprobs with transformers, on the twin when the engine has one, else on the policy itself."""
     device = next(model.parameters()).device
     eos = eos_ids(model, tok)
     max_new = max_new_tokens or cfg.max_new_tokens
-    gen_model = entry.model if entry else model
+    gen_model = model if engine.model is None else engine.model
     contiguous_head_input(gen_model)
     was_training = model.training
     model.eval()
@@ -1292,26 +1272,23 @@ def hf_generate(model, entry: Twin | None, tok, prompts: list[str], cfg: Config,
             from transformers import LogitsProcessorList
             kw["logits_processor"] = LogitsProcessorList([record])
         out = None
-        if entry and entry.compile and not entry.broken:
-            out = _generate_compiled(entry, dict(enc), max_new, kw)
+        if engine.compile and not engine.broken:
+            out = _generate_compiled(engine, dict(enc), max_new, kw)
         if out is None:
-            if entry and entry.compile:
-                entry.eager_calls += 1
+            if engine.compile:
+                engine.eager_calls += 1
             if record is not None:
                 record.logp.clear()  # a compiled call that failed part-way may have drawn some
             inputs = dict(enc)
-            if entry:  # (on CUDA the compiled path does one batched prefill, a small part of the time there)
+            if gen_model is not model:  # (the compiled path, on CUDA, does one batched prefill: little time there)
                 cache = shared_prompt_cache(backbone_and_head(gen_model)[0], enc["input_ids"], enc["attention_mask"])
                 inputs.update({"cache": cache} if cache is not None else {})
             out = gen_model.generate(**inputs, **kw)
-        out = out[:n]
-        comp = out[:, enc["input_ids"].shape[1]:]
+        comp = out[:n, enc["input_ids"].shape[1]:]
         if record is not None:
             logps.append(F.pad(record.result(n), (0, max_new - comp.shape[1])))
-        comp = F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id)
-        completions.append(comp)
-        for row, m in zip(enc["input_ids"], enc["attention_mask"]):
-            prompt_ids.append(row[m.bool()].tolist())
+        completions.append(F.pad(comp, (0, max_new - comp.shape[1]), value=tok.pad_token_id))
+        prompt_ids += [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
     model.train(was_training)
     completions = torch.cat(completions)
     return prompt_ids, completions, completion_mask(completions, eos), torch.cat(logps) if logps else None
@@ -1489,34 +1466,31 @@ def refresh_twin(model, lora: bool = True, full: bool = False) -> None:
     the policy, never by adding a step's delta to the previous twin (bf16 would accumulate
     rounding), and with copy_ into the existing tensors so compiled graphs, which hold their
     addresses, stay valid. The other tensors (embeddings, norms) are frozen: copied when `full`."""
-    entry = ENGINES.get(model)
-    if not isinstance(entry, Twin):
+    twin = getattr(ENGINES.get(model), "model", None)  # (peft and vllm have none)
+    if twin is None:
         return
     from peft.tuners.lora import LoraLayer
     base = _base(model)
-    for name, mod in entry.model.named_modules():
+    for name, mod in twin.named_modules():
         own = list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False))
         if not own:
             continue
-        src = base.get_submodule(name)
-        delta = None
-        if not full and not isinstance(src, LoraLayer):
-            continue
+        src, delta = base.get_submodule(name), None
         if isinstance(src, LoraLayer):
-            if lora and not src.disable_adapters:
-                for a in src.active_adapters:
-                    if a not in src.lora_A:
-                        continue
-                    if src.use_dora.get(a):
-                        raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
-                    d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
-                    d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
-                    delta = d if delta is None else delta + d
+            for a in src.active_adapters if lora and not src.disable_adapters else []:
+                if a not in src.lora_A:
+                    continue
+                if src.use_dora.get(a):
+                    raise UserError("the rollout twin cannot fold a DoRA adapter; use --rollout-engine peft")
+                d = src.lora_B[a].weight.float() @ src.lora_A[a].weight.float() * src.scaling[a]
+                d = d.T if getattr(src, "fan_in_fan_out", False) else d  # GPT-2 style Conv1D weights
+                delta = d if delta is None else delta + d
             src = src.get_base_layer()
+        elif not full:
+            continue
         for pname, t in own:
             if pname == "weight" and hasattr(src, "weight"):
-                w = _weight(src)
-                t.copy_(w + delta if delta is not None else w)
+                t.copy_(_weight(src) if delta is None else _weight(src) + delta)
             else:
                 t.copy_(getattr(src, pname))
 
@@ -1539,14 +1513,14 @@ def build_twin(model, dtype: torch.dtype, device: torch.device, cfg: Config | No
         twin.set_attn_implementation("eager")
     twin.generation_config = copy.deepcopy(base.generation_config)
     compile = device.type == "cuda" if compile is None else compile
-    ENGINES[model] = Twin(model=twin, compile=compile, plan=cache_plan(cfg or Config()))
+    ENGINES[model] = HFEngine(model=twin, compile=compile, plan=cache_plan(cfg or Config()))
     if compile:
         _install_compiled_call(ENGINES[model], device)
     refresh_twin(model, full=True)
     return twin
 
 
-def _install_compiled_call(entry: Twin, device: torch.device) -> None:
+def _install_compiled_call(entry: HFEngine, device: torch.device) -> None:
     """Give the twin the compiled forward transformers' generate looks for (`_compiled_call`, reused
     while the compile config is the same object), wrapped so p2o sees whether a call used it: a
     call that did not ran uncompiled, whatever transformers decided. A new twin also starts torch's
@@ -1616,11 +1590,7 @@ def attach_rollout_engine(model, cfg: Config, device: torch.device, tok=None) ->
     peft engine, said in one line."""
     ENGINES.pop(model, None)
     if cfg.rollout_engine == "vllm":
-        ENGINES[model] = engine = VllmEngine(cfg)
-        engine.connect(model, tok, cfg)
-        print(f"p2o: rollout engine: vllm ({engine.root}, serving {engine.base}; adapters in {engine.dir})",
-              file=sys.stderr)
-        return "vllm"
+        return attach_vllm(model, tok, cfg)
     dtype = twin_dtype(device)
     # --compile auto: on CUDA only (on CPU compiling did not pay off: bench/README.md)
     compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
@@ -1690,27 +1660,20 @@ def contiguous_head_input(gen_model) -> None:
         head._p2o_contiguous_input = True
 
 
-def _say(entry: Twin, key: str, line: str) -> None:
-    """Print `line` once per twin and `key`."""
-    if key not in entry.said:
-        entry.said.add(key)
-        tqdm.write(line, file=sys.stderr)
-
-
-def _give_up_compiling(entry: Twin, why: str | Exception) -> None:
+def _give_up_compiling(entry: HFEngine, why: str | Exception) -> None:
     """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
     inductor bug) must not end training."""
     if isinstance(why, Exception):
         why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
     entry.broken = why
     entry.caches.clear()  # the eager path allocates its own
-    _say(entry, "broken", f"p2o: warning: {why}; generating eagerly")
+    tqdm.write(f"p2o: warning: {why}; generating eagerly", file=sys.stderr)  # (once: nothing compiles after it)
 
 
 RECOMPILE_MARGIN = 8  # recompiles torch may make beyond one per bucket before p2o calls it a failure
 
 
-def _static_cache(entry: Twin, batch: int):
+def _static_cache(entry: HFEngine, batch: int):
     """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
     first rows of the largest (generate calls never overlap), so together they cost the largest."""
     from transformers import StaticCache
@@ -1732,7 +1695,7 @@ def _static_cache(entry: Twin, batch: int):
     return cache
 
 
-def _generate_compiled(entry: Twin, inputs: dict, max_new: int, kw: dict):
+def _generate_compiled(entry: HFEngine, inputs: dict, max_new: int, kw: dict):
     """The compiled static-cache path: the batch is padded (with copies of its last row, dropped
     afterwards) to the smallest bucket of the plan that holds it, and decodes into that bucket's
     kept cache, reset first. A bucket's first call is preceded by a short warm-up that compiles it,
@@ -1743,8 +1706,10 @@ def _generate_compiled(entry: Twin, inputs: dict, max_new: int, kw: dict):
     n, length = inputs["input_ids"].shape
     batch = min((b for b in plan if b >= n), default=None)
     if batch is None or length + max_new > plan[batch]:
-        _say(entry, "fit", f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static "
-             f"caches (rows: length {plan}); such calls generate eagerly (rollout/eager_calls)")
+        if not entry.said_fit:  # (once)
+            entry.said_fit = True
+            tqdm.write(f"p2o: note: {n} prompts of {length} tokens + {max_new} new do not fit the static caches "
+                       f"(rows: length {plan}); such calls generate eagerly (rollout/eager_calls)", file=sys.stderr)
         return None
     cache = _static_cache(entry, batch)
     padded = {k: torch.cat([v, v[-1:].expand(batch - n, -1)]) for k, v in inputs.items()}
@@ -2026,6 +1991,81 @@ class VllmEngine:
         return ids, comp.to(device), mask.to(device), None if greedy else logp.to(device)
 
 
+def attach_vllm(model, tok, cfg: Config) -> str:
+    """attach_rollout_engine's vllm branch: connect to the server (its start checks need `tok`)."""
+    ENGINES[model] = engine = VllmEngine(cfg)
+    engine.connect(model, tok, cfg)
+    print(f"p2o: rollout engine: vllm ({engine.root}, serving {engine.base}; adapters in {engine.dir})",
+          file=sys.stderr)
+    return "vllm"
+
+
+def check_vllm_config(cfg: Config) -> None:
+    """check_config's vllm flags, before anything heavy is loaded."""
+    def bad(msg): raise UserError(msg)
+    if (cfg.rollout_engine == "vllm") != bool(cfg.vllm_url):
+        bad("--rollout-engine vllm needs --vllm-url http://HOST:PORT/v1 (the server's base URL), and --vllm-url "
+            "needs --rollout-engine vllm")
+    if cfg.vllm_url and not re.match(r"https?://[^/:]+(:\d+)?(/|$)", cfg.vllm_url):
+        bad(f"--vllm-url {cfg.vllm_url}: not an http(s)://HOST[:PORT]/v1 URL")
+    if cfg.vllm_url and cfg.top_p < 1:  # (--eval-top-p is fine: evaluation's samples need no log-probs)
+        bad("--top-p below 1 with --rollout-engine vllm: vLLM's log-probs are then renormalised over the kept "
+            "tokens while the trainer's are of the full distribution, so --is-correction would weigh every token "
+            "by a false ratio; use --top-p 1")
+    if cfg.vllm_timeout <= 0: bad("--vllm-timeout must be > 0")
+
+
+def check_server_context(problems: list[dict], model, tok, cfg: Config, path: str, max_new: int,
+                         context: int) -> None:
+    """fit_context's check for a vLLM server: its --max-model-len is its choice, not the model's, and may be
+    shorter than the model's `context`; then the longest prompt plus max_new must fit it."""
+    server = getattr(engine_of(model), "max_len", None)  # (None for the in-process engines)
+    if server and server < context:
+        need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
+                        ["input_ids"]) for p in problems), default=0) + max_new
+        if need > server:
+            raise UserError(f"{path}: the longest prompt plus {max_new} new tokens takes {need} tokens, more than the "
+                            f"vLLM server's context ({server}); restart it with --max-model-len {need} or more, or "
+                            "lower --max-new-tokens")
+
+
+# A vLLM server that goes away mid-run (ServerGone) must lose no step: the live run's objects (keep_live_run) and,
+# at each step's start, what a checkpoint of the steps done holds (step_starts) are kept here for save_after_fault
+# (train calls it and empties LIVE at the end; follow_policy marks the policy moved).
+LIVE = {}
+
+
+def keep_live_run(cfg: Config, out: Path, model, optimizer, scheduler, pos: dict, p2o) -> None:
+    """start_run's last act: with --rollout-engine vllm, the live run's objects go into LIVE."""
+    if cfg.rollout_engine == "vllm":
+        LIVE.update(out=out, model=model, optimizer=optimizer, scheduler=scheduler, pos=pos, p2o=p2o)
+
+
+def step_starts(step: int, cfg: Config):
+    """The steps left, from `step` (step_bar counts them)."""
+    for k in range(step, cfg.steps):
+        if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
+            LIVE.update(step=k, moved=False,
+                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
+        yield k
+
+
+def save_after_fault(err: ServerGone) -> UserError:
+    """The server went away. While the policy has not moved since the step began (it went during the
+    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
+    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
+    out = LIVE.get("out")
+    if out is None:
+        return err
+    if not LIVE.get("moved") and "point" in LIVE:
+        pos, p2o, rng = LIVE["point"]
+        save_checkpoint(out, LIVE["model"], LIVE["optimizer"], LIVE["scheduler"], LIVE["step"], pos, p2o, rng)
+        kept = f"saved the {LIVE['step']} steps done as a checkpoint"
+    else:
+        kept = "the last checkpoint is kept" if has_checkpoint(out) else "no checkpoint yet"
+    return UserError(f"{err}; {kept}; start the server again, then continue with: python p2o.py --out {out} --resume")
+
+
 # ----------------------------------------------------------------------------------------------
 # GEPA's metric, the seed templates and the reflection LM.
 
@@ -2186,8 +2226,7 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm):
         truncate_logs(out, -1)  # a folder stopped before its first checkpoint starts clean
         if cfg.eval:
             run_evals(model, tok, cfg, 0, logs[0], out)
-    if cfg.rollout_engine == "vllm":
-        LIVE.update(out=out, model=model, optimizer=optimizer, scheduler=scheduler, pos=pos, p2o=p2o)
+    keep_live_run(cfg, out, model, optimizer, scheduler, pos, p2o)
     return cfg, out, problems, model, tok, optimizer, scheduler, step, pos, p2o, logs
 
 
@@ -2245,35 +2284,6 @@ def step_bar(step: int, cfg: Config):
     step, which recurs, moves the ETA by what it costs on average."""
     return tqdm(step_starts(step, cfg), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
                 dynamic_ncols=True, smoothing=0)
-
-
-# A vLLM server that goes away mid-run (ServerGone) must lose no step: the live run's objects (start_run) and,
-# at each step's start, what a checkpoint of the steps done holds (step_starts) are kept here for save_after_fault.
-LIVE = {}
-
-
-def step_starts(step: int, cfg: Config):
-    for k in range(step, cfg.steps):
-        if "model" in LIVE:  # (--rollout-engine vllm only: nothing else can go away)
-            LIVE.update(step=k, moved=False,
-                        point=(copy.deepcopy(LIVE["pos"]), copy.deepcopy(LIVE["p2o"]), rng_state()))
-        yield k
-
-
-def save_after_fault(err: ServerGone) -> UserError:
-    """The server went away. While the policy has not moved since the step began (it went during the
-    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
-    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
-    out = LIVE.get("out")
-    if out is None:
-        return err
-    if not LIVE.get("moved") and "point" in LIVE:
-        pos, p2o, rng = LIVE["point"]
-        save_checkpoint(out, LIVE["model"], LIVE["optimizer"], LIVE["scheduler"], LIVE["step"], pos, p2o, rng)
-        kept = f"saved the {LIVE['step']} steps done as a checkpoint"
-    else:
-        kept = "the last checkpoint is kept" if has_checkpoint(out) else "no checkpoint yet"
-    return UserError(f"{err}; {kept}; start the server again, then continue with: python p2o.py --out {out} --resume")
 
 
 def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
@@ -2571,8 +2581,7 @@ def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
     taken, out = set(explicit), []
     for name, path, is_explicit in parsed:
         if not is_explicit:
-            stem = Path(path).stem
-            options = [name, f"{name}-{stem}"] + [f"{name}-{i}" for i in range(2, len(parsed) + 2)]
+            options = [name, f"{name}-{Path(path).stem}"] + [f"{name}-{i}" for i in range(2, len(parsed) + 2)]
             name = next(o for o in options if o not in taken)
             taken.add(name)
         out.append((name, path))
@@ -3004,8 +3013,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
     """Config from the command line; also returns the names of the flags given explicitly
     (a resumed run takes its saved config and overrides only those)."""
     given = vars(build_parser().parse_args(argv))
-    cfg = Config(**given)
-    return cfg, set(given)
+    return Config(**given), set(given)
 
 
 # The demo (see README): level 1 (sums the model sometimes gets right: GRPO's signal) and level 6
@@ -3075,16 +3083,7 @@ def check_config(cfg: Config) -> None:
     if cfg.lora_r < 1: bad("--lora-r must be at least 1")
     if cfg.template and not cfg.eval_only: bad("--template is for --eval-only (training takes --templates FILE)")
     if cfg.p2o and cfg.gepa_parents < 1: bad("--gepa-parents must be at least 1")
-    if (cfg.rollout_engine == "vllm") != bool(cfg.vllm_url):
-        bad("--rollout-engine vllm needs --vllm-url http://HOST:PORT/v1 (the server's base URL), and --vllm-url "
-            "needs --rollout-engine vllm")
-    if cfg.vllm_url and not re.match(r"https?://[^/:]+(:\d+)?(/|$)", cfg.vllm_url):
-        bad(f"--vllm-url {cfg.vllm_url}: not an http(s)://HOST[:PORT]/v1 URL")
-    if cfg.vllm_url and cfg.top_p < 1:  # (--eval-top-p is fine: evaluation's samples need no log-probs)
-        bad("--top-p below 1 with --rollout-engine vllm: vLLM's log-probs are then renormalised over the kept "
-            "tokens while the trainer's are of the full distribution, so --is-correction would weigh every token "
-            "by a false ratio; use --top-p 1")
-    if cfg.vllm_timeout <= 0: bad("--vllm-timeout must be > 0")
+    check_vllm_config(cfg)
 
 
 def check_reflector(reflector: str) -> None:

@@ -167,6 +167,39 @@ def test_self_reflector_generates_from_the_base(tiny_model, monkeypatch):
     assert any(not torch.equal(with_lora[k], base[k]) for k in base)
 
 
+@pytest.mark.parametrize("engine", ["peft", "twin"])
+def test_adapter_off_samples_the_base_model(tiny_model, engine):
+    """p2o.adapter_off (the `self` reflector's base model) on either in-process engine: the tokens sampled
+    under it have the base model's log-probs (peft's disable_adapter() forward, not through any engine),
+    and those sampled with the adapter on have the adapter's."""
+    cfg, model, tok = load(tiny_model, "--rollout-engine", engine)  # LoRA B non-zero: the adapter matters
+    if engine == "twin":
+        p2o.build_twin(model, torch.float32, CPU)  # (fp32: its log-probs match the policy's to ~1e-5)
+    assert p2o.engine_of(model).stats()["rollout/engine"] == engine
+    prompts = [p2o.chat_prompt(tok, f"What is {i} + {2 * i}?") for i in range(3) for _ in range(2)]
+
+    def sample():
+        torch.manual_seed(0)
+        return p2o.generate_with_logprobs(model, tok, prompts, cfg)
+
+    @torch.no_grad()
+    def recomputed(pids, comp, mask, slogp):
+        """The sampler's log-probs, the base model's and the adapter's of the same tokens, masked."""
+        assert mask.sum() > 0
+        with model.disable_adapter():
+            base = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
+        lora = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
+        return slogp * mask, base * mask, lora * mask
+    with p2o.adapter_off(model):
+        sampled = sample()
+    off, base, lora = recomputed(*sampled)
+    assert torch.allclose(off, base, atol=1e-4), (off - base).abs().max()
+    assert (off - lora).abs().max() > 1e-2  # the adapter matters here, so the match above means something
+    on, base, lora = recomputed(*sample())  # and after adapter_off the adapter is on again
+    assert torch.allclose(on, lora, atol=1e-4), (on - lora).abs().max()
+    assert (on - base).abs().max() > 1e-2
+
+
 def test_sampler_logprobs_match_training_logprobs_in_fp32(tiny_model):
     cfg, model, tok = load(tiny_model)
     p2o.build_twin(model, torch.float32, CPU)
