@@ -164,7 +164,8 @@ def run_all(jobs, n_parallel, runs_dir, steps, hard_levels, data="", train_args=
             out = runs_dir / f"{kind}-{seed}"
             shutil.rmtree(out, ignore_errors=True)  # (a run stopped part-way under --keep-runs starts again)
             cmd = [sys.executable, __file__, "--child", kind, "--seed", str(seed), "--run-dir", str(out),
-                   "--hard-levels", ",".join(map(str, hard_levels)), "--data", data, "--train-args", train_args]
+                   "--hard-levels", ",".join(map(str, hard_levels)), "--data", data,
+                   f"--train-args={train_args}"]  # (one word: a value that starts with '--' is no flag)
             cmd += ["--steps", str(steps[kind])] if steps.get(kind) else []
             log = open(runs_dir / f"{kind}-{seed}.log", "w")
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
