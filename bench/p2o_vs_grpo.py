@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from results_file import write_results  # noqa: E402  (bench/ is this script's folder)
+from results_file import cpu_name, write_results  # noqa: E402  (bench/ is this script's folder)
 
 
 def level_of(row):
@@ -385,14 +385,6 @@ def table(per_seed, summary, hard_levels):
                      f"{f(r['p2o']['hard_acc'])} / {f(r['p2o']['easy_acc'])}, {r['p2o']['guided_groups']}, "
                      f"{f(r['p2o']['rho_masked_frac'])}, {r['grpo']['wall_s']:.0f} / {r['p2o']['wall_s']:.0f}")
     return "\n".join(lines)
-
-
-def cpu_name():
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def git_commit():
