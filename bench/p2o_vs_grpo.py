@@ -302,7 +302,8 @@ def summarize(done, seeds, hard_levels, easy_levels=(1,)):
         row["wall_ratio_p2o_over_grpo"] = row["p2o"]["wall_s"] / row["grpo"]["wall_s"]
         row["train_ratio_p2o_over_grpo"] = row["p2o"]["train_s"] / row["grpo"]["train_s"]
         # CPU seconds (one thread a run): what the work costs, whatever else the machine was doing
-        row["cpu_ratio_p2o_over_grpo"] = (row["p2o"]["cpu_s"] / row["grpo"]["cpu_s"]) if row["grpo"]["cpu_s"] else None
+        row["cpu_ratio_p2o_over_grpo"] = (row["p2o"]["cpu_s"] / row["grpo"]["cpu_s"]) \
+            if row["grpo"]["cpu_s"] and row["p2o"]["cpu_s"] else None  # (None: a run its bench did not see end)
         row["train_cpu_ratio_p2o_over_grpo"] = (row["p2o"]["train_cpu_s"] / row["grpo"]["train_cpu_s"]) \
             if row["grpo"]["train_cpu_s"] else None
         per_seed.append(row)
