@@ -187,8 +187,10 @@ _BARE_TEX_RE = re.compile(r"(?<![\\\w])-?(?:\d+\s*)?\\(?:[dt]?frac|sqrt|pi)(?![A
                           r"(?:\s*(?:\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|\d))*(?:\s*[/^]\s*(?:\d+|\{[^{}]*\}))?")
 _LIST_BEFORE_RE = re.compile(r"(?<![\w.,])(?:-?\d+(?:,\d{3})*(?:\.\d+)?\s*(?:,\s*(?:and\s+)?|\s+and\s+))+$")
 # a value kept before a value set aside: 'It is 14, not 13', '14 rather than 13', '14 instead of 13'
-_CONTRAST_BEFORE_RE = re.compile(r"(-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)\s*,?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)\s+$",
-                                 re.IGNORECASE)
+_CONTRAST_BEFORE_RE = re.compile(
+    r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)(?:\s+[A-Za-z]+){0,3}"
+    r"(?:\s*,?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)|\s*,\s*(?:more|less|fewer|greater|smaller|larger|higher"
+    r"|lower)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
 # numbers in words, zero to a hundred, and their negatives ('forty-two', 'negative five')
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen").split()
@@ -358,7 +360,7 @@ _CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=
 _RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
                                 r"|(?:will|would)(?: always)? (?:be|equal))\s+")
 # one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
-_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then)\b[\s,:]*)?"
+_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then|equivalently)\b[\s,:]*)*"
                           r"|(?<!\s)\s+(?:so|and|or|i\.e\.|thus|hence|therefore|then)\s+")
 _QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
 # a word that is not math: two letters or more, and no TeX command, function name or Greek letter
@@ -614,8 +616,10 @@ def _find_answer(text):
 
 
 def _last_value(text, bare):
-    """Found for the last number, or the last math span if it ends later ('is $(7, 6)$.'), of a text
-    with no marked answer; a number in words when the text has no digit ('It is seven.')."""
+    """Found for the last number, or the last math span or LaTeX if it ends later ('is $(7, 6)$.'),
+    of a text with no marked answer, read with the words around it: a list ('12, 13 and 14'), a worked
+    chain ('... = 13'), a sign word ('minus 5'), the value kept in a contrast ('It is 14, not 13.'); a
+    number in words when the text has no digit ('It is seven.')."""
     base = max(0, len(text) - 2 * MAX_ANSWER_CHARS)
     tail = text[base:]
     for _ in range(3):
@@ -624,27 +628,40 @@ def _last_value(text, bare):
     numbers = list(_NUMBER_RE.finditer(tail))
     spans = [m for m in _MATH_SPAN_RE.finditer(tail)
              if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
-    if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
-        return Found(_span_text(spans[-1]), base + spans[-1].start(), base + spans[-1].end())
     tex = list(_BARE_TEX_RE.finditer(tail))
-    if tex and (not numbers or tex[-1].end() >= numbers[-1].end()):  # LaTeX without $: '... is \\frac{1}{2}.'
-        return Found(tex[-1].group(), base + tex[-1].start(), base + tex[-1].end())
-    if numbers:
+    found = None
+    if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
+        group = [spans[-1]]  # '$x = -2$ and $x = 3$' is one answer
+        for m in reversed(spans[:-1]):
+            if not _CONNECTORS_RE.fullmatch(tail, m.end(), group[0].start()) or not all(
+                    re.fullmatch(r"(?:[A-Za-z]\s*=)?[^=]*", _span_text(x)) for x in (m, group[0])):
+                break
+            group.insert(0, m)
+        found = Found(", ".join(_span_text(m) for m in group), group[0].start(), group[-1].end())
+    elif tex and (not numbers or tex[-1].end() >= numbers[-1].end()):  # LaTeX without $: 'is \\frac{1}{2}.'
+        found = Found(tex[-1].group(), tex[-1].start(), tex[-1].end())
+    elif numbers:
         last = numbers[-1]
-        value, start = last.group().strip(",").replace(" ", ""), last.start()
+        value, start, end = last.group().strip(",").replace(" ", ""), last.start(), last.end()
         listed = _LIST_BEFORE_RE.search(tail, max(0, start - MAX_ANSWER_CHARS), start)
-        if listed:  # '12, 13 and 14' is a list, '12 and 14' too
-            return Found(tail[listed.start():last.end()], base + listed.start(), base + last.end())
-        kept = _CONTRAST_BEFORE_RE.search(tail, max(0, start - 80), start)
-        if kept:  # 'It is 14, not 13.': 14
-            return Found(kept.group(1), base + kept.start(1), base + kept.end(1))
+        chain = re.search(r"=\s*$", tail[max(0, start - 20):start]) and _chain_at(tail, tail.rfind("=", 0, start))
         sign = _SIGN_WORD_RE.search(tail, max(0, start - 40), start)
-        if sign and not value.startswith("-"):  # 'minus 5' is -5 ('20 minus 5' is no sign)
+        word = _VALUE_WORDS_RE.match(tail, end + 1) if tail[end:end + 1] == " " else None  # '13 squared'
+        if listed:  # '12, 13 and 14' is a list, '12 and 14' too
+            value, start = tail[listed.start():end], listed.start()
+        elif chain:  # '... so 12 + 0 = 13': the chain, which may be false
+            value, start = chain, tail.rfind(chain.split("=")[0].strip(), 0, start)
+        elif sign and not value.startswith("-"):  # 'minus 5' is -5 ('20 minus 5' is no sign)
             value, start = "-" + value, sign.start(1)
-        word = _VALUE_WORDS_RE.match(tail, last.end() + 1)  # '13 squared' is not 13
-        if word and tail[last.end()] == " ":
-            return Found(value + " " + word.group(), base + start, base + word.end())
-        return Found(value, base + start, base + last.end())
+        if word:
+            value, end = value + " " + word.group(), word.end()
+        found = Found(value, start, end)
+    if found:
+        kept = _CONTRAST_BEFORE_RE.search(tail, max(0, found.start - 120), found.start)
+        if kept:  # 'It is 14, not 13.': 14
+            m = _MATH_SPAN_RE.fullmatch(kept.group(1))
+            found = Found(_span_text(m) if m else kept.group(1), kept.start(1), kept.end(1))
+        return Found(found.answer, base + found.start, base + found.end)
     spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
     if spans:  # no number anywhere: the last math span ('so we get $p - q$')
         return Found(_span_text(spans[-1]), base + spans[-1].start(), base + spans[-1].end())
@@ -668,8 +685,8 @@ _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z
 
 def _looks_bare(s):
     """A short one-line answer with no prose in it (so not the last number of a sentence, nor
-    'Total: 15', whose answer is its number)."""
-    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s)
+    'Total: 15', whose answer is its number, nor sentences: 'So x = 5. So x = 6')."""
+    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s) and not re.search(r"[.!?]\s+[A-Z]", s)
             and (len(s) <= 3 or re.search(r"[\d\\=+\-*/^_()]", s) is not None)
             and not _STRAY_WORD_RE.search(s) and not _WORDS_RE.search(s))
 
@@ -701,7 +718,7 @@ _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|wrong|incorr
                                 r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
 _NEGATED_AFTER_RE = re.compile(
     r"^\s*(?:(?:is|was|would\s+be|will\s+be|must\s+be|might\s+be|seems?|appears?|looks?)\s+)?(?:not|wrong|incorrect"
-    r"|false|impossible|invalid|(?:a|an)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake|error))\b"
+    r"|false|impossible|invalid|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake|error))\b"
     r"|^\s*(?:is|was|are)n't\b|^\s*(?:can't|cannot)\b")
 _BOUND_BEFORE_RE = re.compile(
     r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?|at\s+(?:least|most)"
@@ -734,7 +751,7 @@ _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidat
 # a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
 # second thought ('Wait', 'Actually', 'On second thought')
 _REVISION_RE = re.compile(
-    r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)|(wait|actually|hmm+|oops|scratch\s+that"
+    r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)|(wait|actually|hmm+|oops|scratch\s+that"
     r"|on\s+second\s+thought|correction|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it"
     r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
     r"|impossible|a\s+mistake)|i\s+(?:made\s+(?:a|an)\s+(?:\w+\s+)?(?:mistake|error)|miscounted|miscalculated"
@@ -781,16 +798,18 @@ def _revised(text, found):
     """found, or the value a later sentence replaces it with ('The answer is 13. Wait, actually it is
     15.': 15); None when a later sentence takes it back and no other value follows ('\\boxed{13}.
     That is wrong.')."""
-    for _ in range(5):
-        m = _REVISION_RE.search(text, found.end)
+    for _ in range(5):  # only the sentence after the answer's may take it back, not a later paragraph
+        ends = [m.end() for m in re.finditer(r"(?:[.!?](?=\s|$)|\n)\s*", text[found.end:found.end + MAX_ANSWER_CHARS])]
+        m = _REVISION_RE.search(text, found.end, found.end + (ends[1] if len(ends) > 1 else MAX_ANSWER_CHARS))
         if not m:
             return found
-        later = _find_answer(text[m.end():])
+        rest = m.end() + len(re.match(r"[\s:,.;!]*", text[m.end():]).group())  # 'Correction: 16.'
+        later = _find_answer(text[rest:])
         judged = m.group(1) or m.group(3)  # 'that is wrong' needs another value; 'wait' may restate it
         if later is None or not re.search(r"[\d\\]", later.answer) or (
                 judged and _same_number(later.answer.split("=")[-1], found.answer.split("=")[-1])):
             return None
-        found = Found(later.answer, later.start + m.end(), later.end + m.end())
+        found = Found(later.answer, later.start + rest, later.end + rest)
     return found
 
 
@@ -798,9 +817,10 @@ def _looped(text, found):
     """The value a repetition loop stated before it stopped on another ('The answer is 12. The
     answer is 12. The answer is 1'), or None: the text ends on the answer, and the words just
     before it came twice before with one other value."""
-    if text[found.end:].strip() or found.start < 12:
+    said = text[max(0, found.start - 60):found.start]
+    lead = re.split(r"[.!?]\s|\n", said)[-1]  # the words of the sentence before the answer
+    if text[found.end:].strip() or len(lead.strip()) < 3:
         return None
-    lead = text[found.start - 12:found.start]
     stated = [m.group(1) for m in re.compile("(?=%s\\s*(-?\\d(?:[\\d,.]{0,30}\\d)?))" % re.escape(lead)).finditer(
         text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
     value = _NUMBER_RE.search(found.answer)
@@ -1015,7 +1035,7 @@ def _clean_unit(answer):
 
 _REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\(?:overline|bar)\s*(?:\{\s*(\d+)\s*\}|(\d))")
 # an operation or a sign in words, between numbers or before one
-_WORD_OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "/"}
+_WORD_OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "\\div"}
 _WORD_OPS_RE = re.compile(r"(?<=[\d)])\s*\b(plus|minus|times|multiplied by|divided by)\s+(?=[-\d(])"
                           r"|(?<![\w)])(?:minus|negative)\s+(?=[\d.(\\])", re.IGNORECASE)
 
