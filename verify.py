@@ -185,7 +185,8 @@ _SIGN_WORD_RE = re.compile(r"(?:^|[^\s\d)])\s*\b(minus|negative)\s+$", re.IGNORE
 # LaTeX written without $ ('2\\sqrt{3}', '\\frac{\\pi}{4}', '\\pi/4'), and numbers listed before a number
 _BARE_TEX_RE = re.compile(r"(?<![\\\w])-?(?:\d+\s*)?\\(?:[dt]?frac|sqrt|pi)(?![A-Za-z])"
                           r"(?:\s*(?:\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|\d))*(?:\s*[/^]\s*(?:\d+|\{[^{}]*\}))?")
-_LIST_BEFORE_RE = re.compile(r"(?<![\w.,])(?:-?\d+(?:,\d{3})*(?:\.\d+)?\s*(?:,\s*(?:and\s+)?|\s+and\s+))+$")
+_LIST_BEFORE_RE = re.compile(r"(?<![\w.,=])(?:(?:[A-Za-z]\s*=\s*)?-?\d+(?:,\d{3})*(?:\.\d+)?\s*(?:,\s*(?:and\s+)?|\s+(?:and|or)\s+))+"
+                             r"(?:[A-Za-z]\s*=\s*)?$")
 # a value kept before a value set aside: 'It is 14, not 13', '14 rather than 13', '14 instead of 13'
 _CONTRAST_BEFORE_RE = re.compile(
     r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)(?:\s+[A-Za-z]+){0,3}"
@@ -713,7 +714,7 @@ _TRAILING_WORDS_RE = re.compile(r"(?:\s*\b(?:%s))*[\s.]*$" % _WORDS, re.IGNORECA
 # what a clause is cut at, on both sides of the answer
 _CLAUSE_END_RE = re.compile(r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|so|then|thus|hence|therefore|because|since|while|although)\b")
 # markup blanked out before the words around an answer are read (same length: positions hold)
-_MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]]|\\(?:left|right)\b|[$*{}`]")
+_MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
 _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|wrong|incorrect|false|mistaken|invalid"
                                 r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
 _NEGATED_AFTER_RE = re.compile(
@@ -752,7 +753,7 @@ _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidat
 # second thought ('Wait', 'Actually', 'On second thought')
 _REVISION_RE = re.compile(
     r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)|(wait|actually|hmm+|oops|scratch\s+that"
-    r"|on\s+second\s+thought|correction|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it"
+    r"|on\s+second\s+thought|correction|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
     r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
     r"|impossible|a\s+mistake)|i\s+(?:made\s+(?:a|an)\s+(?:\w+\s+)?(?:mistake|error)|miscounted|miscalculated"
     r"|was\s+wrong)))", re.IGNORECASE)
@@ -798,10 +799,10 @@ def _revised(text, found):
     """found, or the value a later sentence replaces it with ('The answer is 13. Wait, actually it is
     15.': 15); None when a later sentence takes it back and no other value follows ('\\boxed{13}.
     That is wrong.')."""
-    for _ in range(5):  # only the sentence after the answer's may take it back, not a later paragraph
+    for _ in range(5):  # only the words right after the answer may take it back, not a later paragraph
         ends = [m.end() for m in re.finditer(r"(?:[.!?](?=\s|$)|\n)\s*", text[found.end:found.end + MAX_ANSWER_CHARS])]
         m = _REVISION_RE.search(text, found.end, found.end + (ends[1] if len(ends) > 1 else MAX_ANSWER_CHARS))
-        if not m:
+        if not m or re.search(r"\d", text[found.end:m.start()]):  # it judges what comes between
             return found
         rest = m.end() + len(re.match(r"[\s:,.;!]*", text[m.end():]).group())  # 'Correction: 16.'
         later = _find_answer(text[rest:])
@@ -1000,7 +1001,7 @@ def _clean_unit(answer):
         if "\\approx" in s:
             s = _without_approx(s)
     s = _DROP_RE.sub("", s)
-    if re.search(r"[A-Za-z]{4}", s):  # in words: 'negative five' is -5, '20 plus 16' is 20 + 16
+    if re.search(r"[A-Za-z]{3}", s):  # in words: 'negative five' is -5, '20 plus 16' is 20 + 16
         s = _WORD_OPS_RE.sub(lambda m: " %s " % _WORD_OPS[m.group(1).lower()] if m.group(1) else "-", _spelled(s))
     if "!=" in s:
         s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
@@ -2564,7 +2565,7 @@ def _against_a_number(pred, gold, timeout):
         if not wrapped or wrapped[0] == "\\{" or "," in wrapped[2]:
             break
         bare = wrapped[2].strip()
-    number = _plain_number(bare) is not None or re.fullmatch(r"10\s*\^\s*\{?\s*[-+]?\d+\s*\}?", bare)
+    number = _plain_number(bare) is not None
     if not number and re.search(r"\d", bare) and "\\sqrt" not in bare and _ARITHMETIC_RE.fullmatch(bare):
         return False, "operation"
     equal, why = _judge(bare if number and bare != s else pred, gold, timeout)
