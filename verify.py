@@ -403,7 +403,8 @@ def _remarked(s):
          or re.fullmatch(r"(.*?\d[^,;]*),\s*(?:the|its)\s+[A-Za-z][^;]*", s))
     if m and _is_math(m.group(1)):
         return m.group(1)
-    m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\(\s*[A-Za-z]{3,}[A-Za-z\s,]*\)|as\s+an?\s+(?:decimal|fraction|percentage|integer)"
+    m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\((?![^)]*(?:approx|about|around|rough|near|almost|least|most|more|less|\bor\b"
+                     r"|maybe|perhaps|possibl|\bnot\b|estimat))\s*[A-Za-z]{3,}[A-Za-z\s,]*\)|as\s+an?\s+(?:decimal|fraction|percentage|integer)"
                      r"|in\s+(?:lowest\s+terms|simplest\s+form|words))", s)
     return m.group(1) if m else None
 
@@ -584,8 +585,10 @@ def extract_answer(text):
 
 
 def _undoubled(text):
-    """'\\\\frac' from text escaped twice: '\\frac'."""
-    return _DOUBLED_RE.sub(r"\\", text) if "\\\\" in text and "\\begin" not in text else text
+    """'\\\\frac' from text escaped twice: '\\frac'; and numbers in words written in digits when the
+    text has no digit ('The answer is thirteen, not twelve.')."""
+    text = _DOUBLED_RE.sub(r"\\", text) if "\\\\" in text and "\\begin" not in text else text
+    return text if re.search(r"\d", text) else _spelled(text)
 
 
 def _find_answer(text):
@@ -666,9 +669,6 @@ def _last_value(text, bare):
     spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
     if spans:  # no number anywhere: the last math span ('so we get $p - q$')
         return Found(_span_text(spans[-1]), base + spans[-1].start(), base + spans[-1].end())
-    words = list(_SPELLED_RE.finditer(tail))
-    if words:  # no digit anywhere: the last number in words ('There are eleven.')
-        return Found(_spelled(words[-1].group()), base + words[-1].start(), base + words[-1].end())
     if re.fullmatch(r"[A-Za-z]{2,20}", bare):  # one word: 'False', 'Evelyn'
         return Found(bare, 0, len(text))
     return None
@@ -709,10 +709,11 @@ def _looks_bare(s):
 _WORDS = (r"not|never|no|less|more|fewer|greater|smaller|larger|than|or|equal|to|at|least|most|up|over|under|above"
           r"|below|nearly|almost|about|approximately|around|roughly|close|between|and|twice|double|triple|half|of|the|a"
           r"|square|cube|root|sum|product|multiple|times|plus|squared|cubed|maybe|perhaps|possibly|so|thereabouts")
-_LEADING_WORDS_RE = re.compile(r"\s*(?:(?:%s)\b\s*)*" % _WORDS, re.IGNORECASE)
+_LEADING_WORDS_RE = re.compile(r"\s*(?:(?:(?:%s)\b|[<>\u2264\u2265\u2248~]=?|\\(?:approx|sim|le|ge|leq|geq|lt|gt)(?![A-Za-z]))\s*)*"
+                               % _WORDS, re.IGNORECASE)
 _TRAILING_WORDS_RE = re.compile(r"(?:\s*\b(?:%s))*[\s.]*$" % _WORDS, re.IGNORECASE)
 # what a clause is cut at, on both sides of the answer
-_CLAUSE_END_RE = re.compile(r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|so|then|thus|hence|therefore|because|since|while|although)\b")
+_CLAUSE_END_RE = re.compile(r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|(?<!or\s)so|then|thus|hence|therefore|because|since|while|although)\b")
 # markup blanked out before the words around an answer are read (same length: positions hold)
 _MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
 _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|wrong|incorrect|false|mistaken|invalid"
@@ -726,7 +727,7 @@ _BOUND_BEFORE_RE = re.compile(
     r"|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?(?:over|under|above|below"
     r"|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near|within|exceed(?:s|ing)?"
     r"|upwards\s+of|in\s+excess\s+of|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)|between(?:\s+\S+\s+and)?)"
-    r"|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)|(?<![\w)}\]\s])\s*(?:\u2248|~|\\approx|\\sim))\s*$")
+    r"|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")
 _BOUND_AFTER_RE = re.compile(
     r"^\s*(?:\+(?!\s*\d)|or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over|under|so)\b"
     r"|and\s+(?:up|above|over|more|beyond|higher)\b|at\s+(?:most|least)\b|(?:more|less|fewer|greater|smaller|larger"
@@ -816,14 +817,13 @@ def _revised(text, found):
 
 def _looped(text, found):
     """The value a repetition loop stated before it stopped on another ('The answer is 12. The
-    answer is 12. The answer is 1'), or None: the text ends on the answer, and the words just
-    before it came twice before with one other value."""
-    said = text[max(0, found.start - 60):found.start]
-    lead = re.split(r"[.!?]\s|\n", said)[-1]  # the words of the sentence before the answer
-    if text[found.end:].strip() or len(lead.strip()) < 3:
+    answer is 12. The answer is 1', '13\\n13\\n13\\n1'), or None: the text ends on the answer, and two
+    sentences before it said the same words with one other value and nothing else."""
+    lead = re.split(r"[.!?]\s|\n", text[max(0, found.start - 60):found.start])[-1]  # the sentence's words
+    if text[found.end:].strip():
         return None
-    stated = [m.group(1) for m in re.compile("(?=%s\\s*(-?\\d(?:[\\d,.]{0,30}\\d)?))" % re.escape(lead)).finditer(
-        text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
+    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))" % re.escape(lead.lstrip()))
+    stated = [m.group(1) for m in sentence.finditer(text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
     value = _NUMBER_RE.search(found.answer)
     return stated[0] if len(stated) >= 2 and len(set(stated)) == 1 and value and value.group() != stated[0] else None
 
@@ -979,6 +979,8 @@ def _clean_unit(answer):
         s = _SPACE_RE.sub(" ", s)  # thin and no-break spaces
     if s.endswith(".") and not s.endswith("..."):
         s = s[:-1]
+    if s.startswith("*") or s.endswith("*"):  # '**13**': markdown bold
+        s = s.strip("*").strip()
     if "$" in s:
         s = re.sub(r"(?<!\\)\$", "", s).strip()
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
@@ -2616,7 +2618,7 @@ def score(completion, gold, timeout=2.0):
     if found is None:
         return 0.0, "no final answer found: end with \\boxed{ANSWER}"
     number = _PLAIN_RE.fullmatch(gold.strip()) or _plain_number(_clean(gold)) is not None
-    found, why, detail = _committed(text, found, number or _single(gold))
+    found, why, detail = _committed(text, found, _single(gold))
     pred = found.answer
     if why is None:
         if not pred.strip() and _BOX_RE.search(completion):
@@ -2634,8 +2636,8 @@ def score(completion, gold, timeout=2.0):
 
 def _single(gold):
     """Whether the gold is one value: not a list, a set, an interval, a relation or '\\pm 2'."""
-    g = _clean(gold)
-    if "=" in g or "\\pm" in g or "\\cup" in g or _RELATION_SIGN_RE.search(g) or g.startswith("\\{"):
+    g = _clean(gold)  # a gold that is a relation or an approximation ('\\approx 8.24') allows one
+    if "=" in g or "\\pm" in g or "\\cup" in g or _RELATION_SIGN_RE.search(g + gold) or g.startswith("\\{"):
         return False
     wrapped = _outer_bracket(g)
     try:
