@@ -1,33 +1,53 @@
 """verify.py - check a model's final math answer against a gold answer, safely, and say why.
 
+The principle: a completion earns 1 when it commits to exactly one final value and that value equals
+the gold. Not an answer: a bound or comparison ('less than 13', 'at least 13', 'x > 13'), a value it
+negates ('It is not 13.', '13 is wrong'), two or more candidates ('12 or 13', 'between 12 and 14'),
+a value it takes back or replaces later ('\\boxed{13}. That is wrong.', 'The answer is 13. Wait,
+actually it is 15.' answers 15), an operation still to do against a number gold ('9 + 4',
+'(9 + 4)/1', '2^{4}', 'twice 13', '20 plus 16'; but a/b of two integers, '2\\sqrt{3}' and
+'\\pi/4' are values), a number cut out of another (13 is not in 113, 13.5, 12:13 or '#### 1,3').
+A reward that pays for any of these is learned: a GRPO demo run learned to say the question back.
+The feedback names why ('hedged between 12 and 13', 'an operation still to do: 9+4', 'negated'),
+since GEPA's reflector reads it.
+
 Use it from Python (the names below come from `from verify import ...`):
 
-    extract_answer("... so the total is \\boxed{\\frac{3}{4}}.")   # -> '\\frac{3}{4}'
-    normalize("\\dfrac{3}{4}")                                     # -> '3/4'
-    is_equiv("0.75", "\\frac34")                                   # -> True
+    score("So the total is \\boxed{\\frac{3}{4}}.", "0.75")   # -> (1.0, 'correct')
+    score("It is 12 or 13.", "13")
+    # -> (0.0, 'hedged between 12 and 13; commit to one final answer')
     score("The answer is 0.333.", "1/3")
     # -> (0.0, 'answer 0.333 is an approximation; give the exact form 1/3')
+    extract_answer("... so the total is \\boxed{\\frac{3}{4}}.")   # -> '\\frac{3}{4}'
+    normalize("\\dfrac{3}{4}")                                     # -> '3/4'
+    is_equiv("0.75", "\\frac34")                                   # -> True (two answers, no text)
 
 or from the shell:  python verify.py PRED GOLD
 
-How it decides, cheapest first:
-  1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
-     \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
-     'the answer is x' / 'Answer: x' / 'Answer $x$' / '13 is the answer' (trimmed: 'The smallest
-     $k$ is 12.' -> 12); a whole-text math span; else the last number or the last math span, after
-     signature lines. What a small model writes around an answer is read by the rules of _SAYINGS
-     ('9 + 4 is 13', 'the answer is indeed 13', '13 when m = 10', '"9 + 4 = 13"'), an empty box
-     stands for the answer beside it, a box continued by '=' is a worked chain, and 'The answer is
-     correct.' is a judgement, not an answer; a number is never cut out of a longer one (19.13.13);
-  2. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
-     full-width digits, ...) and set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a
-     worked sum '12 + 13 = 25' is its last side, unless it starts with arithmetic of another value
-     ('963 * 0 = 96' states nothing). When both answers give a unit, the units must be the same; a
-     unit on one side only is no error, and units are never converted (1 m != 100 cm);
-  3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
-     with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
+How score() decides, cheapest first:
+  1. find the final answer and where it stands (_find_answer): the last \\boxed{} (with the boxes
+     right before it: '\\boxed{1} and \\boxed{2}' is '1, 2'), unless an answer sentence comes after
+     it; GSM8K '#### x' (commas only as thousands separators); 'the answer is x' / 'Answer: x' /
+     'Answer $x$' / '13 is the answer' (trimmed: 'The smallest $k$ is 12.' -> 12; LaTeX without $
+     kept whole); a whole-text answer; else the last number, math span or LaTeX, read with a list,
+     a worked chain or a sign word before it, after signature lines. What a small model writes
+     around an answer is read by the rules of _SAYINGS ('9 + 4 is 13', 'the answer is indeed 13',
+     '13 when m = 10', '14, not 13'), an empty box stands for the answer beside it, and 'The answer
+     is correct.' is a judgement, not an answer; a number is never cut out of a longer one;
+  2. read what the text says around it (_committed): a later sentence that takes it back, a
+     repetition loop that stops on another value, a negation, a bound, an operation in words, a
+     hedge; any of them is 0 with its reason;
+  3. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
+     full-width digits, repeating decimals '0.1\\overline{6}', numbers and signs in words, ...) and
+     set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a worked sum '12 + 13 = 25' is its
+     last side, unless it starts with arithmetic of another value ('963 * 0 = 96' states nothing).
+     When both answers give a unit, the units must be the same; a unit on one side only is no
+     error, and units are never converted (1 m != 100 cm);
+  4. against a number gold the answer must be a number (_against_a_number); plain numbers
+     (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly with
+     fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
-  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
+  5. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
      goes to a worker process that reads the answers with our own LaTeX reader into answer kinds
      (Expr, Eq, Seq, ...) of sympy objects built from a whitelist and compares them by a table of
      rules, under a hard deadline: a call that runs past its timeout kills its worker (a
@@ -46,8 +66,9 @@ with a call in flight, an exception, SIGKILL): it exits as soon as its stdin clo
 changes (seen by threads, so also mid-comparison), and each comparison arms an alarm a little past
 the caller's deadline, whose default action ends the process even inside a C extension.
 
-Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
-6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
+Numbers are equal when exactly equal, or when a decimal agrees with a gold that is no whole number
+to about 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!); a whole-
+number gold needs that integer (13.0 = 13, 6621478.0 != 6621474).
 
 What it knows is kept in tables, each read by everything that needs it: _FUNCTIONS (function
 names), _UNITS (units), _SAYINGS (how an answer is said in words), and for answers the kinds
@@ -577,10 +598,13 @@ Found = namedtuple("Found", "answer start end")
 
 
 def extract_answer(text):
-    """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None."""
+    """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None: the value a
+    later sentence replaces it with, none when one takes it back (_revised)."""
     if not isinstance(text, str) or not text.strip():
         return None
-    found = _find_answer(_undoubled(text))
+    text = _undoubled(text)
+    found = _find_answer(text)
+    found = found and _revised(text, found)
     return found.answer if found else None
 
 
