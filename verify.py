@@ -75,6 +75,7 @@ names), _UNITS (units), _SAYINGS (how an answer is said in words), and for answe
 (Expr, Eq, ...), _READERS (how each is read) and _RULES (how two kinds compare).
 """
 import atexit
+import functools
 import json
 import math
 import os
@@ -620,11 +621,12 @@ def _find_answer(text):
     comes after them; GSM8K's '#### x'; the answer sentence; the whole text when it is one answer;
     else the last number or math span."""
     boxed = _boxed_answer(text)
-    said = _said_answer(text)
     if boxed is not None:  # an answer sentence after the boxes replaces them
+        said = _said_answer(text) if re.search("answer", text[boxed[2]:], re.IGNORECASE) else None
         if said and said[1] >= boxed[2] and re.search(r"[\d\\]", said[0]) and not _PROSE_RE.search(said[0]):
             return Found(said[0], said[3], said[4])
         return Found(*boxed)
+    said = _said_answer(text)
     gsm = list(_GSM_RE.finditer(text))
     if gsm:  # commas only as thousands separators: '#### 1,3' is no number
         value = gsm[-1].group(1).strip()
@@ -737,7 +739,9 @@ _LEADING_WORDS_RE = re.compile(r"\s*(?:(?:(?:%s)\b|[<>\u2264\u2265\u2248~]=?|\\(
                                % _WORDS, re.IGNORECASE)
 _TRAILING_WORDS_RE = re.compile(r"(?:\s*\b(?:%s))*[\s.]*$" % _WORDS, re.IGNORECASE)
 # what a clause is cut at, on both sides of the answer
-_CLAUSE_END_RE = re.compile(r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|(?<!or\s)so|then|thus|hence|therefore|because|since|while|although)\b")
+_CLAUSE_END = r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|(?<!or\s)so|then|thus|hence|therefore|because|since|while|although)\b"
+_CLAUSE_END_RE = re.compile(_CLAUSE_END)
+_LAST_CLAUSE_END_RE = re.compile(r"(?s:.*)(?:%s)" % _CLAUSE_END)
 # markup blanked out before the words around an answer are read (same length: positions hold)
 _MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
 _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|wrong|incorrect|false|mistaken|invalid"
@@ -773,6 +777,8 @@ _HEDGE_GAP_RE = re.compile(
     r"(?:\s+(?:it|it's|is|be|could|might|may|the|answer|possibly|perhaps|maybe|even|also|just|else))*[\s()\[\]{}]*",
     re.IGNORECASE)
 _LIST_GAP_RE = re.compile(r"[\s(){}]*(?:,\s*(?:and\s+)?|\s+and\s+)[\s(){}]*")
+_HEDGE_WORD_RE = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|may|might|could|answers|values|possibilities"
+                            r"|options|candidates|choices)\b", re.IGNORECASE)
 _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidates|choices)\b")
 # a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
 # second thought ('Wait', 'Actually', 'On second thought')
@@ -809,7 +815,7 @@ def _committed(text, found, single):
         return found, "bound", value
     for why, before_re, after_re in (("bound", _BOUND_BEFORE_RE, _BOUND_AFTER_RE),
                                      ("operation words", _OPERATION_BEFORE_RE, _OPERATION_AFTER_RE)):
-        m = before_re.search(before)
+        m = before_re.search(before[-60:])  # the words right before the value
         if m and m.group().lstrip().startswith("between"):  # 'between 12 and 14': two candidates
             return found, "hedged", " and ".join(_NUMBER_RE.findall(m.group() + " " + value)[:2])
         if m:
@@ -843,10 +849,10 @@ def _looped(text, found):
     """The value a repetition loop stated before it stopped on another ('The answer is 12. The
     answer is 12. The answer is 1', '13\\n13\\n13\\n1'), or None: the text ends on the answer, and two
     sentences before it said the same words with one other value and nothing else."""
-    lead = re.split(r"[.!?]\s|\n", text[max(0, found.start - 60):found.start])[-1]  # the sentence's words
-    if text[found.end:].strip():
+    lead = re.split(r"[.!?]\s|\n", text[max(0, found.start - 60):found.start])[-1].lstrip()  # its sentence's words
+    if text[found.end:].strip() or text.count(lead, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start) < 3:
         return None
-    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))" % re.escape(lead.lstrip()))
+    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))" % re.escape(lead))
     stated = [m.group(1) for m in sentence.finditer(text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
     value = _NUMBER_RE.search(found.answer)
     return stated[0] if len(stated) >= 2 and len(set(stated)) == 1 and value and value.group() != stated[0] else None
@@ -859,13 +865,18 @@ def _context(text, found):
     region = text[found.start:found.end]
     first = _LEADING_WORDS_RE.match(region).end()  # 'at least 13' read as an answer: 'at least' is before it
     last = max(first, _TRAILING_WORDS_RE.search(region, first).start())
-    lo, hi = max(0, found.start + first - 200), found.start + last
-    before = _MARKUP_RE.sub(lambda m: " " * len(m.group()), text[lo:found.start + first]).lower()
-    cuts = list(_CLAUSE_END_RE.finditer(before))
-    before = before[cuts[-1].end():] if cuts else before
-    after = _MARKUP_RE.sub(lambda m: " " * len(m.group()), text[hi:hi + 200]).lower()
-    cut = _CLAUSE_END_RE.search(after)
-    return before, text[found.start + first:hi], after[:cut.start()] if cut else after
+    start, stop = found.start + first, found.start + last
+    before = text[max(0, start - 200):start]
+    cut = _LAST_CLAUSE_END_RE.match(before)  # the last clause end: '.*' takes all, then gives back
+    after = text[stop:stop + 200]
+    end = _CLAUSE_END_RE.search(after)
+    before, after = before[cut.end():] if cut else before, after[:end.start()] if end else after
+    return _blanked(before).lower(), text[start:stop], _blanked(after).lower()
+
+
+def _blanked(s):
+    """s with its markup blanked out (same length): '\\boxed{13}' -> '       13 '."""
+    return _MARKUP_RE.sub(lambda m: " " * len(m.group()), s) if re.search(r"[\\$*{}`]", s) else s
 
 
 def _hedged(text, found):
@@ -875,17 +886,22 @@ def _hedged(text, found):
     lo = max(text.rfind("\n", 0, max(0, found.start - 1)) + 1, found.start - 120)
     hi = text.find("\n", found.end)
     hi = min(hi if hi >= 0 else len(text), found.end + 120)
+    if not _HEDGE_WORD_RE.search(text, lo, hi):
+        return None  # the cheap look: no 'or', 'maybe', 'answers', ...
     window = re.sub(r"\\(?:boxed|fbox|text\w*)\s*\{|[$*]", lambda m: " " * len(m.group()), text[lo:hi])
     numbers = list(_HEDGE_NUMBER_RE.finditer(window))
-    boxes = [(s - lo, e - lo) for s, e, _ in _boxes(text[max(0, lo - 20):hi]) for s, e in [(s + max(0, lo - 20), e + max(0, lo - 20))]]
+    off = max(0, lo - 20)
+    boxes = [(s + off - lo, e + off - lo) for s, e, _ in _boxes(text[off:hi])]
     for a, b in zip(numbers, numbers[1:]):
-        if a.start() >= found.end - lo or b.end() <= found.start - lo or _same_number(a.group(), b.group()):
-            continue  # neither is the answer, or one value said twice
-        if any(s <= b.start() < e for s, e in boxes) and not any(s <= a.start() < e for s, e in boxes):
-            continue  # '2520, or \\boxed{520}': the box marks the value kept
-        if _HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or (
-                _LIST_GAP_RE.fullmatch(window, a.end(), b.start()) and _CANDIDATES_RE.search(window.lower(), 0, a.start())):
-            return "%s and %s" % (a.group(), b.group())
+        if a.start() >= found.end - lo or b.end() <= found.start - lo:
+            continue  # neither is the answer
+        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or (
+                _LIST_GAP_RE.fullmatch(window, a.end(), b.start()) and _CANDIDATES_RE.search(window.lower(), 0, a.start()))):
+            continue
+        if _same_number(a.group(), b.group()) or (
+                any(s <= b.start() < e for s, e in boxes) and not any(s <= a.start() < e for s, e in boxes)):
+            continue  # one value said twice; '2520, or \\boxed{520}': the box marks the value kept
+        return "%s and %s" % (a.group(), b.group())
     return None
 
 
@@ -984,6 +1000,7 @@ def _clean(answer):
     return _clean_unit(answer)[0]
 
 
+@functools.lru_cache(maxsize=1024)  # the same gold is read for every rollout of a problem
 def _clean_unit(answer):
     """(_clean(answer), the name of the unit it ended in or None): '15\\text{ cm}^2' -> ('15', 'cm^2')."""
     s, unit = answer.strip(), None
@@ -2583,6 +2600,8 @@ def _against_a_number(pred, gold, timeout):
     said back, which a GRPO run learned to do) is no answer; a/b of two integers and 1.5 \\times 10^3 are
     numbers, and an equation stating the value of an expression in one letter ('732 * k = 0') answers
     with that value (_equation_value)."""
+    if _PLAIN_RE.fullmatch(pred.strip()):  # the common case: '72'
+        return _judge(pred, gold, timeout)
     s = _clean(pred)
     var = _VAR_PREFIX_RE.match(s)
     bare = s[var.end():] if var else s
@@ -2658,6 +2677,7 @@ def score(completion, gold, timeout=2.0):
     return 0.0, message.format(p=shown_p, g=shown_g, n=len(pred), d=_show(detail or "", 60))
 
 
+@functools.lru_cache(maxsize=1024)
 def _single(gold):
     """Whether the gold is one value: not a list, a set, an interval, a relation or '\\pm 2'."""
     g = _clean(gold)  # a gold that is a relation or an approximation ('\\approx 8.24') allows one
