@@ -236,7 +236,7 @@ _MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\
                            re.DOTALL)
 # ', which is 13' and ', which is simply 13' go on with the answer's value (a relation in words);
 # ', which is the sum' ends it
-_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
+_SENTENCE_END_RE = re.compile(r"(?<!\bi\.e)(?<!\be\.g)\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
                               r"|\swhich\s(?!(?:is|equals|gives|makes)\s+(?:[a-z]+\s+)?(?:equal\s+to\s+)?[-+\d$\\(])")
 _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
@@ -383,8 +383,8 @@ _CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=
 _RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
                                 r"|(?:will|would)(?: always)? (?:be|equal))\s+")
 # one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
-_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then|equivalently)\b[\s,:]*)*"
-                          r"|(?<!\s)\s+(?:so|and|or|i\.e\.|thus|hence|therefore|then)\s+")
+_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:(?:so|and|or|that is|thus|hence|therefore|then|equivalently)\b|i\.e\.)[\s,:]*)*"
+                          r"|(?<!\s)\s+(?:(?:so|and|or|thus|hence|therefore|then)\b|i\.e\.)\s+")
 _QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
 # a word that is not math: two letters or more, and no TeX command, function name or Greek letter
 _MATH_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:%s|pi|sqrt|infty)(?![A-Za-z]))[A-Za-z]{2,}"
@@ -434,7 +434,7 @@ def _remarked(s):
 def _restated(s):
     """'9 + 4 = 13, so 9 + 4 = 13': an answer said again is one answer, when every saying commits to
     the same value (said with two values it is left as it is, and is refused)."""
-    parts = [p.strip(" .") for p in _RESTATED_RE.split(s)]
+    parts = [_spelled(p.strip(" .")) for p in _RESTATED_RE.split(s)]  # '91, i.e. ninety-one'
     if len(parts) < 2 or not all(_is_math(p) for p in parts):
         return None
     values = [" ".join(_last_side_of_arithmetic(_TIMES_X_RE.sub(" * ", p)).split()) for p in parts]
@@ -713,7 +713,7 @@ _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z
 def _looks_bare(s):
     """A short one-line answer with no prose in it (so not the last number of a sentence, nor
     'Total: 15', whose answer is its number, nor sentences: 'So x = 5. So x = 6')."""
-    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s) and not re.search(r"[.!?]\s+[A-Z]", s)
+    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s) and not re.search(r"[.!?]\s+[A-Z]|\w'\w", s)
             and (len(s) <= 3 or re.search(r"[\d\\=+\-*/^_()]", s) is not None)
             and not _STRAY_WORD_RE.search(s) and not _WORDS_RE.search(s))
 
@@ -744,7 +744,7 @@ _CLAUSE_END_RE = re.compile(_CLAUSE_END)
 _LAST_CLAUSE_END_RE = re.compile(r"(?s:.*)(?:%s)" % _CLAUSE_END)
 # markup blanked out before the words around an answer are read (same length: positions hold)
 _MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
-_NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|wrong|incorrect|false|mistaken|invalid"
+_NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|no\s+way|wrong|incorrect|false|mistaken|invalid"
                                 r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
 _NEGATED_AFTER_RE = re.compile(
     r"^\s*(?:(?:is|was|would\s+be|will\s+be|must\s+be|might\s+be|seems?|appears?|looks?)\s+)?(?:not|wrong|incorrect"

@@ -5,14 +5,16 @@ decided by verify.py's principle: "right" when the completion commits to exactly
 that value equals the gold; "wrong" otherwise (a bound or comparison, a negated value, two or more
 candidates, a value retracted or replaced later, an operation still to do against a number gold, a
 number cut out of another, or simply another value). Classes name the way each one tries to pass.
-Batch 1 was written first and verify.py was fixed against it; batch 2 was written afterwards, in the
-same classes, and never tuned on: its figures are the honest held-out estimate.
+Batch 1 was written first and verify.py was fixed against it; each later batch was written after
+the fixes for the one before, in the same classes, and run once before verify.py changed again.
+So each batch is scored by verify.py as it was when the batch was written (WRITTEN_AFTER, read from
+git): a held-out estimate that later fixes do not flatter.
 
-The bench scores every row with verify.py as it is, with verify.py as it was at --before (read from
-git) and with math-verify (bench/requirements.txt; left out when it is not installed), and counts
-per class the wrong answers accepted and the right answers refused. It also says back every
-question of data/arith_test.jsonl and the demo's held-out files as its own answer, in the wrappers
-of tests/test_verify_said_back.py, and counts how many each scorer accepts.
+The bench scores every row with verify.py as it is, as it was when the row's batch was written, as
+it was at --before, and with math-verify (bench/requirements.txt; left out when it is not installed),
+and counts per class the wrong answers accepted and the right answers refused. It also says back
+every question of data/arith_test.jsonl and the demo's held-out files as its own answer, in the
+wrappers of tests/test_verify_said_back.py, and counts how many each scorer accepts.
 Writes bench/results/verify_adversarial.json.
 
     python bench/verify_adversarial.py            # needs sympy; math-verify for its column
@@ -32,18 +34,22 @@ import verify  # noqa: E402
 
 CASES = os.path.join(ROOT, "bench", "verify_adversarial.jsonl")
 QUESTION_FILES = ["data/arith_test.jsonl", "data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"]
+# the commit whose verify.py was current when each batch was written (batch 1: before issue 30)
+WRITTEN_AFTER = {1: "6cc20dd", 2: "f51c9eb", 3: "b08f208", 4: "e94585b", 5: "d6f6659"}
 
 
 def tally(rows, score):
-    """Per batch and class: [wrong accepted, wrong, right refused, right], and the rows it gets wrong."""
+    """Per batch (and all batches) and class: [wrong accepted, wrong, right refused, right], and the
+    rows it gets wrong. score(row) -> 0.0 or 1.0."""
     table, missed = {}, []
     for r in rows:
-        got = score(r["completion"], r["gold"]) == 1.0
-        cell = table.setdefault(str(r["batch"]), {}).setdefault(r["class"], [0, 0, 0, 0])
+        got = score(r) == 1.0
         right = r["label"] == "right"
-        cell[2 * right + 1] += 1
+        for batch in (str(r["batch"]), "all"):
+            cell = table.setdefault(batch, {}).setdefault(r["class"], [0, 0, 0, 0])
+            cell[2 * right + 1] += 1
+            cell[2 * right] += got != right
         if got != right:
-            cell[2 * right] += 1
             missed.append([r["batch"], r["class"], r["label"], r["gold"], r["completion"]])
     return table, missed
 
@@ -81,6 +87,7 @@ def main():
     with open(CASES, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     before = verify_at(args.before)
+    then = {batch: verify_at(commit) for batch, commit in WRITTEN_AFTER.items()}
     scorers = {"verify": lambda c, g: verify.score(c, g)[0],
                "verify_before": lambda c, g: before.score(c, g)[0]}
     try:
@@ -91,21 +98,27 @@ def main():
         print("math-verify is not installed: its column is left out (pip install -r bench/requirements.txt)")
         scorers.pop("math_verify", None)
     said = said_back_rows()
-    results = {"rows": len(rows), "before": args.before, "said_back": {"cases": len(said)}}
-    names = {"verify": "verify.py now", "verify_before": "verify.py at " + args.before,
-             "math_verify": "math-verify"}
-    for name, score in scorers.items():
+    results = {"rows": len(rows), "before": args.before, "written_after": WRITTEN_AFTER,
+               "said_back": {"cases": len(said)}}
+    names = {"verify": "verify.py now", "verify_when_written": "when written",
+             "verify_before": "verify.py at " + args.before, "math_verify": "math-verify"}
+    columns = {"verify": lambda r: scorers["verify"](r["completion"], r["gold"]),
+               "verify_when_written": lambda r: then[r["batch"]].score(r["completion"], r["gold"])[0]}
+    columns.update({name: (lambda r, s=score: s(r["completion"], r["gold"]))
+                    for name, score in scorers.items() if name != "verify"})
+    for name, score in columns.items():
         table, missed = tally(rows, score)
         results[name] = {"per_class": table, "totals": totals(table), "missed": missed}
-        results["said_back"][name] = sum(score(c, g) == 1.0 for c, g in said)
-    batches = sorted({str(r["batch"]) for r in rows})
+        if name in scorers:
+            results["said_back"][name] = sum(scorers[name](c, g) == 1.0 for c, g in said)
+    batches = sorted({str(r["batch"]) for r in rows}) + ["all"]  # 'all': each row by its own column
     for batch in batches:
-        classes = sorted({r["class"] for r in rows if str(r["batch"]) == batch})
+        classes = sorted({r["class"] for r in rows if str(r["batch"]) == batch or batch == "all"})
         print("batch %s: wrong answers accepted / wrong, right answers refused / right" % batch)
-        print("%-18s" % "class" + "".join("%24s" % names[n] for n in scorers))
+        print("%-18s" % "class" + "".join("%24s" % names[n] for n in columns))
         for cls in classes + ["all"]:
             cells = []
-            for name in scorers:
+            for name in columns:
                 if cls == "all":
                     t = results[name]["totals"][batch]
                     c = [t["wrong_accepted"], t["wrong"], t["right_refused"], t["right"]]
