@@ -207,11 +207,12 @@ _SIGN_WORD_RE = re.compile(r"(?:^|[^\s\d)])\s*\b(minus|negative)\s+$", re.IGNORE
 # LaTeX written without $ ('2\\sqrt{3}', '\\frac{\\pi}{4}', '\\pi/4'), and numbers listed before a number
 _BARE_TEX_RE = re.compile(r"(?<![\\\w])-?(?:\d+\s*)?\\(?:[dt]?frac|sqrt|pi)(?![A-Za-z])"
                           r"(?:\s*(?:\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|\d))*(?:\s*[/^]\s*(?:\d+|\{[^{}]*\}))?")
-_LIST_BEFORE_RE = re.compile(r"(?<![\w.,=])(?:(?:[A-Za-z]\s*=\s*)?-?\d+(?:,\d{3})*(?:\.\d+)?\s*(?:,\s*(?:and\s+)?|\s+(?:and|or)\s+))+"
-                             r"(?:[A-Za-z]\s*=\s*)?$")
+_LIST_BEFORE_RE = re.compile(r"(?<![\w.,=])(?:(?:[A-Za-z]\s*=\s*)?-?\d+(?:,\d{3})*(?:\.\d+)?"
+                             r"\s*(?:,\s*(?:and\s+)?|\s+(?:and|or)\s+))+(?:[A-Za-z]\s*=\s*)?$")
 # a value kept before a value set aside: 'It is 14, not 13', '14 rather than 13', '14 instead of 13'
 _CONTRAST_BEFORE_RE = re.compile(
-    r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)(?:\s+[A-Za-z]+){0,3}"
+    r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)"
+    r"(?:\s+[A-Za-z]+){0,3}"
     r"(?:\s*,?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)|\s*,\s*(?:more|less|fewer|greater|smaller|larger|higher"
     r"|lower)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
 # numbers in words, zero to a hundred, and their negatives ('forty-two', 'negative five')
@@ -383,7 +384,8 @@ _CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=
 _RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
                                 r"|(?:will|would)(?: always)? (?:be|equal))\s+")
 # one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
-_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:(?:so|and|or|that is|thus|hence|therefore|then|equivalently)\b|i\.e\.)[\s,:]*)*"
+_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:(?:so|and|or|that is|thus|hence|therefore|then|equivalently)\b|i\.e\.)"
+                          r"[\s,:]*)*"
                           r"|(?<!\s)\s+(?:(?:so|and|or|thus|hence|therefore|then)\b|i\.e\.)\s+")
 _QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
 # a word that is not math: two letters or more, and no TeX command, function name or Greek letter
@@ -425,8 +427,9 @@ def _remarked(s):
          or re.fullmatch(r"(.*?\d[^,;]*),\s*(?:the|its)\s+[A-Za-z][^;]*", s))
     if m and _is_math(m.group(1)):
         return m.group(1)
-    m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\((?![^)]*(?:approx|about|around|rough|near|almost|least|most|more|less|\bor\b"
-                     r"|maybe|perhaps|possibl|\bnot\b|estimat))\s*[A-Za-z]{3,}[A-Za-z\s,]*\)|as\s+an?\s+(?:decimal|fraction|percentage|integer)"
+    m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\((?![^)]*(?:approx|about|around|rough|near|almost|least|most|more|less"
+                     r"|\bor\b|maybe|perhaps|possibl|\bnot\b|estimat))\s*[A-Za-z]{3,}[A-Za-z\s,]*\)"
+                     r"|as\s+an?\s+(?:decimal|fraction|percentage|integer)"
                      r"|in\s+(?:lowest\s+terms|simplest\s+form|words))", s)
     return m.group(1) if m else None
 
@@ -527,7 +530,8 @@ def _said_answer(text):
     for last in reversed(list(_ANSWER_RE.finditer(text))[-3:]):
         if before is not None and before.start() > last.start():
             break
-        if re.search(r"(?:check|verify|confirm|test)\w*\s+(?:\w+\s+)?$", text[max(0, last.start() - 30):last.start()], re.I):
+        if re.search(r"(?:check|verify|confirm|test)\w*\s+(?:\w+\s+)?$", text[max(0, last.start() - 30):last.start()],
+                     re.IGNORECASE):
             continue  # 'We may check our answer: ...' states none
         lead = _ANSWER_LEAD_RE.match(text, last.start())
         phrase = text[lead.end():lead.end() + MAX_ANSWER_CHARS]
@@ -735,8 +739,8 @@ def _looks_bare(s):
 _WORDS = (r"not|never|no|less|more|fewer|greater|smaller|larger|than|or|equal|to|at|least|most|up|over|under|above"
           r"|below|nearly|almost|about|approximately|around|roughly|close|between|and|twice|double|triple|half|of|the|a"
           r"|square|cube|root|sum|product|multiple|times|plus|squared|cubed|maybe|perhaps|possibly|so|thereabouts")
-_LEADING_WORDS_RE = re.compile(r"\s*(?:(?:(?:%s)\b|[<>\u2264\u2265\u2248~]=?|\\(?:approx|sim|le|ge|leq|geq|lt|gt)(?![A-Za-z]))\s*)*"
-                               % _WORDS, re.IGNORECASE)
+_LEADING_WORDS_RE = re.compile(r"\s*(?:(?:(?:%s)\b|[<>\u2264\u2265\u2248~]=?"
+                               r"|\\(?:approx|sim|le|ge|leq|geq|lt|gt)(?![A-Za-z]))\s*)*" % _WORDS, re.IGNORECASE)
 _TRAILING_WORDS_RE = re.compile(r"(?:\s*\b(?:%s))*[\s.]*$" % _WORDS, re.IGNORECASE)
 # what a clause is cut at, on both sides of the answer
 _CLAUSE_END = r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|(?<!or\s)so|then|thus|hence|therefore|because|since|while|although)\b"
@@ -748,14 +752,17 @@ _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|no\s+way|wro
                                 r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
 _NEGATED_AFTER_RE = re.compile(
     r"^\s*(?:(?:is|was|would\s+be|will\s+be|must\s+be|might\s+be|seems?|appears?|looks?)\s+)?(?:not|wrong|incorrect"
-    r"|false|impossible|invalid|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake|error))\b"
+    r"|false|impossible|invalid|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake"
+    r"|error))\b"
     r"|^\s*(?:is|was|are)n't\b|^\s*(?:can't|cannot)\b")
 _BOUND_BEFORE_RE = re.compile(
-    r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?|at\s+(?:least|most)"
-    r"|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?(?:over|under|above|below"
-    r"|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near|within|exceed(?:s|ing)?"
-    r"|upwards\s+of|in\s+excess\s+of|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)|between(?:\s+\S+\s+and)?)"
-    r"|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")
+    r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?"
+    r"|at\s+(?:least|most)|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
+    r"(?:over|under|above|below|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near"
+    r"|within|exceed(?:s|ing)?|upwards\s+of|in\s+excess\s+of"
+    r"|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)"
+    r"|between(?:\s+\S+\s+and)?)|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)"
+    r"|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")  # '\\approx' after a word, not in a chain
 _BOUND_AFTER_RE = re.compile(
     r"^\s*(?:\+(?!\s*\d)|or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over|under|so)\b"
     r"|and\s+(?:up|above|over|more|beyond|higher)\b|at\s+(?:most|least)\b|(?:more|less|fewer|greater|smaller|larger"
@@ -763,17 +770,20 @@ _BOUND_AFTER_RE = re.compile(
 _OPERATION_BEFORE_RE = re.compile(
     r"(?:\b(?:twice|double|triple|thrice|half(?:\s+of)?|(?:a|one|two|three|\d+)[\s-](?:halves|half|thirds?|quarters?"
     r"|fourths?|fifths?|tenths?)\s+of|(?:square|cube)\s+root\s+of|(?:square|cube|reciprocal|logarithm|log|factorial"
-    r"|inverse|opposite|multiple|factor|divisor|power)s?\s+of|(?:sum|product|difference|quotient|average|mean|total)\s+of"
-    r"(?:\s+[-\d.,/]+\s*(?:,|and|by))+|times|plus|minus|divided\s+by|multiplied\s+by|over|mod|modulo|percent\s+of"
+    r"|inverse|opposite|multiple|factor|divisor|power)s?\s+of"
+    r"|(?:sum|product|difference|quotient|average|mean|total)\s+of(?:\s+[-\d.,/]+\s*(?:,|and|by))+"
+    r"|times|plus|minus|divided\s+by|multiplied\s+by|over|mod|modulo|percent\s+of"
     r"|to\s+the\s+(?:\w+\s+)?power\s+of)|%\s+of|[\w)\]]\s*(?:[-+*/^\u00d7\u00f7]|\\(?:times|cdot|div))|\d\s*x)\s*$")
 _OPERATION_AFTER_RE = re.compile(
     r"^\s*(?:(?:squared|cubed|factorial|times|plus|minus|divided|multiplied|percent\s+of"
     r"|to\s+the\s+(?:\w+\s+)?power|(?:thousand|million|billion|hundred|dozen)s?|and\s+a\s+half|halves|thirds"
     r"|quarters)\b|%\s+of\b|over\s+\d|!(?!=)|[-+*/^\u00d7\u00f7]\s*\d|\\(?:times|cdot|div)\b)")
 # numbers a hedge joins ('12 or 13', '25, or it could be 26', 'maybe 5, maybe 6'), or a list joins
-_HEDGE_NUMBER_RE = re.compile(r"-?(?:\d+\s*)?\\frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+_HEDGE_NUMBER_RE = re.compile(r"-?(?:\d+\s*)?\\frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}"
+                              r"|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _HEDGE_GAP_RE = re.compile(
-    r"[\s.,;:()\[\]{}]*\b(?:or|either|maybe|perhaps|possibly|(?:but\s+)?(?:it\s+)?(?:may|might|could)\s+(?:also\s+|even\s+)?be)"
+    r"[\s.,;:()\[\]{}]*\b(?:or|either|maybe|perhaps|possibly"
+    r"|(?:but\s+)?(?:it\s+)?(?:may|might|could)\s+(?:also\s+|even\s+)?be)"
     r"(?:\s+(?:it|it's|is|be|could|might|may|the|answer|possibly|perhaps|maybe|even|also|just|else))*[\s()\[\]{}]*",
     re.IGNORECASE)
 _LIST_GAP_RE = re.compile(r"[\s(){}]*(?:,\s*(?:and\s+)?|\s+and\s+)[\s(){}]*")
@@ -783,8 +793,9 @@ _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidat
 # a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
 # second thought ('Wait', 'Actually', 'On second thought')
 _REVISION_RE = re.compile(
-    r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)|(wait|actually|hmm+|oops|scratch\s+that"
-    r"|on\s+second\s+thought|correction|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
+    r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
+    r"|(wait|actually|hmm+|oops|scratch\s+that|on\s+second\s+thought|correction"
+    r"|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
     r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
     r"|impossible|a\s+mistake)|i\s+(?:made\s+(?:a|an)\s+(?:\w+\s+)?(?:mistake|error)|miscounted|miscalculated"
     r"|was\s+wrong)))", re.IGNORECASE)
@@ -852,7 +863,8 @@ def _looped(text, found):
     lead = re.split(r"[.!?]\s|\n", text[max(0, found.start - 60):found.start])[-1].lstrip()  # its sentence's words
     if text[found.end:].strip() or text.count(lead, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start) < 3:
         return None
-    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))" % re.escape(lead))
+    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))"
+                          % re.escape(lead))
     stated = [m.group(1) for m in sentence.finditer(text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
     value = _NUMBER_RE.search(found.answer)
     return stated[0] if len(stated) >= 2 and len(set(stated)) == 1 and value and value.group() != stated[0] else None
@@ -895,8 +907,9 @@ def _hedged(text, found):
     for a, b in zip(numbers, numbers[1:]):
         if a.start() >= found.end - lo or b.end() <= found.start - lo:
             continue  # neither is the answer
-        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or (
-                _LIST_GAP_RE.fullmatch(window, a.end(), b.start()) and _CANDIDATES_RE.search(window.lower(), 0, a.start()))):
+        listed = (_LIST_GAP_RE.fullmatch(window, a.end(), b.start())  # a list where the text speaks of candidates
+                  and _CANDIDATES_RE.search(window.lower(), 0, a.start()))
+        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or listed):
             continue
         if _same_number(a.group(), b.group()) or (
                 any(s <= b.start() < e for s, e in boxes) and not any(s <= a.start() < e for s, e in boxes)):
@@ -906,6 +919,7 @@ def _hedged(text, found):
 
 
 def _same_number(a, b):
+    """Whether two answers are one number ('1/2' and '0.5'), or, when not numbers, one cleaned string."""
     x, y = _plain_number(_clean(a)), _plain_number(_clean(b))
     return x[0] == y[0] if x and y else _clean(a) == _clean(b)
 
