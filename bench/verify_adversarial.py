@@ -28,9 +28,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from results_file import cpu_name, write_results  # noqa: E402  (bench/ is this script's folder)
-from small_model_answers import verify_at  # noqa: E402
+from small_model_answers import scorers_beside, verify_at  # noqa: E402
 from verify_bench import load_literal  # noqa: E402
-import verify  # noqa: E402
 
 CASES = os.path.join(ROOT, "bench", "verify_adversarial.jsonl")
 QUESTION_FILES = ["data/arith_test.jsonl", "data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"]
@@ -86,17 +85,8 @@ def main():
     args = ap.parse_args()
     with open(CASES, encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
-    before = verify_at(args.before)
+    scorers = scorers_beside(verify_at(args.before))
     then = {batch: verify_at(commit) for batch, commit in WRITTEN_AFTER.items()}
-    scorers = {"verify": lambda c, g: verify.score(c, g)[0],
-               "verify_before": lambda c, g: before.score(c, g)[0]}
-    try:
-        from verify_bench import math_verify_score
-        scorers["math_verify"] = math_verify_score()
-        scorers["math_verify"]("1", "1")
-    except ImportError:
-        print("math-verify is not installed: its column is left out (pip install -r bench/requirements.txt)")
-        scorers.pop("math_verify", None)
     said = said_back_rows()
     results = {"rows": len(rows), "machine": cpu_name(), "before": args.before, "written_after": WRITTEN_AFTER,
                "said_back": {"cases": len(said)}}
