@@ -1091,7 +1091,7 @@ def _clean_unit(answer):
     return s.strip().rstrip(".").strip(), unit
 
 
-_REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d*)\.(\d*)\\(?:overline|bar)\s*(?:\{\s*(\d+)\s*\}|(\d))")
+_REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d{0,40})\.(\d{0,40})\\(?:overline|bar)\s*(?:\{\s*(\d{1,40})\s*\}|(\d))")
 # an operation or a sign in words, between numbers or before one
 _WORD_OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "\\div"}
 _WORD_OPS_RE = re.compile(r"(?<=[\d)])\s*\b(plus|minus|times|multiplied by|divided by)\s+(?=[-\d(])"

@@ -428,6 +428,14 @@ def test_huge_values_are_refused_fast(pred):
     assert time.monotonic() - start < 2.5
 
 
+def test_long_repeating_decimals_are_refused_not_raised():
+    # a repeating decimal is read as a fraction only up to 40 digits a part (int() stops at 4,300)
+    long = "0." + "1" * 4400 + "\\overline{3}"
+    assert verify.is_equiv(long, "1") is False
+    assert verify.score("\\boxed{%s}" % long, "1")[0] == 0.0
+    assert verify.is_equiv("0.1\\overline{6}", "1/6") is True
+
+
 def test_deep_nesting_is_refused_fast():
     deep = "{" * 5000 + "1" + "}" * 5000
     start = time.monotonic()
