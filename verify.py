@@ -2687,6 +2687,8 @@ def score(completion, gold, timeout=2.0):
     shown_g = _show(normalize(gold)) if len(gold) <= MAX_ANSWER_CHARS else "(too long)"
     if why == "unit":
         shown_p, shown_g = shown_p + " " + _clean_unit(pred)[1], shown_g + " " + _clean_unit(gold)[1]
+    if why == "operation":  # as written: 'an operation still to do: 9 + 4'
+        shown_p = _show(_clean(pred))
     message = _FEEDBACK.get(why, _FEEDBACK["wrong value"])
     return 0.0, message.format(p=shown_p, g=shown_g, n=len(pred), d=_show(detail or "", 60))
 

@@ -892,7 +892,7 @@ def test_what_is_read_from_words(completion, read):
     ("The answer is 7 + 5, which equals 11.", "12",
      "answer 7+5=11 is not true: its sides have different values; end with the right value"),
     ("p + 4 = 13", "11", "answer p+4=13 differs from the expected value 11 (wrong value)"),
-    ("18 - 3", "15", "an operation still to do: 18-3; give the number it comes to"),
+    ("18 - 3", "15", "an operation still to do: 18 - 3; give the number it comes to"),
 ])
 def test_feedback_says_what_was_read(completion, gold, feedback):
     assert verify.score(completion, gold) == (0.0, feedback)

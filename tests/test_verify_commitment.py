@@ -31,7 +31,7 @@ def test_adversarial_completions_score_as_labelled(cls):
 @pytest.mark.parametrize("completion,gold,feedback", [
     ("It is 12 or 13.", "13", "hedged between 12 and 13; commit to one final answer"),
     ("The answer is between 12 and 14.", "13", "hedged between 12 and 14; commit to one final answer"),
-    ("The answer is ((9 + 4)).", "13", "an operation still to do: ((9+4)); give the number it comes to"),
+    ("The answer is ((9 + 4)).", "13", "an operation still to do: ((9 + 4)); give the number it comes to"),
     ("The answer is twice 13.", "26", "an operation still to do: twice 13; give the number it comes to"),
     ("It is not 13.", "13", "answer 13 is negated ('not'); state the value itself"),
     ("13 is wrong.", "13", "answer 13 is negated ('is wrong'); state the value itself"),
