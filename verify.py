@@ -8,7 +8,7 @@ actually it is 15.' answers 15), an operation still to do against a number gold 
 '(9 + 4)/1', '2^{4}', 'twice 13', '20 plus 16'; but a/b of two integers, '2\\sqrt{3}' and
 '\\pi/4' are values), a number cut out of another (13 is not in 113, 13.5, 12:13 or '#### 1,3').
 A reward that pays for any of these is learned: a GRPO demo run learned to say the question back.
-The feedback names why ('hedged between 12 and 13', 'an operation still to do: 9+4', 'negated'),
+The feedback names why ('hedged between 12 and 13', 'an operation still to do: 9 + 4', 'negated'),
 since GEPA's reflector reads it.
 
 Use it from Python (the names below come from `from verify import ...`):
