@@ -213,7 +213,7 @@ _LIST_BEFORE_RE = re.compile(r"(?<![\w.,=])(?:(?:[A-Za-z]\s*=\s*)?-?\d+(?:,\d{3}
 _CONTRAST_BEFORE_RE = re.compile(
     r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)"
     r"(?:\s+[A-Za-z]+){0,3}"
-    r"(?:\s*,?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)|\s*,\s*(?:more|less|fewer|greater|smaller|larger|higher"
+    r"(?:\s*[,(]?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)|\s*,\s*(?:more|less|fewer|greater|smaller|larger|higher"
     r"|lower)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
 # numbers in words, zero to a hundred, and their negatives ('forty-two', 'negative five')
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
@@ -416,6 +416,8 @@ def _affirmed(s):
 def _conditioned(s):
     """'13 when m = 10', '0, as 387 * 0 = 0': the answer, then when or why it holds."""
     m = _CONDITION_RE.search(s)
+    if m and re.search(r"\b(?:otherwise|else)\b", s[m.end():]):
+        return None  # '13 if x = 2, and 14 otherwise': two answers, by cases
     return s[:m.start()] if m and _is_math(s[:m.start()]) else None
 
 
@@ -437,6 +439,7 @@ def _remarked(s):
 def _restated(s):
     """'9 + 4 = 13, so 9 + 4 = 13': an answer said again is one answer, when every saying commits to
     the same value (said with two values it is left as it is, and is refused)."""
+    s = re.sub(r"\s+\(([^()]*\d[^()]*)\)[.!]?$", r", \1", s)  # 'thirteen (13)' says it twice
     parts = [_spelled(p.strip(" .")) for p in _RESTATED_RE.split(s)]  # '91, i.e. ninety-one'
     if len(parts) < 2 or not all(_is_math(p) for p in parts):
         return None
@@ -468,7 +471,7 @@ def _contrasted(s):
     return kept if kept and _is_math(kept) else None
 
 
-_CONTRAST_RE = re.compile(r"(.+?)\s*,?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)\s+[^,;]+"
+_CONTRAST_RE = re.compile(r"(.+?)\s*[,(]?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)\s+[^,;()]+\)?"
                           r"|not\s+[^,;:]+?\s*[,;:]?\s*(?:but|it\s+is|it's)\s+(.+)", re.IGNORECASE)
 _SAYINGS = [_quoted, _affirmed, _conditioned, _remarked, _restated, _contrasted, _stated_value]
 
@@ -764,8 +767,8 @@ _BOUND_BEFORE_RE = re.compile(
     r"|between(?:\s+\S+\s+and)?)|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)"
     r"|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")  # '\\approx' after a word, not in a chain
 _BOUND_AFTER_RE = re.compile(
-    r"^\s*(?:\+(?!\s*\d)|or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over|under|so)\b"
-    r"|and\s+(?:up|above|over|more|beyond|higher)\b|at\s+(?:most|least)\b|(?:more|less|fewer|greater|smaller|larger"
+    r"^\s*(?:\+(?!\s*\d)|(?:[a-z]+\s+)?(?:or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over"
+    r"|under|so)|and\s+(?:up|above|over|more|beyond|higher)|at\s+(?:the\s+)?(?:most|least))\b|(?:more|less|fewer|greater|smaller|larger"
     r"|higher|lower)\s+than(?:\s+(?:[a-z]\b|[-\d\\(])|\s*$)|-?ish\b|[<>\u2264\u2265]|\\(?:le|ge|leq|geq|lt|gt)\b)")
 _OPERATION_BEFORE_RE = re.compile(
     r"(?:\b(?:twice|double|triple|thrice|half(?:\s+of)?|(?:a|one|two|three|\d+)[\s-](?:halves|half|thirds?|quarters?"
@@ -874,7 +877,7 @@ def _context(text, found):
     """(before, value, after): the answer from its first digit to its last, and the words of its
     clause before and after that, markup blanked and in lower case ('The answer is not
     $\\boxed{13}$.' -> 'the answer is not ', '13', '')."""
-    region = text[found.start:found.end]
+    region = _blanked(text[found.start:found.end])  # '\\boxed{13 \\text{ or more}}': its words are read too
     first = _LEADING_WORDS_RE.match(region).end()  # 'at least 13' read as an answer: 'at least' is before it
     last = max(first, _TRAILING_WORDS_RE.search(region, first).start())
     start, stop = found.start + first, found.start + last
