@@ -760,16 +760,16 @@ _NEGATED_AFTER_RE = re.compile(
     r"|^\s*(?:is|was|are)n't\b|^\s*(?:can't|cannot)\b")
 _BOUND_BEFORE_RE = re.compile(
     r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?"
-    r"|at\s+(?:least|most)|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
+    r"|at\s+(?:the\s+)?(?:very\s+)?(?:least|most|minimum|maximum)|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
     r"(?:over|under|above|below|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near"
     r"|within|exceed(?:s|ing)?|upwards\s+of|in\s+excess\s+of"
     r"|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)"
     r"|between(?:\s+\S+\s+and)?)|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)"
     r"|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")  # '\\approx' after a word, not in a chain
 _BOUND_AFTER_RE = re.compile(
-    r"^\s*(?:\+(?!\s*\d)|(?:[a-z]+\s+)?(?:or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over"
-    r"|under|so)|and\s+(?:up|above|over|more|beyond|higher)|at\s+(?:the\s+)?(?:most|least))\b|(?:more|less|fewer|greater|smaller|larger"
-    r"|higher|lower)\s+than(?:\s+(?:[a-z]\b|[-\d\\(])|\s*$)|-?ish\b|[<>\u2264\u2265]|\\(?:le|ge|leq|geq|lt|gt)\b)")
+    r"^[\s(\[]*(?:\+(?!\s*\d)|(?:[a-z]+\s+)?(?:or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over"
+    r"|under|so)|and\s+(?:up|above|over|more|beyond|higher)|at\s+(?:the\s+)?(?:very\s+)?(?:most|least|minimum|maximum)"
+    r"|max|min|tops|give\s+or\s+take)\b|(?:more|less|fewer|greater|smaller|larger|higher|lower)\s+than(?:\s+(?:[a-z]\b|[-\d\\(])|\s*$)|-?ish\b|[<>\u2264\u2265]|\\(?:le|ge|leq|geq|lt|gt)\b)")
 _OPERATION_BEFORE_RE = re.compile(
     r"(?:\b(?:twice|double|triple|thrice|half(?:\s+of)?|(?:a|one|two|three|\d+)[\s-](?:halves|half|thirds?|quarters?"
     r"|fourths?|fifths?|tenths?)\s+of|(?:square|cube)\s+root\s+of|(?:square|cube|reciprocal|logarithm|log|factorial"
@@ -796,7 +796,7 @@ _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidat
 # a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
 # second thought ('Wait', 'Actually', 'On second thought')
 _REVISION_RE = re.compile(
-    r"(?:^|(?<=[.!?;:,\n])|(?<=[.!?]\s))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
+    r"(?:^|(?<=[.!?;:,\n(\u2013\u2014])|(?<=[.!?]\s)|(?<=\s-)|(?<=--))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
     r"|(wait|actually|hmm+|oops|scratch\s+that|on\s+second\s+thought|correction"
     r"|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
     r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
@@ -885,6 +885,11 @@ def _context(text, found):
     cut = _LAST_CLAUSE_END_RE.match(before)  # the last clause end: '.*' takes all, then gives back
     after = text[stop:stop + 200]
     end = _CLAUSE_END_RE.search(after)
+    if end and after[end.start()] == "," and not after[:end.start()].strip():  # '13, at the very least'
+        more = _CLAUSE_END_RE.search(after, end.end())
+        tail = after[end.end():more.start() if more else None]
+        if not re.search(r"\d", tail) and _BOUND_AFTER_RE.match(tail.lower()):  # a bound with no value of its own
+            after, end = tail, None
     before, after = before[cut.end():] if cut else before, after[:end.start()] if end else after
     return _blanked(before).lower(), text[start:stop], _blanked(after).lower()
 
