@@ -1,33 +1,53 @@
 """verify.py - check a model's final math answer against a gold answer, safely, and say why.
 
+The principle: a completion earns 1 when it commits to exactly one final value and that value equals
+the gold. Not an answer: a bound or comparison ('less than 13', 'at least 13', 'x > 13'), a value it
+negates ('It is not 13.', '13 is wrong'), two or more candidates ('12 or 13', 'between 12 and 14'),
+a value it takes back or replaces later ('\\boxed{13}. That is wrong.', 'The answer is 13. Wait,
+actually it is 15.' answers 15), an operation still to do against a number gold ('9 + 4',
+'(9 + 4)/1', '2^{4}', 'twice 13', '20 plus 16'; but a/b of two integers, '2\\sqrt{3}' and
+'\\pi/4' are values), a number cut out of another (13 is not in 113, 13.5, 12:13 or '#### 1,3').
+A reward that pays for any of these is learned: a GRPO demo run learned to say the question back.
+The feedback names why ('hedged between 12 and 13', 'an operation still to do: 9 + 4', 'negated'),
+since GEPA's reflector reads it.
+
 Use it from Python (the names below come from `from verify import ...`):
 
-    extract_answer("... so the total is \\boxed{\\frac{3}{4}}.")   # -> '\\frac{3}{4}'
-    normalize("\\dfrac{3}{4}")                                     # -> '3/4'
-    is_equiv("0.75", "\\frac34")                                   # -> True
+    score("So the total is \\boxed{\\frac{3}{4}}.", "0.75")   # -> (1.0, 'correct')
+    score("It is 12 or 13.", "13")
+    # -> (0.0, 'hedged between 12 and 13; commit to one final answer')
     score("The answer is 0.333.", "1/3")
     # -> (0.0, 'answer 0.333 is an approximation; give the exact form 1/3')
+    extract_answer("... so the total is \\boxed{\\frac{3}{4}}.")   # -> '\\frac{3}{4}'
+    normalize("\\dfrac{3}{4}")                                     # -> '3/4'
+    is_equiv("0.75", "\\frac34")                                   # -> True (two answers, no text)
 
 or from the shell:  python verify.py PRED GOLD
 
-How it decides, cheapest first:
-  1. extract the final answer: the last \\boxed{} (with the boxes right before it: '\\boxed{1} and
-     \\boxed{2}' is '1, 2'), unless a later 'final answer is ...' says otherwise; GSM8K '#### x';
-     'the answer is x' / 'Answer: x' / 'Answer $x$' / '13 is the answer' (trimmed: 'The smallest
-     $k$ is 12.' -> 12); a whole-text math span; else the last number or the last math span, after
-     signature lines. What a small model writes around an answer is read by the rules of _SAYINGS
-     ('9 + 4 is 13', 'the answer is indeed 13', '13 when m = 10', '"9 + 4 = 13"'), an empty box
-     stands for the answer beside it, a box continued by '=' is a worked chain, and 'The answer is
-     correct.' is a judgement, not an answer; a number is never cut out of a longer one (19.13.13);
-  2. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
-     full-width digits, ...) and set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a
-     worked sum '12 + 13 = 25' is its last side, unless it starts with arithmetic of another value
-     ('963 * 0 = 96' states nothing). When both answers give a unit, the units must be the same; a
-     unit on one side only is no error, and units are never converted (1 m != 100 cm);
-  3. plain numbers (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly
-     with fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
+How score() decides, cheapest first:
+  1. find the final answer and where it stands (_find_answer): the last \\boxed{} (with the boxes
+     right before it: '\\boxed{1} and \\boxed{2}' is '1, 2'), unless an answer sentence comes after
+     it; GSM8K '#### x' (commas only as thousands separators); 'the answer is x' / 'Answer: x' /
+     'Answer $x$' / '13 is the answer' (trimmed: 'The smallest $k$ is 12.' -> 12; LaTeX without $
+     kept whole); a whole-text answer; else the last number, math span or LaTeX, read with a list,
+     a worked chain or a sign word before it, after signature lines. What a small model writes
+     around an answer is read by the rules of _SAYINGS ('9 + 4 is 13', 'the answer is indeed 13',
+     '13 when m = 10', '14, not 13'), an empty box stands for the answer beside it, and 'The answer
+     is correct.' is a judgement, not an answer; a number is never cut out of a longer one;
+  2. read what the text says around it (_committed): a later sentence that takes it back, a
+     repetition loop that stops on another value, a negation, a bound, an operation in words, a
+     hedge; any of them is 0 with its reason;
+  3. clean LaTeX noise (\\left, \\$, %, degrees, thousands separators incl. ',\\!' and '{,}',
+     full-width digits, repeating decimals '0.1\\overline{6}', numbers and signs in words, ...) and
+     set a trailing unit aside ('15\\text{ cm}^2' is 15 in cm^2); a worked sum '12 + 13 = 25' is its
+     last side, unless it starts with arithmetic of another value ('963 * 0 = 96' states nothing).
+     When both answers give a unit, the units must be the same; a unit on one side only is no
+     error, and units are never converted (1 m != 100 cm);
+  4. against a number gold the answer must be a number (_against_a_number); plain numbers
+     (integers, decimals, fractions, mixed numbers, 1.5e3) are compared exactly with
+     fractions.Fraction, in this process, without sympy - this is the path every GSM8K-like
      reward takes;
-  4. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
+  5. anything else (roots, pi, tuples, intervals, sets, matrices, equations, ratios, expressions)
      goes to a worker process that reads the answers with our own LaTeX reader into answer kinds
      (Expr, Eq, Seq, ...) of sympy objects built from a whitelist and compares them by a table of
      rules, under a hard deadline: a call that runs past its timeout kills its worker (a
@@ -46,14 +66,16 @@ with a call in flight, an exception, SIGKILL): it exits as soon as its stdin clo
 changes (seen by threads, so also mid-comparison), and each comparison arms an alarm a little past
 the caller's deadline, whose default action ends the process even inside a C extension.
 
-Numbers are equal when exactly equal, or when a decimal agrees with the other side to about
-6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!).
+Numbers are equal when exactly equal, or when a decimal agrees with a gold that is no whole number
+to about 6 significant digits (0.333333 = 1/3, but 0.333 != 1/3 and 1/2004! != 1/2006!); a whole-
+number gold needs that integer (13.0 = 13, 6621478.0 != 6621474).
 
 What it knows is kept in tables, each read by everything that needs it: _FUNCTIONS (function
 names), _UNITS (units), _SAYINGS (how an answer is said in words), and for answers the kinds
 (Expr, Eq, ...), _READERS (how each is read) and _RULES (how two kinds compare).
 """
 import atexit
+import functools
 import json
 import math
 import os
@@ -175,16 +197,47 @@ _GSM_RE = re.compile(r"####\s*([^\n]+)")
 # 'answer is', 'answer will be', 'Answer:', 'final answer is', and 'Answer $ 5 $' (a math span right
 # after the word)
 _ANSWER_RE = re.compile(r"answer(?=\s*(?:\*\*\s*)?(?:is\b|will be\b|:|\$|\\\(|\\\[))", re.IGNORECASE)
-_FINAL_RE = re.compile(r"final\W{0,3}answer", re.IGNORECASE)
 _ANSWER_LEAD_RE = re.compile(r"answer\s*(?:\*\*\s*)?(?:(?:is|will be)\s*:?|:)?\s*(?:\*\*\s*)?", re.IGNORECASE)
 # a number not glued to a word ('user123', 'x2' are names, not answers), nor a piece of a longer run
 # of digits and dots or colons ('19.13.13' and the time '12:00' hold no number 13 or 00)
 _NUMBER_RE = re.compile(r"(?<![A-Za-z_\d])(?<!\d[.:])-?\d[\d,]*(?:\.\d+)?(?!\d|[.:]\d)(?:\s*/\s*\d+)?")
+# 'minus 5' and 'negative 5' are -5: the sign word right before a number, when no number or ')'
+# comes before it ('20 minus 5' is an operation)
+_SIGN_WORD_RE = re.compile(r"(?:^|[^\s\d)])\s*\b(minus|negative)\s+$", re.IGNORECASE)
+# LaTeX written without $ ('2\\sqrt{3}', '\\frac{\\pi}{4}', '\\pi/4'), and numbers listed before a number
+_BARE_TEX_RE = re.compile(r"(?<![\\\w])-?(?:\d+\s*)?\\(?:[dt]?frac|sqrt|pi)(?![A-Za-z])"
+                          r"(?:\s*(?:\{(?:[^{}]|\{[^{}]*\})*\}|\[[^\]]*\]|\d))*(?:\s*[/^]\s*(?:\d+|\{[^{}]*\}))?")
+_LIST_BEFORE_RE = re.compile(r"(?<![\w.,=])(?:(?:[A-Za-z]\s*=\s*)?-?\d+(?:,\d{3})*(?:\.\d+)?"
+                             r"\s*(?:,\s*(?:and\s+)?|\s+(?:and|or)\s+))+(?:[A-Za-z]\s*=\s*)?$")
+# a value kept before a value set aside: 'It is 14, not 13', '14 rather than 13', '14 instead of 13'
+_CONTRAST_BEFORE_RE = re.compile(
+    r"(\$[^$]+\$|(?:-?\d+\s*)?\\[dt]?frac\s*\{[^{}]*\}\s*\{[^{}]*\}|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?)"
+    r"(?:\s+[A-Za-z]+){0,3}"
+    r"(?:\s*[,(]?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)|\s*,\s*(?:more|less|fewer|greater|smaller|larger|higher"
+    r"|lower)\s+than)\s+(?:the\s+)?$", re.IGNORECASE)
+# numbers in words, zero to a hundred, and their negatives ('forty-two', 'negative five')
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SPELLED_RE = re.compile(r"\b(?:(minus|negative)\s+)?(?:(?:one|a)\s+(hundred)|(%s)(?:[\s-](%s))?|(%s))\b"
+                         % ("|".join(_TENS), "|".join(_ONES[1:10]), "|".join(_ONES)), re.IGNORECASE)
+
+
+def _spelled(s):
+    """s with its numbers in words written in digits: 'negative forty-two apples' -> '-42 apples'."""
+    def digits(m):
+        sign, hundred, tens, ones, alone = (g and g.lower() for g in m.groups())
+        value = (100 if hundred else 20 + 10 * _TENS.index(tens) + (_ONES.index(ones) if ones else 0)
+                 if tens else _ONES.index(alone))
+        return ("-" if sign else "") + str(value)
+    return _SPELLED_RE.sub(digits, s)
+
+
 _MATH_SPAN_RE = re.compile(r"\$\$((?:[^$\\]|\\.)+)\$\$|\$((?:[^$\\]|\\.)+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]",
                            re.DOTALL)
 # ', which is 13' and ', which is simply 13' go on with the answer's value (a relation in words);
 # ', which is the sum' ends it
-_SENTENCE_END_RE = re.compile(r"\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
+_SENTENCE_END_RE = re.compile(r"(?<!\bi\.e)(?<!\be\.g)\.(?:\s|$)|;|\n|\s(?:because|since|where|I hope)\s|<\|"
                               r"|\swhich\s(?!(?:is|equals|gives|makes)\s+(?:[a-z]+\s+)?(?:equal\s+to\s+)?[-+\d$\\(])")
 _CONNECTORS_RE = re.compile(r"[\s,;.\"'`\\*]*(?:(?:and|or)[\s,;.\"'`\\*]*)*")
 _VERB_RE = re.compile(r"\s(?:is|are|equals|was|will be|would be)\s")
@@ -258,7 +311,8 @@ def _final_boxes(text):
 
 
 def _boxed_answer(text):
-    """(answer, end) of the final boxes (_final_boxes), read with what a model writes around a box:
+    """(answer, start, end) of the final boxes (_final_boxes; start and end bound them and a chain
+    that continues them), read with what a model writes around a box:
     an empty box stands for the answer beside it ('\\boxed{} 13', '\\boxed{}, which is 13') or,
     with nothing beside it, for the answer the text committed to before it (_committed_before; none
     is no answer, ''), and a box that '=' continues is the first side of a worked chain
@@ -272,13 +326,13 @@ def _boxed_answer(text):
         beside = _clean_phrase(re.sub(r"^[\s$]*[,:;]?", "", after))
         if not _is_math(beside) and "=" in beside:
             beside = _chain_at(beside, beside.rfind("="))
-        return (beside if _is_math(beside) else _committed_before(text[:start])), end
+        return (beside if _is_math(beside) else _committed_before(text[:start])), start, end
     if re.match(r"[\s$]*=(?!=)", after):
         cut = _SENTENCE_END_RE.search(_mask_math(after))
-        chain = after[:cut.start() if cut else len(after)].replace("$", " ").strip()
-        if _is_math(chain) and "=" not in content:
-            return content + " " + chain, end
-    return content, end
+        chain = after[:cut.start() if cut else len(after)]
+        if _is_math(chain.replace("$", " ")) and "=" not in content:
+            return content + " " + chain.replace("$", " ").strip(), start, end + len(chain.rstrip())
+    return content, start, end
 
 
 def _committed_before(text):
@@ -330,8 +384,9 @@ _CONDITION_RE = re.compile(r",?\s(?:when|if|where|for|with|given|provided)\s+(?=
 _RELATION_WORDS_RE = re.compile(r"(?:^|\s)(?:is|equals|is equal to|gives|makes|yields"
                                 r"|(?:will|would)(?: always)? (?:be|equal))\s+")
 # one answer said twice: '9 + 4 = 13, so 9 + 4 = 13', '... and 9 + 4 = 13', '13. 13'
-_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:so|and|or|i\.e\.|that is|thus|hence|therefore|then)\b[\s,:]*)?"
-                          r"|(?<!\s)\s+(?:so|and|or|i\.e\.|thus|hence|therefore|then)\s+")
+_RESTATED_RE = re.compile(r"[,;.]\s+(?:(?:(?:so|and|or|that is|thus|hence|therefore|then|equivalently)\b|i\.e\.)"
+                          r"[\s,:]*)*"
+                          r"|(?<!\s)\s+(?:(?:so|and|or|thus|hence|therefore|then)\b|i\.e\.)\s+")
 _QUOTED_RE = re.compile(r"[\"'`\u201c\u2018]+([^\"'`\u201c\u201d\u2018\u2019]+?)[\"'`\u201d\u2019]+[.!]?")
 # a word that is not math: two letters or more, and no TeX command, function name or Greek letter
 _MATH_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:%s|pi|sqrt|infty)(?![A-Za-z]))[A-Za-z]{2,}"
@@ -361,24 +416,35 @@ def _affirmed(s):
 def _conditioned(s):
     """'13 when m = 10', '0, as 387 * 0 = 0': the answer, then when or why it holds."""
     m = _CONDITION_RE.search(s)
+    if m and re.search(r"\b(?:otherwise|else)\b", s[m.end():]):
+        return None  # '13 if x = 2, and 14 otherwise': two answers, by cases
     return s[:m.start()] if m and _is_math(s[:m.start()]) else None
 
 
 def _remarked(s):
-    """'15 + 10 = 25, but in mathematics,', '0, as expected': a remark after the answer that holds
-    no number (one that does may correct it: '13, but actually 14' is left as it is)."""
-    m = re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|and|which|that|this|so|in|for|of)\b[^\d]*", s)
-    return m.group(1) if m and _is_math(m.group(1)) else None
+    """'15 + 10 = 25, but in mathematics,', '0, as expected', '13 (thirteen)', '0.5 as a decimal': a
+    remark after the answer that holds no number (one that does may correct it: '13, but actually
+    14' is left as it is); '169, the square of 13': a description of it."""
+    m = (re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|and|which|that|this|so|in|for|of)\b[^\d]*", s)
+         or re.fullmatch(r"(.*?\d[^,;]*),\s*(?:the|its)\s+[A-Za-z][^;]*", s))
+    if m and _is_math(m.group(1)):
+        return m.group(1)
+    m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\((?![^)]*(?:approx|about|around|rough|near|almost|least|most|more|less"
+                     r"|\bor\b|maybe|perhaps|possibl|\bnot\b|estimat))\s*[A-Za-z]{3,}[A-Za-z\s,]*\)"
+                     r"|as\s+an?\s+(?:decimal|fraction|percentage|integer)"
+                     r"|in\s+(?:lowest\s+terms|simplest\s+form|words))", s)
+    return m.group(1) if m else None
 
 
 def _restated(s):
     """'9 + 4 = 13, so 9 + 4 = 13': an answer said again is one answer, when every saying commits to
     the same value (said with two values it is left as it is, and is refused)."""
-    parts = [p.strip(" .") for p in _RESTATED_RE.split(s)]
+    s = re.sub(r"\s+\(([^()]*\d[^()]*)\)[.!]?$", r", \1", s)  # 'thirteen (13)' says it twice
+    parts = [_spelled(p.strip(" .")) for p in _RESTATED_RE.split(s)]  # '91, i.e. ninety-one'
     if len(parts) < 2 or not all(_is_math(p) for p in parts):
         return None
-    values = {" ".join(_last_side_of_arithmetic(_TIMES_X_RE.sub(" * ", p)).split()) for p in parts}
-    return parts[-1] if len(values) == 1 else None
+    values = [" ".join(_last_side_of_arithmetic(_TIMES_X_RE.sub(" * ", p)).split()) for p in parts]
+    return parts[-1] if all(_same_number(v, values[0]) for v in values) else None
 
 
 def _stated_value(s):
@@ -398,7 +464,16 @@ def _stated_value(s):
     return value
 
 
-_SAYINGS = [_quoted, _affirmed, _conditioned, _remarked, _restated, _stated_value]
+def _contrasted(s):
+    """'14, not 13', '14 rather than 13', '14 instead of 13', 'not 13 but 14': the value kept."""
+    m = _CONTRAST_RE.fullmatch(s)
+    kept = m and (m.group(1) or m.group(2))
+    return kept if kept and _is_math(kept) else None
+
+
+_CONTRAST_RE = re.compile(r"(.+?)\s*[,(]?\s*(?:and\s+)?(?:not|rather\s+than|instead\s+of)\s+[^,;()]+\)?"
+                          r"|not\s+[^,;:]+?\s*[,;:]?\s*(?:but|it\s+is|it's)\s+(.+)", re.IGNORECASE)
+_SAYINGS = [_quoted, _affirmed, _conditioned, _remarked, _restated, _contrasted, _stated_value]
 
 
 def _unsay(s):
@@ -433,7 +508,8 @@ def _clean_phrase(phrase):
     spans = list(_MATH_SPAN_RE.finditer(phrase))
     if spans and _CONNECTORS_RE.fullmatch(_MATH_SPAN_RE.sub(" ", phrase)):
         return ", ".join(_span_text(m) for m in spans)  # only math: '$12$ and $13$'
-    plain = phrase.replace("$", " ").replace("\\(", " ").replace("\\)", " ").strip(" *.:,\\\"'`")
+    plain = phrase.replace("$", " ").replace("\\(", " ").replace("\\)", " ")
+    plain = re.sub(r"^[\s*.:,\"'`]+|[\s*.:,\\\"'`]+$", "", plain)  # a TeX command's backslash stays
     if not _PROSE_RE.search(plain):
         return plain
     if spans:
@@ -445,9 +521,10 @@ def _clean_phrase(phrase):
 
 
 def _said_answer(text):
-    """(answer, start, final) of the last 'answer is ...' / 'Answer: ...' / 'Answer $...$', or of
-    the last '13 is the answer' / '..., which is the final answer' if it comes later; or None.
-    final tells whether it said 'final answer'."""
+    """(answer, where, final, start, end) of the last 'answer is ...' / 'Answer: ...' / 'Answer
+    $...$', or of the last '13 is the answer' / '..., which is the final answer' if it comes later;
+    or None. where is the position of the word 'answer', final tells whether it said 'final
+    answer', and the answer stands in text[start:end]."""
     before = None
     for word in re.finditer(r"answer\b", text, re.IGNORECASE):  # the word first: a literal is fast
         window = max(0, word.start() - 40)
@@ -456,29 +533,31 @@ def _said_answer(text):
     for last in reversed(list(_ANSWER_RE.finditer(text))[-3:]):
         if before is not None and before.start() > last.start():
             break
+        if re.search(r"(?:check|verify|confirm|test)\w*\s+(?:\w+\s+)?$", text[max(0, last.start() - 30):last.start()],
+                     re.IGNORECASE):
+            continue  # 'We may check our answer: ...' states none
         lead = _ANSWER_LEAD_RE.match(text, last.start())
-        answer = _clean_phrase(text[lead.end():lead.end() + MAX_ANSWER_CHARS])
+        phrase = text[lead.end():lead.end() + MAX_ANSWER_CHARS]
+        answer = _clean_phrase(phrase)
         if _JUDGING_RE.match(answer) and not re.search(r"[\d$\\]", answer):
             continue  # 'The answer is correct.': a judgement, not an answer; an earlier one may be
         final = re.search(r"final\W{0,3}$", text[max(0, last.start() - 12):last.start()], re.I) is not None
-        if answer and _retracted(text, lead.end()):
-            return "", last.start(), final  # '... 563 * k = 0. This is not possible': no answer
-        return (answer, last.start(), final) if answer else None
+        cut = _SENTENCE_END_RE.search(_mask_math(phrase))
+        start, end = _locate(text, answer, lead.end(), lead.end() + (cut.start() if cut else len(phrase)))
+        return (answer, last.start(), final, start, end) if answer else None
     return _said_before(text, before) if before is not None else None
 
 
-# the sentence after an answer takes it back: 'This is not possible', 'That is wrong.', 'No, ...'
-_RETRACTION_RE = re.compile(r"(?:no\b|(?:this|that|it)(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:possible|correct|right)"
-                            r"|incorrect|wrong|impossible)|(?:this|that|the)\s+(?:answer|result)\s+is\s+"
-                            r"(?:not\s+(?:possible|correct|right)|incorrect|wrong|impossible))\b", re.IGNORECASE)
-
-
-def _retracted(text, start):
-    """Whether the sentence after the one that starts at text[start] takes its answer back."""
-    said = text[start:start + MAX_ANSWER_CHARS]
-    lead = len(said) - len(said.lstrip())
-    end = _SENTENCE_END_RE.search(_mask_math(said), lead)
-    return bool(end) and _RETRACTION_RE.match(said[end.end():].lstrip(" \n*")) is not None
+def _locate(text, answer, lo, hi):
+    """(start, end) of answer in text[lo:hi]: where it is written, or from its first to its last
+    number when the reading rewrote it ('7 + 5 is 12' read as '7 + 5 = 12'); else (lo, hi)."""
+    at = text.find(answer, lo, hi)
+    if at >= 0:
+        return at, at + len(answer)
+    numbers = re.findall(r"\d+", answer)
+    first = text.find(numbers[0], lo, hi) if numbers else -1
+    last = text.rfind(numbers[-1], max(first, lo), hi) if numbers else -1
+    return (first, last + len(numbers[-1])) if 0 <= first <= last else (lo, hi)
 
 
 # words that approve of an answer or point elsewhere, and so give none: 'The answer is correct.', 'the
@@ -501,15 +580,16 @@ _LEADING_MATH_RE = re.compile(_MATH_RUN % "")
 
 
 def _said_before(text, words):
-    """(answer, start, final) for the math the clause before `words` ends in, or None."""
-    clause = text[max(0, words.start() - MAX_ANSWER_CHARS):words.start()]
-    masked = _mask_math(clause)
-    ends = list(_SENTENCE_END_RE.finditer(masked))
-    clause = clause[ends[-1].end():] if ends else clause
-    tail = _TRAILING_MATH_RE.search(clause)
+    """(answer, where, final, start, end) for the math the clause before `words` ends in, or None."""
+    lo = max(0, words.start() - MAX_ANSWER_CHARS)
+    ends = list(_SENTENCE_END_RE.finditer(_mask_math(text[lo:words.start()])))
+    lo += ends[-1].end() if ends else 0
+    tail = _TRAILING_MATH_RE.search(text, lo, words.start())
     answer = tail.group().strip(" ,.") if tail else ""
     answer = _clean_phrase(answer) if re.search(r"\d", answer) else ""
-    return (answer, words.start(), words.group(1) is not None) if answer else None
+    if not answer:
+        return None
+    return (answer, words.start(), words.group(1) is not None) + _locate(text, answer, tail.start(), tail.end())
 
 
 def _whole_math(text):
@@ -521,52 +601,109 @@ def _whole_math(text):
     return _span_text(m) if m and _span_text(m) else None
 
 
+# an answer and where it stands in the text it was read from: text[start:end]
+Found = namedtuple("Found", "answer start end")
+
+
 def extract_answer(text):
-    """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None."""
+    """The final answer a completion (or a GSM8K/MATH gold field) commits to, or None: the value a
+    later sentence replaces it with, none when one takes it back (_revised)."""
     if not isinstance(text, str) or not text.strip():
         return None
-    if "\\\\" in text and "\\begin" not in text:  # '\\\\frac' from text escaped twice: '\\frac'
-        text = _DOUBLED_RE.sub(r"\\", text)
+    text = _undoubled(text)
+    found = _find_answer(text)
+    found = found and _revised(text, found)
+    return found.answer if found else None
+
+
+def _undoubled(text):
+    """'\\\\frac' from text escaped twice: '\\frac'; and numbers in words written in digits when the
+    text has no digit ('The answer is thirteen, not twelve.')."""
+    text = _DOUBLED_RE.sub(r"\\", text) if "\\\\" in text and "\\begin" not in text else text
+    return text if re.search(r"\d", text) else _spelled(text)
+
+
+def _find_answer(text):
+    """The final answer of text as a Found, or None: the last boxes, unless an answer sentence
+    comes after them; GSM8K's '#### x'; the answer sentence; the whole text when it is one answer;
+    else the last number or math span."""
     boxed = _boxed_answer(text)
-    if boxed is not None:  # a later 'the final answer is 7' overrides an intermediate box, and a
-        # later 'the answer is 13' a box that holds an expression in a letter ('\\boxed{m + 3}')
-        letter = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", boxed[0])) is not None
-        said = _said_answer(text) if letter or _FINAL_RE.search(text, boxed[1]) else None
-        if said and (said[2] or letter) and said[1] >= boxed[1] and re.search(r"[\d\\]", said[0]) \
-                and not _PROSE_RE.search(said[0]):
-            return said[0]
-        return boxed[0]
+    if boxed is not None:  # an answer sentence after the boxes replaces them
+        said = _said_answer(text) if re.search("answer", text[boxed[2]:], re.IGNORECASE) else None
+        if said and said[1] >= boxed[2] and re.search(r"[\d\\]", said[0]) and not _PROSE_RE.search(said[0]):
+            return Found(said[0], said[3], said[4])
+        return Found(*boxed)
     said = _said_answer(text)
-    gsm = _GSM_RE.findall(text)
-    if gsm:
-        return gsm[-1].strip().replace(",", "")
+    gsm = list(_GSM_RE.finditer(text))
+    if gsm:  # commas only as thousands separators: '#### 1,3' is no number
+        value = gsm[-1].group(1).strip()
+        number = re.sub(r",(?=\d)", ", ", _THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), value))
+        return Found(number,
+                     gsm[-1].start(1), gsm[-1].start(1) + len(value))
     if said:
-        return said[0]
+        return Found(said[0], said[3], said[4])
     whole = _whole_math(text)
     if whole:  # the whole text is one math span: '$$f(y) = y$$'
-        return whole
+        return Found(whole, 0, len(text))
     bare = text.strip().strip("$").strip()
     if _looks_bare(bare):  # the whole text is the answer: '\\frac{1}{2}', 'x = 3', '(B)', '9 + 4 is 13'
-        return _unsay(bare)
-    # no marked answer: the last number, or the last math span if it ends later ('is $(7, 6)$.')
-    tail = text[-2 * MAX_ANSWER_CHARS:]
+        answer = _unsay(bare)
+        return Found(answer, *_locate(text, answer, 0, len(text)))
+    return _last_value(text, bare)
+
+
+def _last_value(text, bare):
+    """Found for the last number, or the last math span or LaTeX if it ends later ('is $(7, 6)$.'),
+    of a text with no marked answer, read with the words around it: a list ('12, 13 and 14'), a worked
+    chain ('... = 13'), a sign word ('minus 5'), the value kept in a contrast ('It is 14, not 13.'); a
+    number in words when the text has no digit ('It is seven.')."""
+    base = max(0, len(text) - 2 * MAX_ANSWER_CHARS)
+    tail = text[base:]
     for _ in range(3):
         tail = _SIGNATURE_RE.sub("", tail.rstrip())
     tail = _DESCRIBED_RE.sub("", tail)  # '... is 17, which is the sum of 12 and 5.': 17
     numbers = list(_NUMBER_RE.finditer(tail))
     spans = [m for m in _MATH_SPAN_RE.finditer(tail)
              if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
+    tex = list(_BARE_TEX_RE.finditer(tail))
+    found = None
     if spans and (not numbers or spans[-1].end() >= numbers[-1].end()):
-        return _span_text(spans[-1])
-    if numbers:
-        last = numbers[-1].group().strip(",").replace(" ", "")
-        word = _VALUE_WORDS_RE.match(tail, numbers[-1].end() + 1)  # '13 squared' is not 13
-        return last + " " + word.group() if word and tail[numbers[-1].end()] == " " else last
+        group = [spans[-1]]  # '$x = -2$ and $x = 3$' is one answer
+        for m in reversed(spans[:-1]):
+            if not _CONNECTORS_RE.fullmatch(tail, m.end(), group[0].start()) or not all(
+                    re.fullmatch(r"(?:[A-Za-z]\s*=)?[^=]*", _span_text(x)) for x in (m, group[0])):
+                break
+            group.insert(0, m)
+        found = Found(", ".join(_span_text(m) for m in group), group[0].start(), group[-1].end())
+    elif tex and (not numbers or tex[-1].end() >= numbers[-1].end()):  # LaTeX without $: 'is \\frac{1}{2}.'
+        found = Found(tex[-1].group(), tex[-1].start(), tex[-1].end())
+    elif numbers:
+        last = numbers[-1]
+        value, start, end = last.group().strip(",").replace(" ", ""), last.start(), last.end()
+        listed = _LIST_BEFORE_RE.search(tail, max(0, start - MAX_ANSWER_CHARS), start)
+        chain = re.search(r"=\s*$", tail[max(0, start - 20):start]) and _chain_at(tail, tail.rfind("=", 0, start))
+        sign = _SIGN_WORD_RE.search(tail, max(0, start - 40), start)
+        word = _VALUE_WORDS_RE.match(tail, end + 1) if tail[end:end + 1] == " " else None  # '13 squared'
+        if listed:  # '12, 13 and 14' is a list, '12 and 14' too
+            value, start = tail[listed.start():end], listed.start()
+        elif chain:  # '... so 12 + 0 = 13': the chain, which may be false
+            value, start = chain, tail.rfind(chain.split("=")[0].strip(), 0, start)
+        elif sign and not value.startswith("-"):  # 'minus 5' is -5 ('20 minus 5' is no sign)
+            value, start = "-" + value, sign.start(1)
+        if word:
+            value, end = value + " " + word.group(), word.end()
+        found = Found(value, start, end)
+    if found:
+        kept = _CONTRAST_BEFORE_RE.search(tail, max(0, found.start - 120), found.start)
+        if kept:  # 'It is 14, not 13.': 14
+            m = _MATH_SPAN_RE.fullmatch(kept.group(1))
+            found = Found(_span_text(m) if m else kept.group(1), kept.start(1), kept.end(1))
+        return Found(found.answer, base + found.start, base + found.end)
     spans = [m for m in _MATH_SPAN_RE.finditer(tail) if not _PROSE_RE.search(_span_text(m))]
     if spans:  # no number anywhere: the last math span ('so we get $p - q$')
-        return _span_text(spans[-1])
+        return Found(_span_text(spans[-1]), base + spans[-1].start(), base + spans[-1].end())
     if re.fullmatch(r"[A-Za-z]{2,20}", bare):  # one word: 'False', 'Evelyn'
-        return bare
+        return Found(bare, 0, len(text))
     return None
 
 
@@ -582,10 +719,218 @@ _STRAY_WORD_RE = re.compile(r"(?<![\\{A-Za-z])(?!(?:%s)\b)[A-Za-z]{4,}(?![A-Za-z
 
 def _looks_bare(s):
     """A short one-line answer with no prose in it (so not the last number of a sentence, nor
-    'Total: 15', whose answer is its number)."""
-    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s)
+    'Total: 15', whose answer is its number, nor sentences: 'So x = 5. So x = 6')."""
+    return (0 < len(s) <= 400 and "\n" not in s and not _PROSE_RE.search(s) and not re.search(r"[.!?]\s+[A-Z]|\w'\w", s)
             and (len(s) <= 3 or re.search(r"[\d\\=+\-*/^_()]", s) is not None)
             and not _STRAY_WORD_RE.search(s) and not _WORDS_RE.search(s))
+
+# ----------------------------------------------------------------------------- commitment
+# A completion earns 1 only when it commits to exactly one final value. _find_answer finds the value
+# a text ends on; _committed reads what the text says around it, which can take the commitment away:
+#   retracted  a later sentence takes it back ('Wait', 'That is wrong.'); a value after that
+#              replaces it, and without one nothing is left (_revised)
+#   cut off    a repetition loop that stops on another value ('= 13', '= 13', then '= 1')
+#   negated    'not 13', 'cannot be 13', 'the wrong answer is 13', '13 is wrong'
+#   bound      'less than 13', 'at least 13', '13 or more', 'nearly 13', 'x > 13'
+#   operation  an operation in words: 'twice 13', 'half of 13', '20 plus 16', '13 squared'
+#   hedged     two or more candidates: '12 or 13', 'between 12 and 14', 'maybe 5, maybe 6'
+# Negations, retractions and loops count against every gold; bounds, operations in words and hedges
+# against a gold that is one value (against '2, -2', 'x = 2 or x = -2' is an answer).
+
+# the words an answer read from a sentence may still begin or end with: they are read with the
+# words around it ('The answer is at least 13.': the answer read is 'at least 13')
+_WORDS = (r"not|never|no|less|more|fewer|greater|smaller|larger|than|or|equal|to|at|least|most|up|over|under|above"
+          r"|below|nearly|almost|about|approximately|around|roughly|close|between|and|twice|double|triple|half|of|the|a"
+          r"|square|cube|root|sum|product|multiple|times|plus|squared|cubed|maybe|perhaps|possibly|so|thereabouts")
+_LEADING_WORDS_RE = re.compile(r"\s*(?:(?:(?:%s)\b|[<>\u2264\u2265\u2248~]=?"
+                               r"|\\(?:approx|sim|le|ge|leq|geq|lt|gt)(?![A-Za-z]))\s*)*" % _WORDS, re.IGNORECASE)
+_TRAILING_WORDS_RE = re.compile(r"(?:\s*\b(?:%s))*[\s.]*$" % _WORDS, re.IGNORECASE)
+# what a clause is cut at, on both sides of the answer
+_CLAUSE_END = r"[.!?](?=\s|$)|[;:,\n]|\b(?:but|(?<!or\s)so|then|thus|hence|therefore|because|since|while|although)\b"
+_CLAUSE_END_RE = re.compile(_CLAUSE_END)
+_LAST_CLAUSE_END_RE = re.compile(r"(?s:.*)(?:%s)" % _CLAUSE_END)
+# markup blanked out before the words around an answer are read (same length: positions hold)
+_MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
+_NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|no\s+way|wrong|incorrect|false|mistaken|invalid"
+                                r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
+_NEGATED_AFTER_RE = re.compile(
+    r"^\s*(?:(?:is|was|would\s+be|will\s+be|must\s+be|might\s+be|seems?|appears?|looks?)\s+)?(?:not|wrong|incorrect"
+    r"|false|impossible|invalid|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake"
+    r"|error))\b"
+    r"|^\s*(?:is|was|are)n't\b|^\s*(?:can't|cannot)\b")
+_BOUND_BEFORE_RE = re.compile(
+    r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?"
+    r"|at\s+(?:the\s+)?(?:very\s+)?(?:least|most|minimum|maximum)|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
+    r"(?:over|under|above|below|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near"
+    r"|within|exceed(?:s|ing)?|upwards\s+of|in\s+excess\s+of"
+    r"|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)"
+    r"|between(?:\s+\S+\s+and)?)|[<>\u2264\u2265]=?|\\(?:le|ge|leq|geq|lt|gt|leqslant|geqslant)"
+    r"|(?:(?<![\w)}\]\s])|(?<=[a-z]{2}))\s*(?:\u2248|~|\\approx|\\sim))\s*$")  # '\\approx' after a word, not in a chain
+_BOUND_AFTER_RE = re.compile(
+    r"^[\s(\[]*(?:\+(?!\s*\d)|(?:[a-z]+\s+)?(?:or\s+(?:more|less|fewer|greater|higher|lower|larger|smaller|above|below|over"
+    r"|under|so)|and\s+(?:up|above|over|more|beyond|higher)|at\s+(?:the\s+)?(?:very\s+)?(?:most|least|minimum|maximum)"
+    r"|max|min|tops|give\s+or\s+take)\b|(?:more|less|fewer|greater|smaller|larger|higher|lower)\s+than(?:\s+(?:[a-z]\b|[-\d\\(])|\s*$)|-?ish\b|[<>\u2264\u2265]|\\(?:le|ge|leq|geq|lt|gt)\b)")
+_OPERATION_BEFORE_RE = re.compile(
+    r"(?:\b(?:twice|double|triple|thrice|half(?:\s+of)?|(?:a|one|two|three|\d+)[\s-](?:halves|half|thirds?|quarters?"
+    r"|fourths?|fifths?|tenths?)\s+of|(?:square|cube)\s+root\s+of|(?:square|cube|reciprocal|logarithm|log|factorial"
+    r"|inverse|opposite|multiple|factor|divisor|power)s?\s+of"
+    r"|(?:sum|product|difference|quotient|average|mean|total)\s+of(?:\s+[-\d.,/]+\s*(?:,|and|by))+"
+    r"|times|plus|minus|divided\s+by|multiplied\s+by|over|mod|modulo|percent\s+of"
+    r"|to\s+the\s+(?:\w+\s+)?power\s+of)|%\s+of|[\w)\]]\s*(?:[-+*/^\u00d7\u00f7]|\\(?:times|cdot|div))|\d\s*x)\s*$")
+_OPERATION_AFTER_RE = re.compile(
+    r"^\s*(?:(?:squared|cubed|factorial|times|plus|minus|divided|multiplied|percent\s+of"
+    r"|to\s+the\s+(?:\w+\s+)?power|(?:thousand|million|billion|hundred|dozen)s?|and\s+a\s+half|halves|thirds"
+    r"|quarters)\b|%\s+of\b|over\s+\d|!(?!=)|[-+*/^\u00d7\u00f7]\s*\d|\\(?:times|cdot|div)\b)")
+# numbers a hedge joins ('12 or 13', '25, or it could be 26', 'maybe 5, maybe 6'), or a list joins
+_HEDGE_NUMBER_RE = re.compile(r"-?(?:\d+\s*)?\\frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}"
+                              r"|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
+_HEDGE_GAP_RE = re.compile(
+    r"[\s.,;:()\[\]{}]*\b(?:or|either|maybe|perhaps|possibly"
+    r"|(?:but\s+)?(?:it\s+)?(?:may|might|could)\s+(?:also\s+|even\s+)?be)"
+    r"(?:\s+(?:it|it's|is|be|could|might|may|the|answer|possibly|perhaps|maybe|even|also|just|else))*[\s()\[\]{}]*",
+    re.IGNORECASE)
+_LIST_GAP_RE = re.compile(r"[\s(){}]*(?:,\s*(?:and\s+)?|\s+and\s+)[\s(){}]*")
+_HEDGE_WORD_RE = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|may|might|could|answers|values|possibilities"
+                            r"|options|candidates|choices)\b", re.IGNORECASE)
+_CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidates|choices)\b")
+# a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
+# second thought ('Wait', 'Actually', 'On second thought')
+_REVISION_RE = re.compile(
+    r"(?:^|(?<=[.!?;:,\n(\u2013\u2014])|(?<=[.!?]\s)|(?<=\s-)|(?<=--))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
+    r"|(wait|actually|hmm+|oops|scratch\s+that|on\s+second\s+thought|correction"
+    r"|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
+    r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
+    r"|impossible|a\s+mistake)|i\s+(?:made\s+(?:a|an)\s+(?:\w+\s+)?(?:mistake|error)|miscounted|miscalculated"
+    r"|was\s+wrong)))", re.IGNORECASE)
+
+
+def _committed(text, found, single):
+    """(found, why, detail): the answer the text commits to, revised by what comes after it, and why
+    it is no commitment (a key of _FEEDBACK, and the words that say so) or None. single: the gold
+    is one value."""
+    revised = _revised(text, found)
+    if revised is None:
+        return found, "retracted", _show(text[found.end:], 40).strip(" .,")
+    found = revised
+    loop = _looped(text, found)
+    if loop:
+        return found, "cut off", loop
+    before, value, after = _context(text, found)
+    negations = [m for m in _NEGATED_BEFORE_RE.finditer(before) if not re.search(r"\d", before[m.end():])]
+    negated = negations[-1] if negations else _NEGATED_AFTER_RE.search(after)  # 'not 10, it is 12': 12
+    if negated:
+        return found, "negated", negated.group().strip()
+    if not single:
+        return found, None, None
+    hedge = _hedged(text, found)
+    if hedge:
+        return found, "hedged", hedge
+    if re.search(r"[<>\u2264\u2265]|\\(?:le|ge|leq|geq|lt|gt|ne|neq)(?![A-Za-z])", value):  # 'x > 13'
+        return found, "bound", value
+    for why, before_re, after_re in (("bound", _BOUND_BEFORE_RE, _BOUND_AFTER_RE),
+                                     ("operation words", _OPERATION_BEFORE_RE, _OPERATION_AFTER_RE)):
+        m = before_re.search(before[-60:])  # the words right before the value
+        if m and m.group().lstrip().startswith("between"):  # 'between 12 and 14': two candidates
+            return found, "hedged", " and ".join(_NUMBER_RE.findall(m.group() + " " + value)[:2])
+        if m:
+            return found, why, m.group().strip() + " " + value
+        m = after_re.search(after)
+        if m:
+            return found, why, value + " " + m.group().strip()
+    return found, None, None
+
+
+def _revised(text, found):
+    """found, or the value a later sentence replaces it with ('The answer is 13. Wait, actually it is
+    15.': 15); None when a later sentence takes it back and no other value follows ('\\boxed{13}.
+    That is wrong.')."""
+    for _ in range(5):  # only the words right after the answer may take it back, not a later paragraph
+        ends = [m.end() for m in re.finditer(r"(?:[.!?](?=\s|$)|\n)\s*", text[found.end:found.end + MAX_ANSWER_CHARS])]
+        m = _REVISION_RE.search(text, found.end, found.end + (ends[1] if len(ends) > 1 else MAX_ANSWER_CHARS))
+        if not m or re.search(r"\d", text[found.end:m.start()]):  # it judges what comes between
+            return found
+        rest = m.end() + len(re.match(r"[\s:,.;!]*", text[m.end():]).group())  # 'Correction: 16.'
+        later = _find_answer(text[rest:])
+        judged = m.group(1) or m.group(3)  # 'that is wrong' needs another value; 'wait' may restate it
+        if later is None or not re.search(r"[\d\\]", later.answer) or (
+                judged and _same_number(later.answer.split("=")[-1], found.answer.split("=")[-1])):
+            return None
+        found = Found(later.answer, later.start + rest, later.end + rest)
+    return found
+
+
+def _looped(text, found):
+    """The value a repetition loop stated before it stopped on another ('The answer is 12. The
+    answer is 12. The answer is 1', '13\\n13\\n13\\n1'), or None: the text ends on the answer, and two
+    sentences before it said the same words with one other value and nothing else."""
+    lead = re.split(r"[.!?]\s|\n", text[max(0, found.start - 60):found.start])[-1].lstrip()  # its sentence's words
+    if text[found.end:].strip() or text.count(lead, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start) < 3:
+        return None
+    sentence = re.compile(r"(?:^|(?<=\n)|(?<=[.!?]\s))\s*%s(-?\d(?:[\d,.]{0,30}\d)?)(?=[.!?]?(?:\s|$))"
+                          % re.escape(lead))
+    stated = [m.group(1) for m in sentence.finditer(text, max(0, found.start - 10 * MAX_ANSWER_CHARS), found.start)]
+    value = _NUMBER_RE.search(found.answer)
+    return stated[0] if len(stated) >= 2 and len(set(stated)) == 1 and value and value.group() != stated[0] else None
+
+
+def _context(text, found):
+    """(before, value, after): the answer from its first digit to its last, and the words of its
+    clause before and after that, markup blanked and in lower case ('The answer is not
+    $\\boxed{13}$.' -> 'the answer is not ', '13', '')."""
+    region = _blanked(text[found.start:found.end])  # '\\boxed{13 \\text{ or more}}': its words are read too
+    first = _LEADING_WORDS_RE.match(region).end()  # 'at least 13' read as an answer: 'at least' is before it
+    last = max(first, _TRAILING_WORDS_RE.search(region, first).start())
+    start, stop = found.start + first, found.start + last
+    before = text[max(0, start - 200):start]
+    cut = _LAST_CLAUSE_END_RE.match(before)  # the last clause end: '.*' takes all, then gives back
+    after = text[stop:stop + 200]
+    end = _CLAUSE_END_RE.search(after)
+    if end and after[end.start()] == "," and not after[:end.start()].strip():  # '13, at the very least'
+        more = _CLAUSE_END_RE.search(after, end.end())
+        tail = after[end.end():more.start() if more else None]
+        if not re.search(r"\d", tail) and _BOUND_AFTER_RE.match(tail.lower()):  # a bound with no value of its own
+            after, end = tail, None
+    before, after = before[cut.end():] if cut else before, after[:end.start()] if end else after
+    return _blanked(before).lower(), text[start:stop], _blanked(after).lower()
+
+
+def _blanked(s):
+    """s with its markup blanked out (same length): '\\boxed{13}' -> '       13 '."""
+    return _MARKUP_RE.sub(lambda m: " " * len(m.group()), s) if re.search(r"[\\$*{}`]", s) else s
+
+
+def _hedged(text, found):
+    """'12 or 13' when the answer is one of the numbers the text offers as alternatives ('It is 12 or
+    13.', '\\boxed{13}. Or \\boxed{14}.', 'the possible answers are 12, 13 and 14'), else None. Two
+    ways of writing one value ('1/2, or 0.5') are no hedge."""
+    lo = max(text.rfind("\n", 0, max(0, found.start - 1)) + 1, found.start - 120)
+    hi = text.find("\n", found.end)
+    hi = min(hi if hi >= 0 else len(text), found.end + 120)
+    if not _HEDGE_WORD_RE.search(text, lo, hi):
+        return None  # the cheap look: no 'or', 'maybe', 'answers', ...
+    window = re.sub(r"\\(?:boxed|fbox|text\w*)\s*\{|[$*]", lambda m: " " * len(m.group()), text[lo:hi])
+    numbers = list(_HEDGE_NUMBER_RE.finditer(window))
+    off = max(0, lo - 20)
+    boxes = [(s + off - lo, e + off - lo) for s, e, _ in _boxes(text[off:hi])]
+    for a, b in zip(numbers, numbers[1:]):
+        if a.start() >= found.end - lo or b.end() <= found.start - lo:
+            continue  # neither is the answer
+        listed = (_LIST_GAP_RE.fullmatch(window, a.end(), b.start())  # a list where the text speaks of candidates
+                  and _CANDIDATES_RE.search(window.lower(), 0, a.start()))
+        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or listed):
+            continue
+        if _same_number(a.group(), b.group()) or (
+                any(s <= b.start() < e for s, e in boxes) and not any(s <= a.start() < e for s, e in boxes)):
+            continue  # one value said twice; '2520, or \\boxed{520}': the box marks the value kept
+        return "%s and %s" % (a.group(), b.group())
+    return None
+
+
+def _same_number(a, b):
+    """Whether two answers are one number ('1/2' and '0.5'), or, when not numbers, one cleaned string."""
+    x, y = _plain_number(_clean(a)), _plain_number(_clean(b))
+    return x[0] == y[0] if x and y else _clean(a) == _clean(b)
+
 
 # ----------------------------------------------------------------------------- cleaning
 
@@ -658,6 +1003,11 @@ def _unwrap_text(s):
     return s, unit
 
 
+# an operation still to do: numbers joined by + - * (x, \\times, \\cdot), no '=' ('18 - 3', '(9+1)')
+_OPERATION_RE = re.compile(r"[-+]?\(?\s*\d+(?:\.\d+)?(?:\s*(?:[-+*x]|\\times|\\cdot)\s*\(?\s*[-+]?\d+(?:\.\d+)?\s*\)?)+"
+                           r"\s*\)?")
+
+
 def _without_approx(s):
     """'x \\approx 11' -> 'x = 11'; '1/3 \\approx 0.33' -> '1/3' (the exact value, before it); an
     operation still to do before it is a worked chain: '19 - 8 \\approx 11' -> '19 - 8 = 11'."""
@@ -672,11 +1022,11 @@ def _clean(answer):
     return _clean_unit(answer)[0]
 
 
+@functools.lru_cache(maxsize=1024)  # the same gold is read for every rollout of a problem
 def _clean_unit(answer):
     """(_clean(answer), the name of the unit it ended in or None): '15\\text{ cm}^2' -> ('15', 'cm^2')."""
     s, unit = answer.strip(), None
-    if "\\\\" in s and "\\begin" not in s:  # '\\\\frac' from text escaped twice
-        s = _DOUBLED_RE.sub(r"\\", s)
+    s = _undoubled(s)
     for _ in range(5):  # nested \boxed{\boxed{..}} and boxes inside a gold solution
         if "\\boxed" not in s and "\\fbox" not in s:
             break
@@ -692,11 +1042,15 @@ def _clean_unit(answer):
         s = _SPACE_RE.sub(" ", s)  # thin and no-break spaces
     if s.endswith(".") and not s.endswith("..."):
         s = s[:-1]
+    if s.startswith("*") or s.endswith("*"):  # '**13**': markdown bold
+        s = s.strip("*").strip()
     if "$" in s:
         s = re.sub(r"(?<!\\)\$", "", s).strip()
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
         if s.startswith(("\\(", "\\[")):
             s = _MATH_DELIMS_RE.sub("", s).strip()
+        if "\\overline" in s or "\\bar" in s:  # 0.1\overline{6}: a repeating decimal, 1/6
+            s = _REPEATING_RE.sub(_repeating, s)
         if _TRIG_RE.search(s):  # \cos 60^\circ: inside a trig function a degree is pi/180
             s = _DEGREE_RE.sub(r"(\1\\pi/180)", s)
         if "\\!" in s:
@@ -712,6 +1066,8 @@ def _clean_unit(answer):
         if "\\approx" in s:
             s = _without_approx(s)
     s = _DROP_RE.sub("", s)
+    if re.search(r"[A-Za-z]{3}", s):  # in words: 'negative five' is -5, '20 plus 16' is 20 + 16
+        s = _WORD_OPS_RE.sub(lambda m: " %s " % _WORD_OPS[m.group(1).lower()] if m.group(1) else "-", _spelled(s))
     if "!=" in s:
         s = re.sub(r"(?<![\d)!])\s*!=", r"\\ne ", s)
     if "inf" in s or "oo" in s or "Inf" in s or "INF" in s:
@@ -719,7 +1075,7 @@ def _clean_unit(answer):
     if "real numbers" in s.lower():  # 'all real numbers' is the interval (-oo, oo)
         s = re.sub(r"(?i)^(?:the set of |all |any )?real numbers$", r"(-\\infty,\\infty)", s.strip())
     if "=" in s or "\\in" in s:
-        s = _PREFIX_RE.sub("", s)
+        s = _PREFIX_RE.sub("", re.sub(r"^\s*=(?!=)", "", s))  # '= 81': the value 81
     s = s.strip()
     if s.startswith("{") and s.endswith("}") and _balanced(s[1:-1]):  # '{1, 3}': a TeX group
         s = s[1:-1].strip()
@@ -741,6 +1097,20 @@ def _clean_unit(answer):
     if "=" in s:
         s = _last_side_of_arithmetic(s)
     return s.strip().rstrip(".").strip(), unit
+
+
+_REPEATING_RE = re.compile(r"(?<![\d.])(-?)(\d{0,40})\.(\d{0,40})\\(?:overline|bar)\s*(?:\{\s*(\d{1,40})\s*\}|(\d))")
+# an operation or a sign in words, between numbers or before one
+_WORD_OPS = {"plus": "+", "minus": "-", "times": "*", "multiplied by": "*", "divided by": "\\div"}
+_WORD_OPS_RE = re.compile(r"(?<=[\d)])\s*\b(plus|minus|times|multiplied by|divided by)\s+(?=[-\d(])"
+                          r"|(?<![\w)])(?:minus|negative)\s+(?=[\d.(\\])", re.IGNORECASE)
+
+
+def _repeating(m):
+    """'0.1\\overline{6}' -> '1/6': the exact value of a repeating decimal."""
+    sign, whole, fixed, cycle = m.group(1), m.group(2) or "0", m.group(3), m.group(4) or m.group(5)
+    value = int(whole) + Fraction(int(fixed + cycle) - int(fixed or "0"), 10 ** len(fixed) * (10 ** len(cycle) - 1))
+    return "%s%d/%d" % (sign, value.numerator, value.denominator) if value.denominator > 1 else sign + str(value)
 
 
 _ARITHMETIC_RE = re.compile(
@@ -843,7 +1213,7 @@ _RELATION_SIGN_RE = re.compile(r"[<>:]|\\(?:le|ge|ne|leq|geq|neq|approx|equiv)(?
 _PLAIN_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)"
 _DECIMAL_RE = re.compile(r"(%s)(?:\s*(?:e|E|\\times\s*10\^|\*\s*10\^|\\cdot\s*10\^)\s*\{?\s*([+-]?\d{1,3})\s*\}?)?" % _NUM)
-_FRAC_RE = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
+_FRAC_RE = re.compile(r"([+-]?)\s*\\frac\s*(?:\{\s*([+-]?\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))")
 _SLASH_RE = re.compile(r"([+-]?\d+)\s*/\s*(\d+)")
 _MIXED_RE = re.compile(r"([+-]?\d+)\s*(?:\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))"
                        r"|\s(\d+)\s*/\s*(\d+))")
@@ -896,7 +1266,7 @@ def _compare_fractions(p, g):
     (a, a_dec), (b, b_dec) = p, g
     if a == b:
         return True, "equal"
-    if (a_dec or b_dec) and _sig6_close(a, b):
+    if (a_dec or b_dec) and b.denominator > 1 and _sig6_close(a, b):  # a whole number needs itself
         return True, "equal"
     if a_dec and not b_dec and abs(a - b) <= abs(b) / 100:
         return False, "approximation"
@@ -2234,28 +2604,45 @@ _FEEDBACK = {
     "gold too large": "the expected answer {g} could not be read; this problem cannot be scored",
     "no answer": "no final answer found: end with \\boxed{{ANSWER}}",
     "false chain": "answer {p} is not true: its sides have different values; end with the right value",
-    "operation": "answer {p} is an operation still to do, not its value; give the number it comes to",
+    "operation": "an operation still to do: {p}; give the number it comes to",
     "empty box": "the final \\boxed{{}} is empty and no answer stands beside it; put the answer inside it",
+    # no commitment (_committed): {d} is what the text says around its answer
+    "retracted": "answer {p} is retracted ('{d}') and no other value replaces it; end on the one answer you keep",
+    "cut off": "the text repeats the answer {d} and stops on {p}; end with one final answer",
+    "negated": "answer {p} is negated ('{d}'); state the value itself",
+    "bound": "answer {p} is a bound or comparison ('{d}'), not a value; give the exact value",
+    "operation words": "an operation still to do: {d}; give the number it comes to",
+    "hedged": "hedged between {d}; commit to one final answer",
 }
 
 
-# an operation still to do: numbers joined by + - * (x, \\times, \\cdot), no '=' ('18 - 3', '(9+1)')
-_OPERATOR_RE = re.compile(r"\d\s*\)?\s*(?:[-+*x×\u00b7]|\\times|\\cdot)")  # a cheap look first
-_OPERATION_RE = re.compile(r"[-+]?\(?\s*\d+(?:\.\d+)?(?:\s*(?:[-+*x]|\\times|\\cdot)\s*\(?\s*[-+]?\d+(?:\.\d+)?\s*\)?)+"
-                           r"\s*\)?")
-
-
-def _against_a_number(pred, gold, equal, why, timeout):
-    """score()'s reading of a completion's answer when the gold is a plain number: an operation still
-    to do ('18 - 3' for 'Compute 18 - 3.': the question said back, which a GRPO run learned to do) is
-    no answer, and an equation stating the value of an expression in one letter ('732 * k = 0')
-    answers with that value (_equation_value). (equal, why) is _judge's verdict on pred."""
-    if _OPERATOR_RE.search(pred) and _OPERATION_RE.fullmatch(_clean(pred)):
+def _against_a_number(pred, gold, timeout):
+    """score()'s (equal, reason) for a completion's answer when the gold is a plain number: it must be
+    a number too. An operation still to do ('18 - 3', '(9 + 4)/1', '2^{4}', '\\sqrt{144}': the question
+    said back, which a GRPO run learned to do) is no answer; a/b of two integers and 1.5 \\times 10^3 are
+    numbers, and an equation stating the value of an expression in one letter ('732 * k = 0') answers
+    with that value (_equation_value)."""
+    if _PLAIN_RE.fullmatch(pred.strip()):  # the common case: '72'
+        return _judge(pred, gold, timeout)
+    s = _clean(pred)
+    var = _VAR_PREFIX_RE.match(s)
+    bare = s[var.end():] if var else s
+    for _ in range(MAX_DEPTH):  # '((13))' is 13, '((9 + 4))' an operation
+        wrapped = _outer_bracket(bare)
+        if not wrapped or wrapped[0] == "\\{" or "," in wrapped[2]:
+            break
+        bare = wrapped[2].strip()
+    number = _plain_number(bare) is not None
+    if not number and re.search(r"\d", bare) and "\\sqrt" not in bare and _ARITHMETIC_RE.fullmatch(bare):
         return False, "operation"
+    equal, why = _judge(bare if number and bare != s else pred, gold, timeout)
     if not equal and why == "form":
         value = _equation_value(pred)
         if value is not None:
             return _judge(value, gold, timeout)
+    if equal and not number and "." not in normalize(gold) and "," not in bare \
+            and not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", bare)):
+        return False, "operation"  # equal to an exact number, not written as one: '\\sqrt{144}', '\\binom{5}{2}'
     return equal, why
 
 
@@ -2291,22 +2678,40 @@ def score(completion, gold, timeout=2.0):
                      "with \\boxed{ANSWER}" % (len(completion), MAX_COMPLETION_CHARS))
     if "\\boxed" in gold or "\\fbox" in gold or "####" in gold:
         gold = extract_answer(gold) or gold
-    pred = extract_answer(completion)
-    if pred is None:
+    text = _undoubled(completion)
+    found = _find_answer(text)
+    if found is None:
         return 0.0, "no final answer found: end with \\boxed{ANSWER}"
-    if not pred.strip() and _BOX_RE.search(completion):
-        return 0.0, _FEEDBACK["empty box"].format()
-    equal, why = _judge(pred, gold, timeout)
-    if _PLAIN_RE.fullmatch(gold.strip()) or _plain_number(_clean(gold)) is not None:
-        equal, why = _against_a_number(pred, gold, equal, why, timeout)
-    if equal:
-        return 1.0, "correct"
+    number = _PLAIN_RE.fullmatch(gold.strip()) or _plain_number(_clean(gold)) is not None
+    found, why, detail = _committed(text, found, _single(gold))
+    pred = found.answer
+    if why is None:
+        if not pred.strip() and _BOX_RE.search(completion):
+            return 0.0, _FEEDBACK["empty box"].format()
+        equal, why = _against_a_number(pred, gold, timeout) if number else _judge(pred, gold, timeout)
+        if equal:
+            return 1.0, "correct"
     shown_p = _show(normalize(pred)) if len(pred) <= MAX_ANSWER_CHARS else "(too long)"
     shown_g = _show(normalize(gold)) if len(gold) <= MAX_ANSWER_CHARS else "(too long)"
     if why == "unit":
         shown_p, shown_g = shown_p + " " + _clean_unit(pred)[1], shown_g + " " + _clean_unit(gold)[1]
+    if why == "operation":  # as written: 'an operation still to do: 9 + 4'
+        shown_p = _show(_clean(pred))
     message = _FEEDBACK.get(why, _FEEDBACK["wrong value"])
-    return 0.0, message.format(p=shown_p, g=shown_g, n=len(pred))
+    return 0.0, message.format(p=shown_p, g=shown_g, n=len(pred), d=_show(detail or "", 60))
+
+
+@functools.lru_cache(maxsize=1024)
+def _single(gold):
+    """Whether the gold is one value: not a list, a set, an interval, a relation or '\\pm 2'."""
+    g = _clean(gold)  # a gold that is a relation or an approximation ('\\approx 8.24') allows one
+    if "=" in g or "\\pm" in g or "\\cup" in g or _RELATION_SIGN_RE.search(g + gold) or g.startswith("\\{"):
+        return False
+    wrapped = _outer_bracket(g)
+    try:
+        return len(_split_top(wrapped[2] if wrapped else g, [",", ";"])) == 1
+    except TooLarge:
+        return False
 
 
 def main(argv):

@@ -94,6 +94,21 @@ def verify_at(ref):
     return module
 
 
+def scorers_beside(before):
+    """{name: score(completion, gold) -> 0.0 or 1.0}: verify.py now, `before` (verify_at's module),
+    and math-verify when it is installed."""
+    scorers = {"verify": lambda c, g: verify.score(c, g)[0],
+               "verify_before": lambda c, g: before.score(c, g)[0]}
+    try:
+        from verify_bench import math_verify_score
+        scorers["math_verify"] = math_verify_score()
+        scorers["math_verify"]("1", "1")
+    except ImportError:
+        print("math-verify is not installed: its column is left out (pip install -r bench/requirements.txt)")
+        scorers.pop("math_verify", None)
+    return scorers
+
+
 def tally(rows, score):
     """Right answers refused and wrong answers accepted by score(completion, gold) -> 0.0/1.0."""
     refused, accepted = [], []
@@ -131,16 +146,7 @@ def main():
     bad = [r for r in rows if r["label"] not in ("right", "wrong")]
     if bad:
         sys.exit("%s: %d rows without a 'right'/'wrong' label" % (COLLECTION, len(bad)))
-    before = verify_at(args.before)
-    scorers = {"verify": lambda c, g: verify.score(c, g)[0],
-               "verify_before": lambda c, g: before.score(c, g)[0]}
-    try:
-        from verify_bench import math_verify_score
-        scorers["math_verify"] = math_verify_score()
-        scorers["math_verify"]("1", "1")
-    except ImportError:
-        print("math-verify is not installed: its column is left out (pip install -r bench/requirements.txt)")
-        scorers.pop("math_verify", None)
+    scorers = scorers_beside(verify_at(args.before))
     results = {"rows": len(rows), "before": args.before,
                "sources": sorted({r["source"].split(" ")[0] for r in rows}),
                **{name: tally(rows, score) for name, score in scorers.items()}}

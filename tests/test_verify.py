@@ -190,7 +190,8 @@ CASES = [
     ("tolerance", "1.414", "\\sqrt{2}", False),
     ("tolerance", "3.14159", "\\pi", True),
     ("tolerance", "123456.7", "123456", False),
-    ("tolerance", "1.000001", "1", True),
+    ("tolerance", "1.000001", "1", False),  # a whole-number gold needs that integer
+    ("tolerance", "1.500001", "1.5", True),   # ... a decimal one keeps the tolerance
     ("tolerance", "2.718282", "e", True),
     # tiny magnitudes: relative, not absolute, closeness
     ("tiny", "\\frac{1}{2004!}", "\\frac{1}{2006!}", False),
@@ -425,6 +426,14 @@ def test_huge_values_are_refused_fast(pred):
     reward, feedback = verify.score("\\boxed{%s}" % pred, "1")
     assert reward == 0.0 and feedback != "correct"
     assert time.monotonic() - start < 2.5
+
+
+def test_long_repeating_decimals_are_refused_not_raised():
+    # a repeating decimal is read as a fraction only up to 40 digits a part (int() stops at 4,300)
+    long = "0." + "1" * 4400 + "\\overline{3}"
+    assert verify.is_equiv(long, "1") is False
+    assert verify.score("\\boxed{%s}" % long, "1")[0] == 0.0
+    assert verify.is_equiv("0.1\\overline{6}", "1/6") is True
 
 
 def test_deep_nesting_is_refused_fast():
@@ -813,7 +822,8 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("\\boxed{p + 4} = 7 + 4 = 11.", "11", 1.0),
     ("\\boxed{p + 4}. So the answer is 11.", "11", 1.0),
     ("\\boxed{p + 4} = 7 + 4 = 12.", "11", 0.0),
-    ("\\boxed{12}. So the answer is 13.", "13", 0.0),  # a boxed number is not overridden
+    ("\\boxed{12}. So the answer is 13.", "13", 1.0),  # a later answer sentence replaces the box
+    ("\\boxed{12}. So the answer is 13.", "12", 0.0),
     # an equation stating the value of an expression in one letter, against a number (_equation_value)
     ("318 * k = 0.", "0", 1.0),
     ("318 * k x 0 = 0", "0", 1.0),
@@ -839,8 +849,8 @@ def test_bare_numeric_equation_is_its_last_side(completion, gold, reward):
     ("18 - 3 = 15", "15", 1.0),
     ("18 - 3 ≈ 15.", "15", 1.0),                        # ... but said with its value, a chain
     ("18 - 3 ≈ 14.", "15", 0.0),
-    ("\\boxed{2^{4}}", "16", 1.0),                        # a power is a closed form, not an operation
-    ("\\boxed{6/8}", "3/4", 1.0),                         # ... and a fraction a number
+    ("\\boxed{2^{4}}", "16", 0.0),                        # a power is an operation too
+    ("\\boxed{6/8}", "3/4", 1.0),                         # ... but a/b of two integers is a number
 ])
 def test_answers_said_in_words(completion, gold, reward):
     assert verify.score(completion, gold)[0] == reward
@@ -882,7 +892,7 @@ def test_what_is_read_from_words(completion, read):
     ("The answer is 7 + 5, which equals 11.", "12",
      "answer 7+5=11 is not true: its sides have different values; end with the right value"),
     ("p + 4 = 13", "11", "answer p+4=13 differs from the expected value 11 (wrong value)"),
-    ("18 - 3", "15", "answer 18-3 is an operation still to do, not its value; give the number it comes to"),
+    ("18 - 3", "15", "an operation still to do: 18 - 3; give the number it comes to"),
 ])
 def test_feedback_says_what_was_read(completion, gold, feedback):
     assert verify.score(completion, gold) == (0.0, feedback)

@@ -2,7 +2,7 @@
 
 - every worked solution of GSM8K (test), MATH-500 and the AIME 1983-2023 pool scores 1.0 against
   its own gold answer (the reward a perfect model would get), except the listed rows whose
-  solution text never states the gold;
+  solution text never states the gold, or states it as no commitment to one value;
 - 2,000 seeded pairs of different golds per set are never accepted as equal, except the listed
   pairs of golds that are written differently but are equal.
 """
@@ -27,6 +27,14 @@ SETS = {
 NO_ANSWER_IN_SOLUTION = {
     ("aime_pool", 957): "ends with a general volume formula and author lines; 125 is never written",
     ("aime_pool", 965): "an alternative solution that stops at the probability 17/18; 35 is never written",
+}
+# rows whose worked solution states the gold as no commitment to one value (verify.py's principle),
+# each with the words that say so, checked below
+NOT_COMMITTED = {
+    ("math500", 141): ("at most $\\boxed{2}$", "a bound: the question asks for the greatest number"),
+    ("aime_pool", 404): ("above $\\boxed{593}$", "'above' is a place here, read as a bound"),
+    ("aime_pool", 512): ("abc \\le \\boxed{729}", "a bound; equality is shown in the next sentence"),
+    ("aime_pool", 164): ("the answer is $\\frac{1992}{2(1995)}$", "an appended solution replaces the box"),
 }
 # pairs of different gold strings that are equal answers, hand-checked (verify.py reads a degree
 # sign as decoration: 120^\circ is the angle 120)
@@ -54,6 +62,8 @@ def test_every_worked_solution_scores_one(name):
         if (name, k) in NO_ANSWER_IN_SOLUTION:
             assert gold.lstrip("0") not in solution  # the exception is still true of the data
             assert reward == 0.0
+        elif (name, k) in NOT_COMMITTED:
+            assert NOT_COMMITTED[name, k][0] in solution and reward == 0.0
         elif reward != 1.0:
             wrong.append((k, gold, feedback))
     assert wrong == []
