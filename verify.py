@@ -764,7 +764,7 @@ def _looks_bare(s):
 #   negated    'not 13', 'cannot be 13', 'the wrong answer is 13', '13 is wrong'
 #   bound      'less than 13', 'at least 13', '13 or more', 'nearly 13', 'x > 13'
 #   operation  an operation in words: 'twice 13', 'half of 13', '20 plus 16', '13 squared'
-#   hedged     two or more candidates: '12 or 13', 'between 12 and 14', 'maybe 5, maybe 6'
+#   hedged     two or more candidates: '12 or 13', 'between 12 and 14', '12 to 14 days', 'maybe 5, maybe 6'
 # Negations, retractions and loops count against every gold; bounds, operations in words and hedges
 # against a gold that is one value (against '2, -2', 'x = 2 or x = -2' is an answer).
 
