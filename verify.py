@@ -421,12 +421,21 @@ def _conditioned(s):
     return s[:m.start()] if m and _is_math(s[:m.start()]) else None
 
 
+# a reason or a contrast in brackets after an answer: '20 (since 4 x 5 = 20)', '20 (not 25, as 5 were eaten)'
+_ASIDE = (r"\s*\((?:since|because|as|from|after|by|using|i\.e\.|e\.g\.|that\s+is|excluding|including|counting"
+          r"|not\b(?!\s+(?:sure|certain|confident|100)))[^()]*\)")
+
+
 def _remarked(s):
     """'15 + 10 = 25, but in mathematics,', '0, as expected', '13 (thirteen)', '0.5 as a decimal': a
     remark after the answer that holds no number (one that does may correct it: '13, but actually
-    14' is left as it is); '169, the square of 13': a description of it."""
+    14' is left as it is), or a reason in brackets ('20 (since 4 x 5 = 20)', '20 (not 25, ...)');
+    '169, the square of 13': a description of it."""
     m = (re.fullmatch(r"(.*?\d[^,;]*)[,;]\s*(?:but|and|which|that|this|so|in|for|of)\b[^\d]*", s)
          or re.fullmatch(r"(.*?\d[^,;]*),\s*(?:the|its)\s+[A-Za-z][^;]*", s))
+    if m and _is_math(m.group(1)):
+        return m.group(1)
+    m = re.fullmatch(r"(.*?\d[^(]*?)%s[.!]?" % _ASIDE, s, re.IGNORECASE)  # '20 (since 4 x 5 = 20)'
     if m and _is_math(m.group(1)):
         return m.group(1)
     m = re.fullmatch(r"(.*?\d[^(]*?)\s*(?:\((?![^)]*(?:approx|about|around|rough|near|almost|least|most|more|less"
@@ -497,6 +506,9 @@ def _clean_phrase(phrase):
     phrase = re.sub(r"^(?:\\?[\"'`]|\s)+", "", phrase[:MAX_ANSWER_CHARS])  # the cut keeps it linear
     masked = _mask_math(phrase)  # a '.' or a line break inside $...$ does not end the sentence
     cut = _SENTENCE_END_RE.search(masked)
+    if cut:
+        phrase, masked = phrase[:cut.start()], masked[:cut.start()]
+    cut = _REVISION_RE.search(masked, 1)  # '13, scratch that, 31': the answer said, then a second thought
     if cut:
         phrase, masked = phrase[:cut.start()], masked[:cut.start()]
     unsaid = _unsay(phrase)  # 'actually 13', '13 when m = 10', '10 + 5, which equals 6'
@@ -572,9 +584,10 @@ _JUDGING_RE = re.compile(r"(?:correct|right|accurate|precise|valid|simple|easy|s
 # the final answer' (not 'which is not the answer', nor 'the wrong answer')
 _ANSWER_AFTER_RE = re.compile(r"\b(?:(?:which|this|that|it)\s+)?(?:is|was)\s+(?:the|my|our)\s+"
                               r"(?:(final)\s+|correct\s+|right\s+)?answer\b", re.IGNORECASE)
-# the math a clause ends in, or (without '=') begins with: numbers, operators, one-letter names and
-# math spans ('to get 13', '= 1 in')
-_MATH_RUN = r"(?:\$[^$\n]*\$|\\\(.*?\\\)|[-+*/^(),\d \t%s]|\.(?=\d)|(?<![A-Za-z\\])[A-Za-z](?![A-Za-z]))+"
+# the math a clause ends in, or (without '=') begins with: numbers, operators (also '\\times', '×'),
+# one-letter names and math spans ('to get 13', '= 1 in')
+_MATH_RUN = (r"(?:\$[^$\n]*\$|\\\(.*?\\\)|\\(?:times|cdot|div)(?![A-Za-z])|[-+*/^(),\d \t\u00d7\u00f7\u00b7%s]|\.(?=\d)"
+             r"|(?<![A-Za-z\\])[A-Za-z](?![A-Za-z]))+")
 _TRAILING_MATH_RE = re.compile(_MATH_RUN % "=" + "$")
 _LEADING_MATH_RE = re.compile(_MATH_RUN % "")
 
@@ -610,17 +623,30 @@ def extract_answer(text):
     later sentence replaces it with, none when one takes it back (_revised)."""
     if not isinstance(text, str) or not text.strip():
         return None
-    text = _undoubled(text)
+    text = _prepared(text)
     found = _find_answer(text)
     found = found and _revised(text, found)
     return found.answer if found else None
 
 
-def _undoubled(text):
-    """'\\\\frac' from text escaped twice: '\\frac'; and numbers in words written in digits when the
-    text has no digit ('The answer is thirteen, not twelve.')."""
+def _prepared(text):
+    """text as the readers expect it: '\\\\frac' escaped twice is '\\frac'; the minus sign '\u2212' is
+    '-'; a dash between words is a comma ('14 \u2014 not 13', '13 -- scratch that -- 31'; a dash that
+    starts a line may sign it); '-$10' is '$-10'; and numbers in words are digits when the text has
+    no digit ('The answer is thirteen, not twelve.')."""
     text = _DOUBLED_RE.sub(r"\\", text) if "\\\\" in text and "\\begin" not in text else text
+    if "\u2212" in text:
+        text = text.replace("\u2212", "-")
+    if "\u2014" in text or "--" in text or " \u2013 " in text:
+        text = _DASH_RE.sub(", ", text)
+    if "-$" in text or "-\\$" in text:
+        text = _SIGNED_DOLLARS_RE.sub(r"\1\2-", text)
     return text if re.search(r"\d", text) else _spelled(text)
+
+
+_DASH_RE = re.compile(r"(?<=\S)[ \t]*(?:\u2014+|(?<!-)--(?![-\d])| \u2013(?= ))[ \t]*")
+# a sign before a dollar sign, when no number or ')' comes before it: '-$10' is '$-10' ('$15 -$10' is an operation)
+_SIGNED_DOLLARS_RE = re.compile(r"((?:^|[^\s\d)$])\s*)-\s*(\\?\$)(?=\s*\d)")
 
 
 def _find_answer(text):
@@ -662,6 +688,11 @@ def _last_value(text, bare):
     for _ in range(3):
         tail = _SIGNATURE_RE.sub("", tail.rstrip())
     tail = _DESCRIBED_RE.sub("", tail)  # '... is 17, which is the sum of 12 and 5.': 17
+    tail = re.sub(_ASIDE + r"(?=[.!]?\s*$)", "", tail, flags=re.IGNORECASE)  # '20 apples (not 25, ...).'
+    check = re.search(r"\s*\(([^()]*=[^()]*)\)(?=[.!]?\s*$)", tail)  # '20 apples (25 - 5 = 20).': a check
+    said = check and list(_NUMBER_RE.finditer(tail, 0, check.start()))
+    if said and _same_number(said[-1].group(), _last_side_of_arithmetic(_clean(check.group(1)))):
+        tail = tail[:check.start()]
     numbers = list(_NUMBER_RE.finditer(tail))
     spans = [m for m in _MATH_SPAN_RE.finditer(tail)
              if re.search(r"[\d\\]", _span_text(m)) and not _PROSE_RE.search(_span_text(m))]
@@ -733,7 +764,7 @@ def _looks_bare(s):
 #   negated    'not 13', 'cannot be 13', 'the wrong answer is 13', '13 is wrong'
 #   bound      'less than 13', 'at least 13', '13 or more', 'nearly 13', 'x > 13'
 #   operation  an operation in words: 'twice 13', 'half of 13', '20 plus 16', '13 squared'
-#   hedged     two or more candidates: '12 or 13', 'between 12 and 14', 'maybe 5, maybe 6'
+#   hedged     two or more candidates: '12 or 13', 'between 12 and 14', '12 to 14 days', 'maybe 5, maybe 6'
 # Negations, retractions and loops count against every gold; bounds, operations in words and hedges
 # against a gold that is one value (against '2, -2', 'x = 2 or x = -2' is an answer).
 
@@ -752,15 +783,19 @@ _LAST_CLAUSE_END_RE = re.compile(r"(?s:.*)(?:%s)" % _CLAUSE_END)
 # markup blanked out before the words around an answer are read (same length: positions hold)
 _MARKUP_RE = re.compile(r"\\(?:boxed|fbox|text\w*|math\w+|operatorname)\s*\{|\\[()\[\]$]|\\(?:left|right)\b|[$*{}`]")
 _NEGATED_BEFORE_RE = re.compile(r"\b(?:not|never|cannot|nor|neither|no\s+way|wrong|incorrect|false|mistaken|invalid"
+                                r"|(?:trap|distractor|decoy|tempting)\s+(?:answer|value|choice|option|result)"
                                 r"|rule[sd]?\s+out|other\s+than|instead\s+of|rather\s+than)\b|n't\b")
 _NEGATED_AFTER_RE = re.compile(
     r"^\s*(?:(?:is|was|would\s+be|will\s+be|must\s+be|might\s+be|seems?|appears?|looks?)\s+)?(?:not|wrong|incorrect"
-    r"|false|impossible|invalid|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake"
-    r"|error))\b"
+    r"|false|impossible|invalid|off\s+by|too\s+(?:high|low|big|small|large|many|few|much|little)"
+    r"|(?:a|an|the|my|our)\s+(?:\w+\s+)?(?:wrong|incorrect|mistaken|false|invalid|mistake|error|trap|distractor"
+    r"|decoy|red\s+herring|pitfall|misconception|typo))\b"
     r"|^\s*(?:is|was|are)n't\b|^\s*(?:can't|cannot)\b")
 _BOUND_BEFORE_RE = re.compile(
     r"(?:(?<![\\\w])(?:(?:less|more|fewer|greater|smaller|larger|bigger|higher|lower)\s+than(?:\s+or\s+equal\s+to)?"
-    r"|at\s+(?:the\s+)?(?:very\s+)?(?:least|most|minimum|maximum)|up\s+to|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
+    r"|at\s+(?:the\s+)?(?:very\s+)?(?:least|most|minimum|maximum)|up\s+to"
+    r"|(?:is|are|be|was|were|needs?|needed|requires?|required|takes?)\s+a\s+(?:minimum|maximum)\s+of"
+    r"|no\s+(?:more|less|fewer|greater|smaller)\s+than|(?:just\s+|slightly\s+|well\s+)?"
     r"(?:over|under|above|below|beyond)|nearly|almost|about|approximately|approx\.?|around|roughly|close\s+to|near"
     r"|within|exceed(?:s|ing)?|upwards\s+of|in\s+excess\s+of"
     r"|(?:somewhere|anywhere)\s+(?:from|between)\s+\S+\s+(?:to|and)"
@@ -785,23 +820,34 @@ _OPERATION_AFTER_RE = re.compile(
 _HEDGE_NUMBER_RE = re.compile(r"-?(?:\d+\s*)?\\frac\s*\{\s*-?\d+\s*\}\s*\{\s*\d+\s*\}"
                               r"|-?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 _HEDGE_GAP_RE = re.compile(
-    r"[\s.,;:()\[\]{}]*\b(?:or|either|maybe|perhaps|possibly"
+    r"(?:\s+[A-Za-z]{2,})?[\s.,;:()\[\]{}]*\b(?:or|either|maybe|perhaps|possibly"
     r"|(?:but\s+)?(?:it\s+)?(?:may|might|could)\s+(?:also\s+|even\s+)?be)"
     r"(?:\s+(?:it|it's|is|be|could|might|may|the|answer|possibly|perhaps|maybe|even|also|just|else))*[\s()\[\]{}]*",
     re.IGNORECASE)
 _LIST_GAP_RE = re.compile(r"[\s(){}]*(?:,\s*(?:and\s+)?|\s+and\s+)[\s(){}]*")
+# a range: '12 to 14 days', '12–14', '12 through 14' (not a change 'from 12 to 14', 'round 13.6 to 14', nor
+# a ratio '3 to 4')
+_RANGE_GAP_RE = re.compile(r"\s*\u2013\s*|\s+(?:to|through|thru)\s+", re.IGNORECASE)
+_NO_RANGE_BEFORE_RE = re.compile(r"\b(?:from|round(?:ed|s|ing)?|convert(?:ed|s|ing)?)\s+(?:\S+\s+)?$"
+                                 r"|\b(?:ratio|odds|rate|scale)\b", re.IGNORECASE)
 _HEDGE_WORD_RE = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|may|might|could|answers|values|possibilities"
-                            r"|options|candidates|choices)\b", re.IGNORECASE)
+                            r"|options|candidates|choices)\b|\d\s*\u2013|\d\s+(?:to|through|thru)\s", re.IGNORECASE)
 _CANDIDATES_RE = re.compile(r"\b(?:answers|values|possibilities|options|candidates|choices)\b")
 # a sentence after the answer that takes it back: a judgement ('That is wrong.', 'No, ...') or a
 # second thought ('Wait', 'Actually', 'On second thought')
 _REVISION_RE = re.compile(
-    r"(?:^|(?<=[.!?;:,\n(\u2013\u2014])|(?<=[.!?]\s)|(?<=\s-)|(?<=--))[\s*]*(?:(?:but|and|so|though)\s+)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
-    r"|(wait|actually|hmm+|oops|scratch\s+that|on\s+second\s+thought|correction"
+    r"(?:^|(?<=[.!?;:,\n(\u2013\u2014])|(?<=[.!?]\s)|(?<=\s-)|(?<=--))[\s*]*"
+    r"(?:(?:but|and|so|though|oh|ah|uh|um|well|hold\s+on|okay|ok)\b[\s,!.]*)?(?:(no|nope)\b(?=\s*[,.!:;]|\s+wait)"
+    r"|(wait|actually|hmm+|oops|scratch\s+that|strike\s+that|on\s+second\s+thought|correction|never\s*mind"
+    r"|i\s+take\s+(?:that|it|this)\s+back|(?:ignore|disregard)\s+(?:that|this|the\s+above|what\s+i\s+(?:said|wrote))"
     r"|let\s+me\s+(?:correct|redo|recompute|recalculate|fix))\b|((?:this|that|it|which"
     r"|the\s+(?:answer|result))(?:'s|\s+is|\s+was)?\s+(?:not\s+(?:right|correct|possible|it)|wrong|incorrect"
     r"|impossible|a\s+mistake)|i\s+(?:made\s+(?:a|an)\s+(?:\w+\s+)?(?:mistake|error)|miscounted|miscalculated"
     r"|was\s+wrong)))", re.IGNORECASE)
+
+
+# what a second thought says before its new value: 'Wait, no, 14', 'Actually, hmm, 14'
+_SECOND_THOUGHT_RE = re.compile(r"(?:[\s:,.;!]|\b(?:no|nope|wait|actually|hmm+|oh|sorry)\b)*", re.IGNORECASE)
 
 
 def _committed(text, found, single):
@@ -849,7 +895,7 @@ def _revised(text, found):
         m = _REVISION_RE.search(text, found.end, found.end + (ends[1] if len(ends) > 1 else MAX_ANSWER_CHARS))
         if not m or re.search(r"\d", text[found.end:m.start()]):  # it judges what comes between
             return found
-        rest = m.end() + len(re.match(r"[\s:,.;!]*", text[m.end():]).group())  # 'Correction: 16.'
+        rest = m.end() + len(_SECOND_THOUGHT_RE.match(text, m.end()).group())  # 'Correction: 16.', 'wait, no, 16'
         later = _find_answer(text[rest:])
         judged = m.group(1) or m.group(3)  # 'that is wrong' needs another value; 'wait' may restate it
         if later is None or not re.search(r"[\d\\]", later.answer) or (
@@ -917,7 +963,9 @@ def _hedged(text, found):
             continue  # neither is the answer
         listed = (_LIST_GAP_RE.fullmatch(window, a.end(), b.start())  # a list where the text speaks of candidates
                   and _CANDIDATES_RE.search(window.lower(), 0, a.start()))
-        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or listed):
+        ranged = (_RANGE_GAP_RE.fullmatch(window, a.end(), b.start())
+                  and not _NO_RANGE_BEFORE_RE.search(window, 0, a.start()))
+        if not (_HEDGE_GAP_RE.fullmatch(window, a.end(), b.start()) or listed or ranged):
             continue
         if _same_number(a.group(), b.group()) or (
                 any(s <= b.start() < e for s, e in boxes) and not any(s <= a.start() < e for s, e in boxes)):
@@ -1026,7 +1074,7 @@ def _clean(answer):
 def _clean_unit(answer):
     """(_clean(answer), the name of the unit it ended in or None): '15\\text{ cm}^2' -> ('15', 'cm^2')."""
     s, unit = answer.strip(), None
-    s = _undoubled(s)
+    s = _prepared(s)
     for _ in range(5):  # nested \boxed{\boxed{..}} and boxes inside a gold solution
         if "\\boxed" not in s and "\\fbox" not in s:
             break
@@ -1049,8 +1097,8 @@ def _clean_unit(answer):
     if "\\" in s or "{" in s:  # LaTeX: most plain answers skip all of this
         if s.startswith(("\\(", "\\[")):
             s = _MATH_DELIMS_RE.sub("", s).strip()
-        if "\\overline" in s or "\\bar" in s:  # 0.1\overline{6}: a repeating decimal, 1/6
-            s = _REPEATING_RE.sub(_repeating, s)
+        if "\\overline" in s or "\\bar" in s or "\\dot" in s:  # 0.1\overline{6}: a repeating decimal, 1/6
+            s = _REPEATING_RE.sub(_repeating, _DOTS_RE.sub(r"\\overline{\1\2\3}", s))
         if _TRIG_RE.search(s):  # \cos 60^\circ: inside a trig function a degree is pi/180
             s = _DEGREE_RE.sub(r"(\1\\pi/180)", s)
         if "\\!" in s:
@@ -1106,6 +1154,10 @@ _WORD_OPS_RE = re.compile(r"(?<=[\d)])\s*\b(plus|minus|times|multiplied by|divid
                           r"|(?<![\w)])(?:minus|negative)\s+(?=[\d.(\\])", re.IGNORECASE)
 
 
+# the repeating part between two dots, or under one: '0.\\dot{1}4285\\dot{7}' is 0.\\overline{142857}
+_DOTS_RE = re.compile(r"\\dot\s*\{?(\d)\}?(?:(\d{0,38})\\dot\s*\{?(\d)\}?)?")
+
+
 def _repeating(m):
     """'0.1\\overline{6}' -> '1/6': the exact value of a repeating decimal."""
     sign, whole, fixed, cycle = m.group(1), m.group(2) or "0", m.group(3), m.group(4) or m.group(5)
@@ -1142,11 +1194,21 @@ def _chain_sides(s):
 
 def _false_chain(s):
     """Whether the chain s starts with integer arithmetic (_arithmetic_value) and ends on another
-    value ('963 * 0 = 96', '10 + 5 = 6', '822 = 0'). A chain that starts with a name is judged by its
-    last side, as before: a slip in between is not held against it ('z = 3+3 = 2')."""
+    value ('963 * 0 = 96', '10 + 5 = 6', '822 = 0'), unless it is a run-on chain whose each step
+    goes on from the value before it ('9 + 4 = 13 - 2 = 11': 13, then 13 - 2 = 11). A chain that
+    starts with a name is judged by its last side, as before: a slip in between is not held against
+    it ('z = 3+3 = 2')."""
     sides = _chain_sides(s) or []
-    first, last = (_arithmetic_value(sides[0]), _arithmetic_value(sides[-1])) if sides else (None, None)
-    return first is not None and last is not None and first != last
+    values = [_arithmetic_value(x) for x in sides]
+    if not values or values[0] is None or values[-1] is None or values[0] == values[-1]:
+        return False
+    carried = values[0]
+    for side, value in zip(sides[1:], values[1:]):
+        start = re.match(r"\s*(\d+)\s*(?:[-+*/]|\\(?:times|cdot|div)(?![A-Za-z]))", side)
+        if value is None or value != carried and not (start and int(start.group(1)) == carried):
+            return True
+        carried = value
+    return values[-2] != values[-1]  # the last step states its value: '13 - 2 = 11', not '= 13 - 2'
 
 
 _INTEGER_ARITHMETIC_RE = re.compile(r"\s*(?:(\d+)|(\\times|\\cdot|\\div|[-+*/()]))")
@@ -2678,7 +2740,7 @@ def score(completion, gold, timeout=2.0):
                      "with \\boxed{ANSWER}" % (len(completion), MAX_COMPLETION_CHARS))
     if "\\boxed" in gold or "\\fbox" in gold or "####" in gold:
         gold = extract_answer(gold) or gold
-    text = _undoubled(completion)
+    text = _prepared(completion)
     found = _find_answer(text)
     if found is None:
         return 0.0, "no final answer found: end with \\boxed{ANSWER}"

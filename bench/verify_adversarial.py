@@ -34,7 +34,8 @@ from verify_bench import load_literal  # noqa: E402
 CASES = os.path.join(ROOT, "bench", "verify_adversarial.jsonl")
 QUESTION_FILES = ["data/arith_test.jsonl", "data/demo_test_l1.jsonl", "data/demo_test_l6.jsonl"]
 # the commit whose verify.py was current when each batch was written (batch 1: before issue 30)
-WRITTEN_AFTER = {1: "6cc20dd", 2: "f51c9eb", 3: "b08f208", 4: "e94585b", 5: "d6f6659", 6: "77c9a8d", 7: "ec131c5"}
+WRITTEN_AFTER = {1: "6cc20dd", 2: "f51c9eb", 3: "b08f208", 4: "e94585b", 5: "d6f6659", 6: "77c9a8d", 7: "ec131c5",
+                 8: "0c6f0ef"}
 
 
 def tally(rows, score):

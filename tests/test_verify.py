@@ -472,6 +472,8 @@ def test_pathological_completions_are_linear_time(attack):
     "$" + "\\$" * 49_000, "answer $" + "\\$" * 49_000, "\\boxed{1} and " * 7_000, "\n~bob" * 19_000,
     "final answer is " + "$1$ and " * 12_000, "\\\\" * 49_000, "1or" * 33_000, "12,\\!" * 19_000,
     "{,}" * 33_000, "x \\approx " * 9_900, "the answer is " + "$a$ is " * 14_000, "\\boxed{1}. " * 8_000,
+    "a \u2014 " * 24_000, "x -$1" * 19_000, "1 (since " * 11_000, "1 to " * 24_000, "13. Wait, no, " * 7_000,
+    "The answer is 13" + " (since 1 = 1)" * 6_000,
 ])
 def test_new_extraction_rules_stay_linear_time(attack):
     # built against the box grouping, math spans, signatures and separators added for issue 10
@@ -905,6 +907,9 @@ def test_false_chains_are_read_by_exact_integer_arithmetic():
     assert verify._false_chain("12 + 13 = 26") and not verify._false_chain("12 + 13 = 25")
     assert verify._false_chain("963 * 0 = 96") and not verify._false_chain("963 * k = 963 * 0 = 0")
     assert not verify._false_chain("z = 3 + 3 = 2")  # a chain that starts with a name: its last side
+    # a run-on chain goes on from the value before it: 13, then 13 - 2 = 11
+    assert not verify._false_chain("9 + 4 = 13 - 2 = 11") and verify._false_chain("9 + 4 = 13 - 2 = 12")
+    assert verify._false_chain("9 + 4 = 13 - 2")  # it must end on a value
 
 
 # ----------------------------------------------------------------------------- function names

@@ -64,3 +64,26 @@ def test_is_equiv_compares_answers_not_commitments():
     assert verify.is_equiv("2 + 3", "5") is True
     assert verify.score("2 + 3", "5")[0] == 0.0
     assert verify.is_equiv("13.0", "13") and not verify.is_equiv("6621478.0", "6621474")
+
+
+@pytest.mark.parametrize("completion,gold,reward", [
+    ("It takes 12 to 14 days.", "14", 0.0),                  # a range is two candidates
+    ("It is 12\u201314.", "14", 0.0),
+    ("The temperature rose from 12 to 14.", "14", 1.0),      # a change, not a range
+    ("Round 13.6 to 14.", "14", 1.0),
+    ("She has 13 apples (or maybe 14).", "14", 0.0),         # a hedge with a counted thing between
+    ("The temperature is \u22127\u00b0C.", "7", 0.0),         # the minus sign is a sign
+    ("The temperature is \u22127\u00b0C.", "-7", 1.0),
+    ("The final balance is -$10.", "-10", 1.0),
+    ("She had $15 - $10 = $5 left.", "5", 1.0),
+    ("She needs a minimum of 13 eggs.", "13", 0.0),          # a bound
+    ("giving a minimum of $\\boxed{015}$.", "15", 1.0),     # the least value
+    ("So she has 20 apples (25 - 5 = 20).", "20", 1.0),      # a check that agrees
+    ("So she has 20 apples (25 - 5 = 21).", "20", 0.0),
+    ("The answer is 13, wait no, 14.", "14", 1.0),           # a second thought replaces it
+    ("The answer is 13. Oh wait, it is 14.", "13", 0.0),
+    ("The answer is 13 \u2014 or maybe 14.", "13", 0.0),       # a dash between words reads as a comma
+    ("The answer is $0.\\dot{1}4285\\dot{7}$.", "\\frac{1}{7}", 1.0),  # a repeating decimal in dots
+])
+def test_readings_beside_the_labelled_rows(completion, gold, reward):
+    assert verify.score(completion, gold)[0] == reward
