@@ -96,16 +96,12 @@ def opt(default, help, choices=()):
 @dataclass
 class Config:
     # what to train
-    model: str = opt("Qwen2.5-0.5B", "hub name (Qwen2.5-0.5B, SmolLM2-135M-Instruct, owner/name), "
-                     "a local model folder, or a .gguf file")
-    data: str = opt("data/arith_train.jsonl", "training problems: .jsonl or .json array with "
-                    "question|problem|prompt and answer|final_answer|ground_truth|solution")
-    out: str = opt("runs/p2o", "output folder; a run folder that has a checkpoint needs --resume "
-                   "(one stopped before its first checkpoint just starts again)")
-    instruction: str = opt("Think step by step, then give the final answer in \\boxed{}.",
-                           "appended to every question in the user message")
+    model: str = opt("Qwen2.5-0.5B", "hub name (Qwen2.5-0.5B, owner/name), a local model folder, or a .gguf file")
+    data: str = opt("data/arith_train.jsonl", "training problems: .jsonl, or a .json array")
+    out: str = opt("runs/p2o", "output folder; one that holds a checkpoint needs --resume")
+    instruction: str = opt("Think step by step, then give the final answer in \\boxed{}.", "appended to every question")
     # GRPO
-    steps: int = opt(200, "training steps (one step = one batch of rollouts)")
+    steps: int = opt(200, "training steps (one batch of rollouts each)")
     group_size: int = opt(8, "G: completions sampled per problem")
     prompts_per_step: int = opt(8, "problems per step (batch = prompts x G completions)")
     max_new_tokens: int = opt(512, "completion length limit")
@@ -116,118 +112,72 @@ class Config:
     warmup_steps: int = opt(10, "linear warm-up steps, then cosine decay to 10%")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient norm clip")
-    beta: float = opt(0.0, "KL coefficient (k3 estimator) to the base model with the adapter off; 0 = no KL")
+    beta: float = opt(0.0, "KL coefficient (k3) to the base model with the adapter off; 0 = no KL")
     epsilon: float = opt(0.2, "lower clip range of the ratio")
     epsilon_high: float = opt(-1.0, "upper clip range of the ratio; <0 means equal to --epsilon")
-    loss_type: str = opt("dapo", "token aggregation: grpo (per sequence) | dr_grpo (constant) | dapo (per token)",
-                         ("grpo", "dr_grpo", "dapo"))
-    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)",
-                             ("group", "batch", "none"))
+    loss_type: str = opt("dapo", "token aggregation: grpo | dr_grpo | dapo", ("grpo", "dr_grpo", "dapo"))
+    scale_rewards: str = opt("group", "advantage scaling: group | batch | none (Dr. GRPO)", ("group", "batch", "none"))
     num_iterations: int = opt(1, "mu: optimizer passes over each batch of rollouts")
     micro_batch_size: int = opt(8, "sequences per forward/backward (lower it on out-of-memory)")
     gen_batch_size: int = opt(64, "sequences per generate call (lower it on out-of-memory)")
-    rollout_engine: str = opt("auto", "auto | twin (generate with a plain copy of the policy, LoRA folded in, "
-                              "refreshed after every step; compiled on CUDA) | peft (generate with the training "
-                              "model itself) | vllm (generate on the vLLM server at --vllm-url, sent the adapter "
-                              "after every step: README, 'Past one GPU'); auto = twin when the device has room for it",
-                              ("auto", "twin", "peft", "vllm"))
-    vllm_url: str = opt("", "--rollout-engine vllm: the server's OpenAI-compatible base URL, e.g. "
-                        "http://127.0.0.1:8000/v1 (started with --enable-lora, --logprobs-mode processed_logprobs and "
-                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=1; p2o prints the command when none answers)")
-    vllm_adapter_dir: str = opt("", "--rollout-engine vllm: where each step's adapter is written for the server to "
-                                "load (default: OUT/vllm_adapters); the server must read it at the same path: the same "
-                                "machine, or a filesystem both mount at one path")
-    vllm_timeout: float = opt(600.0, "--rollout-engine vllm: seconds one request may take (a refused or dropped "
-                              "connection is tried 4 times, 1, 2 and 4 s apart; then a checkpoint, and --resume "
-                              "continues)")
-    compile: str = opt("auto", "auto | on | off: decode on the twin with a static KV cache and torch.compile "
-                       "(auto: on CUDA only; on: on any device, CPU included; off: never); where compiling "
-                       "cannot work or fails, p2o says why once and generates eagerly", ("auto", "on", "off"))
-    is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate "
-                             "(weight each token by min(pi_train/pi_sampler, --is-clip)) | sequence_mask (as TRL: "
-                             "a rollout's ratio is the product of its token ratios; outside [1/C, C] it is dropped, "
-                             "else its tokens are weighted by it)", ("none", "token_truncate", "sequence_mask"))
+    rollout_engine: str = opt("auto", "what generates: auto | twin | peft | vllm", ("auto", "twin", "peft", "vllm"))
+    vllm_url: str = opt("", "--rollout-engine vllm: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    vllm_adapter_dir: str = opt("", "--rollout-engine vllm: folder of the adapters it loads (OUT/vllm_adapters)")
+    vllm_timeout: float = opt(600.0, "--rollout-engine vllm: seconds one request may take")
+    compile: str = opt("auto", "auto (CUDA only) | on | off: the twin decodes compiled", ("auto", "on", "off"))
+    is_correction: str = opt("token_truncate", "train/sampler mismatch correction: none | token_truncate | "
+                             "sequence_mask", ("none", "token_truncate", "sequence_mask"))
     is_clip: float = opt(3.0, "C for --is-correction")
-    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs (chunk x vocab floats live at "
-                             "once; without gradient checkpointing each chunk's log-softmax is kept for backward)")
+    logprob_chunk: int = opt(256, "tokens per lm-head chunk when computing log-probs")
     # model
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
     lora_dropout: float = opt(0.0, "LoRA dropout (0 keeps old and new log-probs identical at mu=1)")
     load_in_4bit: bool | None = opt(None, "4-bit NF4 base weights (default: on with CUDA, off on CPU)")
-    gradient_checkpointing: bool | None = opt(None, "recompute activations in backward to save memory "
-                                              "(default: on with CUDA; off on CPU, where memory is plentiful and time is not)")
+    gradient_checkpointing: bool | None = opt(None, "recompute activations in backward (default: on with CUDA)")
     device: str = opt("auto", "auto | cpu | cuda", ("auto", "cpu", "cuda"))
     seed: int = opt(0, "random seed (data order, sampling, GEPA)")
     # P²O
-    p2o: bool = opt(True, "P²O on top of GRPO (hard problems -> GEPA templates -> template-guided rollouts); "
-                    "without it the run is plain GRPO")
+    p2o: bool = opt(True, "P²O on top of GRPO; without it the run is plain GRPO")
     hard_threshold: int = opt(1, "a problem is hard when at most this many of its G rollouts succeed")
-    p2o_schedule: str = opt("replay", "when templates reach rollouts: replay (GEPA every --gepa-every steps; each "
-                            "step, buffered hard problems GEPA gave templates are replayed with them on top of the "
-                            "new problems, --replay-share x --prompts-per-step of them) | epoch (the authors': GEPA "
-                            "at the end of each pass over --data; its problems are sampled with templates when the "
-                            "data walk brings them back)",
-                            ("replay", "epoch"))
-    gepa_every: int = opt(25, "run GEPA every N steps (when enough hard problems are buffered; --p2o-schedule replay)")
-    replay_share: float = opt(0.5, "replayed hard problems per step, as a share of --prompts-per-step, drawn from the "
-                              "replay queue (hard problems with templates) when it has any, on top of the step's "
-                              "new problems (see --replay-on-top); in [0, 1]")
-    replay_on_top: bool = opt(True, "replayed problems come on top of the step's --prompts-per-step new ones, "
-                              "so P²O sees the new problems GRPO sees (a bigger step); --no-replay-on-top: they "
-                              "take new problems' places (a step as big as GRPO's, fewer new problems)")
-    replay_max: int = opt(2, "times a hard problem is replayed with templates per GEPA run; one that is solved "
-                          "(more than --hard-threshold successes) leaves the buffer, and so the queue, at once")
+    p2o_schedule: str = opt("replay", "when templates reach rollouts: replay | epoch", ("replay", "epoch"))
+    gepa_every: int = opt(25, "run GEPA every N steps (--p2o-schedule replay)")
+    replay_share: float = opt(0.5, "replayed hard problems per step, as a share of --prompts-per-step, in [0, 1]")
+    replay_on_top: bool = opt(True, "replayed problems come on top of the step's new ones, not in their place")
+    replay_max: int = opt(2, "times a hard problem is replayed with templates per GEPA run")
     gepa_min_hard: int = opt(8, "hard problems needed before GEPA runs")
-    gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run; the scoring "
-                           "set is at most a quarter of it")
-    gepa_max_seconds: float = opt(900.0, "wall-time cap of one GEPA run's search (a slow or hanging reflector "
-                                  "stops there; the templates found so far are kept); 0 = no cap")
+    gepa_budget: int = opt(400, "GEPA metric calls (one greedy generation each) per run")
+    gepa_max_seconds: float = opt(900.0, "wall-time cap of one GEPA run's search; 0 = no cap")
     gepa_minibatch: int = opt(3, "GEPA reflection minibatch size")
-    gepa_parents: int = opt(16, "k: distinct Pareto-front parents mutated per GEPA iteration (fewer when the "
-                            "front or the budget left is smaller); their answers are batched")
-    gepa_reuse_scores: bool = opt(True, "GEPA keeps the score a candidate got on a hard problem for as long as the "
-                                  "problem stays in the hard buffer, and answers only what it has not scored (each "
-                                  "problem is scored once while it stays hard, as in the authors' once-an-epoch run); "
-                                  "off: every candidate answers the whole scoring set again in every run")
+    gepa_parents: int = opt(16, "k: Pareto-front parents mutated per GEPA iteration")
+    gepa_reuse_scores: bool = opt(True, "GEPA keeps its scores of problems while they stay in the hard buffer")
     hard_buffer_size: int = opt(600, "hard problems kept (oldest dropped first)")
     rho_low: float = opt(0.01, "mask template-guided tokens whose ratio pi(y|x)/pi(y|t+x) is below this")
     rho_high: float = opt(10.0, "... or above this")
-    reflector: str = opt("self", "reflection LM: self (base model, adapter off) | model path | http(s)://host/v1 | "
-                         "none (no reflection: GEPA scores the --templates and the empty template only); "
-                         "checked at start: the path must exist, the server must answer")
+    reflector: str = opt("self", "reflection LM: self | a model path | http(s)://host/v1 | none")
     reflector_model: str = opt("", "model name sent to an http reflector")
-    reflector_timeout: float = opt(60.0, "seconds an http reflector may take to answer one request (a failed "
-                                   "request is retried 3 times, within --gepa-max-seconds)")
+    reflector_timeout: float = opt(60.0, "seconds an http reflector may take to answer one request")
     reflector_max_new_tokens: int = opt(384, "reflection length limit (self / local reflector)")
-    templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---; "
-                         "they join GEPA's first candidate pool beside the empty template")
+    templates: str = opt("", "seed templates file: plain text, templates separated by a line holding only ---")
     # evaluation, logging, checkpoints
-    eval: list = opt([], "evaluation file, as PATH or NAME=PATH: greedy pass@1 at start, every "
-                     "--eval-every, at end; the name defaults to the file's stem (its folder's name for "
-                     "test/train/... files: ../math500/test.jsonl -> math500)")
+    eval: list = opt([], "evaluation file, as PATH or NAME=PATH: greedy pass@1 at start, every --eval-every, at end")
     eval_every: int = opt(50, "evaluate every N steps (0 = only start and end)")
     eval_limit: int = opt(500, "evaluate at most this many problems per file")
-    eval_samples: int = opt(0, "K: also sample K answers per problem and report avg@K (mean accuracy of "
-                            "the samples) and pass@K (any sample right); 0 = greedy only")
+    eval_samples: int = opt(0, "K: also sample K answers per problem for avg@K and pass@K; 0 = greedy only")
     eval_temperature: float = opt(0.6, "sampling temperature of the --eval-samples answers")
     eval_top_p: float = opt(0.95, "nucleus sampling of the --eval-samples answers")
     eval_max_new_tokens: int = opt(0, "answer length limit in evaluation; 0 = --max-new-tokens")
     eval_only: bool = opt(False, "only evaluate (the base model, or --adapter) and exit")
     adapter: str = opt("", "trained adapter folder for --eval-only")
-    template: str = opt("", "--eval-only: put this template (text, or a file holding it) before every "
-                        "question, to see how much it lifts the policy")
+    template: str = opt("", "--eval-only: put this template (text, or a file holding it) before every question")
     save_every: int = opt(50, "checkpoint every N steps (and at the end)")
     sample_every: int = opt(10, "write a few completions to samples.jsonl every N steps")
-    log_completions: bool = opt(True, "write every completion of every step to completions.jsonl "
-                                "(step, problem, template, text, reward, advantage, feedback, ...)")
-    report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio "
-                         "(install that package yourself; names as in metrics.jsonl)",
+    log_completions: bool = opt(True, "write every completion of every step to completions.jsonl")
+    report_to: str = opt("none", "also send the metrics to none | tensorboard | wandb | trackio",
                          ("none", "tensorboard", "wandb", "trackio"))
     resume: bool = opt(False, "continue the run in --out from its checkpoint")
-    demo: bool = opt(False, "CPU-sized P²O demo: SmolLM2-135M-Instruct on the arithmetic task with the "
-                     "settings listed below; writes runs/demo-DATE-TIME/ unless --out; flags you give win")
-    plot: str = opt("", "draw RUN_FOLDER/metrics.jsonl as RUN_FOLDER/run.svg (no plotting library) and exit")
+    demo: bool = opt(False, "CPU-sized P²O demo with the settings listed below (runs/demo-DATE-TIME/ unless --out)")
+    plot: str = opt("", "draw RUN_FOLDER/metrics.jsonl as RUN_FOLDER/run.svg and exit")
 
 
 # ----------------------------------------------------------------------------------------------
