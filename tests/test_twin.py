@@ -1,5 +1,6 @@
 """The rollout twin (p2o.py, "Rollout engines"): a plain copy of the policy with LoRA folded in,
 rebuilt in place from the policy after every step; and the train/sampler mismatch correction."""
+import contextlib
 import dataclasses
 import json
 
@@ -286,3 +287,56 @@ def test_resume_rebuilds_the_twin_from_the_checkpoint(tiny_model, tmp_path):
     engine2.follow(step)
     loaded = twin_state(engine2.twin)
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_one_engine_serves_the_whole_run(tiny_model, tmp_path, monkeypatch):
+    """The run's start builds one engine, and all that generates goes through it: the rollouts (sampled, with
+    the sampler's log-probs), GEPA's scoring (greedy), the `self` reflector (sampled, adapter off) and the
+    evaluations (greedy); after every update it follows the policy."""
+    from conftest import write_problems
+    data = write_problems(tmp_path / "train.jsonl", 6)
+    built, seen, follows, phase = [], set(), [], ["rollout"]
+    real_make = p2o.make_engine
+
+    def make_engine(*a, **k):
+        engine = real_make(*a, **k)
+        built.append(engine)
+        gen, off, follow = engine.generate, engine.adapter_off, engine.follow
+        state = {"off": False}
+
+        def generate(ids, max_new, sampling=None):
+            comp, mask, logp = gen(ids, max_new, sampling)
+            seen.add((phase[-1], "base" if state["off"] else "policy", "sampled" if sampling else "greedy",
+                      logp is not None))
+            return comp, mask, logp
+
+        @contextlib.contextmanager
+        def adapter_off():
+            with off():
+                state["off"] = True
+                yield
+            state["off"] = False
+        engine.generate, engine.adapter_off = generate, adapter_off
+        engine.follow = lambda step, stats=None: follows.append(step) or follow(step, stats)
+        return engine
+
+    def in_phase(name, fn):
+        def wrapped(*a, **k):
+            phase.append(name)
+            try:
+                return fn(*a, **k)
+            finally:
+                phase.pop()
+        return wrapped
+    monkeypatch.setattr(p2o, "make_engine", make_engine)
+    monkeypatch.setattr(p2o, "run_gepa", in_phase("gepa", p2o.run_gepa))
+    monkeypatch.setattr(p2o, "run_evals", in_phase("eval", p2o.run_evals))
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--device", "cpu", "--steps", "3", "--group-size", "2", "--prompts-per-step", "2",
+                               "--max-new-tokens", "6", "--gepa-every", "2", "--gepa-min-hard", "2", "--gepa-budget",
+                               "12", "--reflector", "self", "--reflector-max-new-tokens", "6", "--eval", str(data),
+                               "--eval-limit", "2", "--rollout-engine", "twin"])
+    p2o.train(cfg)
+    assert len(built) == 1 and follows == [1, 2, 3]
+    assert seen == {("rollout", "policy", "sampled", True), ("gepa", "policy", "greedy", False),
+                    ("gepa", "base", "sampled", True), ("eval", "policy", "greedy", False)}
