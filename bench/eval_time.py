@@ -61,14 +61,17 @@ def time_size(size, args, folder):
             "--max-new-tokens", str(args.max_new_tokens)]
     cfg, _ = p2o.parse_config(base)
     model, tok = p2o.load_model(cfg, torch.device(device))
+    engine = p2o.make_engine(model, tok, cfg, torch.device(device))
+    evals = p2o.fit_evals([("bench", args.eval, p2o.load_problems(args.eval))], engine, cfg)
     rows = []
     for label, k, batch in RUNS:
         cfg, _ = p2o.parse_config(base + ["--eval-samples", str(k), "--gen-batch-size", str(batch)])
+        engine.batch_size = batch  # (the engine built once, as in a run; its compiled buckets from the first cfg)
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        p2o.run_evals(model, tok, cfg, 0, lambda row: None)
+        p2o.run_evals(engine, cfg, evals, 0, lambda row: None)
         if device == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
@@ -78,7 +81,7 @@ def time_size(size, args, folder):
                      "answers": n * (1 + k), "wall_s": wall, "s_per_batch": wall / batches,
                      "ms_per_decode_step": 1000 * wall / (batches * args.max_new_tokens),
                      "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None})
-    del model
+    del model, engine
     return rows
 
 

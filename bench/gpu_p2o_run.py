@@ -91,21 +91,35 @@ def child(spec_path):
     cuda = torch.cuda.is_available() and "cuda" in spec["flags"]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     phase, stats = ["rollout"], defaultdict(lambda: {"calls": 0, "tokens": 0, "seconds": 0.0, "compile_s": 0.0})
-    real_gen, real_off = p2o.generate_with_logprobs, p2o.adapter_off
+    real_make = p2o.make_engine
 
-    def gen(model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        entry = p2o.ENGINES.get(model)
-        c0 = getattr(entry, "compile_s", 0.0)
-        sync()
-        t0 = time.perf_counter()
-        result = real_gen(model, tok, prompts, cfg, greedy, max_new_tokens)
-        sync()
-        s = stats[phase[-1]]
-        s["calls"] += 1
-        s["tokens"] += int(result[2].sum())
-        s["seconds"] += time.perf_counter() - t0
-        s["compile_s"] += getattr(entry, "compile_s", 0.0) - c0
-        return result
+    def make_engine(*a, **k):  # the run's engine, its generate calls timed and its adapter_off a phase
+        engine = real_make(*a, **k)
+        real_gen, real_off = engine.generate, engine.adapter_off
+
+        def gen(*a, **k):
+            c0 = engine.stats().get("rollout/compile_s", 0.0)
+            sync()
+            t0 = time.perf_counter()
+            result = real_gen(*a, **k)
+            sync()
+            s = stats[phase[-1]]
+            s["calls"] += 1
+            s["tokens"] += int(result[1].sum())
+            s["seconds"] += time.perf_counter() - t0
+            s["compile_s"] += engine.stats().get("rollout/compile_s", 0.0) - c0
+            return result
+
+        @contextlib.contextmanager
+        def reflecting():
+            phase.append("reflect")
+            try:
+                with real_off():
+                    yield
+            finally:
+                phase.pop()
+        engine.generate, engine.adapter_off = gen, reflecting
+        return engine
 
     def in_phase(name, fn):
         def wrapped(*a, **k):
@@ -116,18 +130,9 @@ def child(spec_path):
                 phase.pop()
         return wrapped
 
-    @contextlib.contextmanager
-    def reflecting(model):
-        phase.append("reflect")
-        try:
-            with real_off(model):
-                yield
-        finally:
-            phase.pop()
-    p2o.generate_with_logprobs = gen
+    p2o.make_engine = make_engine
     p2o.run_gepa = in_phase("gepa", p2o.run_gepa)
     p2o.run_evals = in_phase("eval", p2o.run_evals)
-    p2o.adapter_off = reflecting
     cfg, given = p2o.parse_config(spec["flags"])
     t0 = time.perf_counter()
     out = p2o.train(cfg, given)

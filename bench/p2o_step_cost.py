@@ -54,13 +54,14 @@ def exact_rho_forwards(model, batch, cfg):
                                         cfg.logprob_chunk)
 
 
-def one_step(model, tok, optimizer, scheduler, problems, state, cfg, rng, exact_rho):
+def one_step(engine, optimizer, scheduler, problems, state, cfg, rng, exact_rho):
     """One step's phases in wall seconds (`*_s`) and CPU seconds of this process (`*_cpu`: what a busy
     machine does not inflate much)."""
     marks = [(time.time(), time.process_time())]
-    batch = p2o.sample_rollouts(model, tok, problems, cfg, state, rng)
+    model = engine.policy
+    batch = p2o.sample_rollouts(engine, problems, cfg, state, rng)
     marks.append((time.time(), time.process_time()))
-    texts = p2o.decode(tok, batch.completions, batch.mask)
+    texts = p2o.decode(engine.tok, batch.completions, batch.mask)
     rewards, _ = p2o.reward_rollouts(texts, [p["answer"] for p in problems for _ in range(cfg.group_size)])
     batch.advantages = p2o.group_advantages(torch.tensor(rewards), cfg.group_size, cfg.scale_rewards)
     marks.append((time.time(), time.process_time()))
@@ -68,7 +69,7 @@ def one_step(model, tok, optimizer, scheduler, problems, state, cfg, rng, exact_
         exact_rho_forwards(model, batch, cfg)
     marks.append((time.time(), time.process_time()))
     p2o.update_policy(model, optimizer, scheduler, batch, cfg)
-    p2o.refresh_twin(model)
+    engine.follow()
     marks.append((time.time(), time.process_time()))
     out = {"rows": len(texts), "tokens": int(batch.mask.sum())}
     for k, name in enumerate(("rollout", "reward", "rho_forwards", "update")):
@@ -88,6 +89,7 @@ def main() -> int:
                         "seed": args.seed})
     torch.manual_seed(args.seed)
     model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    engine = p2o.make_engine(model, tok, cfg, torch.device("cpu"))
     optimizer, scheduler = p2o.make_optimizer(model, cfg)
     problems = p2o.load_problems(str(ROOT / cfg.data))
     hard = [p for p in problems if "-L6-" in p["id"]]
@@ -106,8 +108,8 @@ def main() -> int:
             n_new, n_replay, exact = KINDS[kind]
             step_rng = random.Random(1000 * r)  # the same template draws for every kind
             torch.manual_seed(1000 * r)  # the same sampling noise for every kind
-            times[kind].append(one_step(model, tok, optimizer, scheduler, new[:n_new] + replay[:n_replay], state,
-                                        cfg, step_rng, exact))
+            times[kind].append(one_step(engine, optimizer, scheduler, new[:n_new] + replay[:n_replay], state, cfg,
+                                        step_rng, exact))
         print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]['step_s']:.1f} s" for k in KINDS), flush=True)
     med = {k: {ph: statistics.median(x[ph] for x in v) for ph in v[0]} for k, v in times.items()}
     results = {"command": shlex.join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -128,16 +128,18 @@ def child(kind, seed, out, steps, hard_levels, data="", train_args=""):
         cfg = p2o.Config(**{**p2o.Config().__dict__, **cfg_demo, "eval": []})
         train_s = 0.0
     model, tok = p2o.load_model(cfg, torch.device("cpu"), adapter=str(out / "adapter") if kind != "base" else "")
+    engine = p2o.make_engine(model, tok, cfg, torch.device("cpu"))
     template = p2o.load_templates(cfg.templates)[0] if cfg.templates else ""
     rows = {}
     for path in eval_paths:
         probs = p2o.load_problems(str(ROOT / path))[:cfg.eval_limit]
         levels = {r.get("id"): level_of(r) for r in read_rows(path)}
-        plain = p2o.answer_problems(model, tok, cfg, probs)[0]
+        plain = p2o.answer_problems(engine, cfg, probs)[0]
         torch.manual_seed(1234)  # the same sampling noise for every run
-        sampled = p2o.answer_problems(model, tok, cfg, [p for p in probs for _ in range(SAMPLES)], greedy=False)[0]
+        sampled = p2o.answer_problems(engine, cfg, [p for p in probs for _ in range(SAMPLES)],
+                                      sampling=p2o.Sampling(cfg.temperature, cfg.top_p, cfg.min_new_tokens))[0]
         hard = [p for p in probs if levels.get(p["id"]) in hard_levels]
-        with_t = p2o.answer_problems(model, tok, cfg, hard, template)[0] if hard and template else []
+        with_t = p2o.answer_problems(engine, cfg, hard, template)[0] if hard and template else []
         t_ok = dict(zip([p["id"] for p in hard], with_t))
         for i, (p, r) in enumerate(zip(probs, plain)):
             rows[p["id"]] = {"level": levels.get(p["id"]), "plain": r, "template": t_ok.get(p["id"]),

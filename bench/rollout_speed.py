@@ -87,15 +87,16 @@ def make_prompts(tok, n_prompts, length):
     return [p for p in prompts for _ in range(8)]
 
 
-def measure(model, tok, prompts, cfg, device, repeats, warm_up):
+def measure(engine, pids, cfg, device, repeats, warm_up):
     """Fastest of `repeats` timed calls (after a warm-up call when asked); peak memory; mismatch on
     the last call."""
     import torch
     import p2o
-    entry = p2o.ENGINES.get(model)
+    model, tok = engine.policy, engine.tok
+    sampling = p2o.Sampling(cfg.temperature, cfg.top_p, cfg.min_new_tokens)
     t0 = time.perf_counter()
     if warm_up:
-        p2o.generate_with_logprobs(model, tok, prompts, cfg)  # compiles, for the compiled twin
+        engine.generate(pids, cfg.max_new_tokens, sampling)  # compiles, for the compiled twin
     warm_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -103,7 +104,7 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
     best = best_cpu = float("inf")
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+        comp, mask, slogp = engine.generate(pids, cfg.max_new_tokens, sampling)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
@@ -126,7 +127,7 @@ def measure(model, tok, prompts, cfg, device, repeats, warm_up):
     # CPU time: on a shared machine with one torch thread, less swayed by other jobs than wall time
     return {"seconds": best, "tokens": tokens, "tokens_per_s": tokens / best, "peak_alloc_mb": peak,
             "cpu_seconds": best_cpu, "tokens_per_cpu_s": tokens / best_cpu,
-            "warmup_s": warm_s, "compile_s": getattr(entry, "compile_s", 0.0),
+            "warmup_s": warm_s, "compile_s": engine.stats()["rollout/compile_s"],
             "mismatch_frac": off / max(total, 1), "tokens_outside_clip3_frac": far / max(total, 1),
             "seqs_outside_clip3_frac": sum(seq_far) / max(len(seq_far), 1)}
 
@@ -148,35 +149,36 @@ def run_model(path, label, args, device):
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 1e-3)
-    prompts = make_prompts(tok, args.batch // 8, args.prompt_len)
-    prompt_len = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
+    pids = p2o.token_ids(tok, make_prompts(tok, args.batch // 8, args.prompt_len))
+    prompt_len = sum(map(len, pids)) / len(pids)
     out = {"label": label, "mean_prompt_tokens": prompt_len, "engines": {}}
     variants = [(e, None) if e == "peft" else (e, d) for e in args.engines for d in
                 ([None] if e == "peft" else args.twin_dtype)]
     for rnd, (engine, dname) in [(r, v) for r in range(args.rounds) for v in variants]:
         name = engine if len(args.twin_dtype) == 1 or dname is None else f"{engine}_{dname}"
-        p2o.ENGINES.pop(model, None)
+        gen = None  # (the previous engine's twin is freed before the next one is built)
+        gen = p2o.HFEngine(model, tok, cfg) if engine == "peft" else None
         if engine != "peft":
             t0 = time.perf_counter()
             dtype = torch.float32 if engine == "twin_int8" else twin_dtype(dname, device)
-            p2o.build_twin(model, dtype, device, cfg, compile=engine == "twin_compiled")
+            twin = p2o.build_twin(model, dtype, device)
+            gen = p2o.HFEngine(model, tok, cfg, twin,
+                               p2o.compile_twin(twin, cfg, device) if engine == "twin_compiled" else None)
             if engine == "twin_int8":  # int8 weights, activations quantized per call (CPU only; not refreshable)
-                torch.ao.quantization.quantize_dynamic(p2o.ENGINES[model].model, {torch.nn.Linear},
-                                                       dtype=torch.qint8, inplace=True)
+                torch.ao.quantization.quantize_dynamic(twin, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
             build_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             if engine != "twin_int8":
-                p2o.refresh_twin(model)
+                gen.follow()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             refresh_s = time.perf_counter() - t0
         torch.manual_seed(1)
-        r = measure(model, tok, prompts, cfg, device, args.repeats,
-                    warm_up=device.type == "cuda" or engine == "twin_compiled")
+        r = measure(gen, pids, cfg, device, args.repeats, warm_up=device.type == "cuda" or engine == "twin_compiled")
         if engine != "peft":
+            stats = gen.stats()
             r |= {"twin_dtype": "int8" if engine == "twin_int8" else str(dtype).split(".")[-1], "build_s": build_s,
-                  "refresh_s": refresh_s, "graphs": len(p2o.ENGINES[model].shapes),
-                  "eager_calls": p2o.ENGINES[model].eager_calls}
+                  "refresh_s": refresh_s, "graphs": stats["rollout/graphs"], "eager_calls": stats["rollout/eager_calls"]}
         prev = out["engines"].get(name)
         for k in ("seconds", "cpu_seconds"):
             r[k + "_per_round"] = (prev[k + "_per_round"] if prev else []) + [r[k]]
@@ -188,8 +190,7 @@ def run_model(path, label, args, device):
               f"({r['tokens_per_cpu_s']:6.0f} per CPU s)  {r['seconds'] * 1000 / args.new_tokens:7.1f} ms/step  peak "
               f"{r['peak_alloc_mb'] if r['peak_alloc_mb'] is not None else float('nan'):8.0f} MB  "
               f"compile {r['compile_s']:5.1f} s  mismatch {r['mismatch_frac']:.4f}", flush=True)
-    p2o.ENGINES.pop(model, None)
-    del model
+    del model, gen
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out

@@ -35,15 +35,15 @@ def main(argv=None):
                                "--vllm-url", args.vllm_url, "--temperature", "0.7", "--max-new-tokens", "16",
                                "--out", os.path.join(ROOT, "runs", "bench-vllm-shared")])
     model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    engine = p2o.make_engine(model, tok, cfg, torch.device("cpu"))
     torch.manual_seed(1)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.02)
-    p2o.follow_policy(model, 1)
-    engine = p2o.ENGINES[model]
-    prompts = [p2o.chat_prompt(tok, "What is 12 + 7? Give the final answer in \\boxed{}.")] * 4
-    ids = tok(prompts[0], add_special_tokens=False)["input_ids"]
+    engine.follow(1)
+    pids = p2o.token_ids(tok, [p2o.chat_prompt(tok, "What is 12 + 7? Give the final answer in \\boxed{}.")] * 4)
+    ids = pids[0]
     stop = threading.Event()
 
     def other_client():  # LoRA requests, back to back
@@ -57,8 +57,8 @@ def main(argv=None):
             thread.start()
         gaps = []
         for _ in range(args.calls):
-            with p2o.adapter_off(model):
-                pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+            with engine.adapter_off():
+                comp, mask, slogp = engine.generate(pids, cfg.max_new_tokens, p2o.Sampling(cfg.temperature))
             with torch.no_grad(), model.disable_adapter():
                 base = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
             gaps.append(float(((base - slogp).abs() * mask).max()))

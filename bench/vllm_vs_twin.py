@@ -56,14 +56,11 @@ def served_model(url):
         return next(c["root"] for c in json.loads(r.read())["data"] if not c.get("parent"))
 
 
-def attach(p2o, torch, model, tok, cfg, engine):
-    p2o.ENGINES.pop(model, None)
+def make_engine(p2o, torch, model, tok, cfg, engine):
     if engine == "vllm":
-        p2o.ENGINES[model] = e = p2o.VllmEngine(cfg)
-        e.connect(model, tok, cfg)  # the start checks, then the (nonzero) adapter is loaded
-    else:
-        p2o.build_twin(model, torch.float32 if engine == "twin_fp32" else torch.bfloat16, torch.device("cpu"), cfg,
-                       compile=False)
+        return p2o.connect_vllm(model, tok, cfg)  # the start checks, then the (nonzero) adapter is loaded
+    dtype = torch.float32 if engine == "twin_fp32" else torch.bfloat16
+    return p2o.HFEngine(model, tok, cfg, p2o.build_twin(model, dtype, torch.device("cpu")))
 
 
 def generation(args, model_path, work):
@@ -78,14 +75,14 @@ def generation(args, model_path, work):
             if "lora_B" in n:
                 p.normal_(0, 0.02)
     questions = [f"What is {7 * k + 3} + {11 * k + 5}? Give the final answer in \\boxed{{}}." for k in range(args.prompts)]
-    prompts = [p2o.chat_prompt(tok, q) for q in questions for _ in range(4)]
+    pids = p2o.token_ids(tok, [p2o.chat_prompt(tok, q) for q in questions for _ in range(4)])
     out = {}
     for rnd in range(args.rounds):
         for engine in args.engines:
-            attach(p2o, torch, model, tok, cfg, engine)
+            gen = make_engine(p2o, torch, model, tok, cfg, engine)
             torch.manual_seed(rnd)
             t0 = time.perf_counter()
-            pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+            comp, mask, slogp = gen.generate(pids, cfg.max_new_tokens, p2o.Sampling(cfg.temperature))
             seconds = time.perf_counter() - t0
             with torch.no_grad():
                 lp = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
@@ -103,7 +100,7 @@ def generation(args, model_path, work):
                 best["seconds_per_round"] = row["seconds_per_round"]
             print(f"  generate {engine:>10} round {rnd}: {row['tokens_per_s']:7.1f} tokens/s  mismatch "
                   f"{row['mismatch_frac']:.4f}  mean |gap| {row['mean_abs_logp_gap']:.2e}", flush=True)
-            p2o.ENGINES.pop(model)  # (a vllm engine unloads its adapter as it goes)
+            del gen  # (a vllm engine unloads its adapter as it goes)
     return out
 
 

@@ -53,6 +53,24 @@ def build_tiny_model(path: Path, seed: int = 0, pad_is_eos: bool = False):
     return path
 
 
+def load_engine(cfg, device="cpu"):
+    """The policy, its tokenizer and its rollout engine, built as a run's start builds them."""
+    import p2o
+    model, tok = p2o.load_model(cfg, torch.device(device))
+    return model, tok, p2o.make_engine(model, tok, cfg, torch.device(device))
+
+
+def spy_generate(monkeypatch, record):
+    """Every generate call of the in-process engines (peft, twin) shows its prompts, as text, to `record`."""
+    import p2o
+    real = p2o.HFEngine.generate
+
+    def spy(self, prompt_ids, *a, **k):
+        record([self.tok.decode(ids) for ids in prompt_ids])
+        return real(self, prompt_ids, *a, **k)
+    monkeypatch.setattr(p2o.HFEngine, "generate", spy)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -9,7 +9,7 @@ import torch
 
 import p2o
 import verify
-from conftest import write_problems
+from conftest import load_engine, write_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT.parent / "shared" / "benchmarks"
@@ -204,19 +204,20 @@ def test_sampled_evaluation_repeats_and_leaves_the_rng_alone(tiny_model, tmp_pat
     data = write_problems(tmp_path / "probs.jsonl", 3)
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--max-new-tokens", "5",
                                "--eval-samples", "3", "--eval-temperature", "1.0", "--gen-batch-size", "4"])
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    model, tok, engine = load_engine(cfg)
+    problems = p2o.load_problems(str(data))
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    m1, rows1 = p2o.evaluate_file(model, tok, cfg, str(data), "p")
+    m1, rows1 = p2o.evaluate_file(engine, cfg, "p", problems)
     assert torch.equal(torch.get_rng_state(), before)  # training's random stream is untouched
-    m2, rows2 = p2o.evaluate_file(model, tok, cfg, str(data), "p")
+    m2, rows2 = p2o.evaluate_file(engine, cfg, "p", problems)
     assert rows1 == rows2 and m1 == m2 and m1["n"] == 3 and len(rows1) == 3
     assert [len(r["sample_completions"]) for r in rows1] == [3] * 3
     # samples differ from each other (sampled at T=1, not greedy copies), and the batch size only
     # groups the work
     assert any(len(set(r["sample_completions"])) > 1 for r in rows1)
     cfg1 = p2o.Config(**{**cfg.__dict__, "gen_batch_size": 64, "eval_samples": 0})
-    m3, rows3 = p2o.evaluate_file(model, tok, cfg1, str(data), "p")
+    m3, rows3 = p2o.evaluate_file(p2o.make_engine(model, tok, cfg1, torch.device("cpu")), cfg1, "p", problems)
     assert [r["greedy_completion"] for r in rows3] == [r["greedy_completion"] for r in rows1]
     assert set(m3) == {"n", "accuracy", "mean_length"} and "sample_answers" not in rows3[0]
 

@@ -1,4 +1,4 @@
-"""The compiled rollout path (p2o.py, "Rollout engine"; --compile on forces it on CPU): fixed shapes
+"""The compiled rollout path (p2o.py, "The compiled twin"; --compile on forces it on CPU): fixed shapes
 per run, each compiled once; greedy tokens equal to the eager path's; and every way it can fail
 (no compiler, a compile that raises, torch's recompile limit, no memory) ends in eager generation,
 said once and counted in rollout/eager_calls, never in a dead run. The two tests marked `slow`
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import p2o
-from conftest import write_problems
+from conftest import load_engine, write_problems
 
 CPU = torch.device("cpu")
 
@@ -18,13 +18,13 @@ def rows(out):
     return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
 
 
-def eager_greedy(entry, tok, prompts, max_new):
+def eager_greedy(twin, tok, prompt_ids, max_new):
     """transformers' own eager generate on the twin (dynamic cache, nothing compiled): the reference."""
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = entry.model.generate(**enc, do_sample=False, max_new_tokens=max_new, min_new_tokens=0,
-                                  repetition_penalty=1.0, pad_token_id=tok.pad_token_id,
-                                  eos_token_id=entry.model.generation_config.eos_token_id)
-    return out[:, enc["input_ids"].shape[1]:]
+    ids, attn = p2o.left_pad(prompt_ids, tok.pad_token_id, "cpu")
+    out = twin.generate(input_ids=ids, attention_mask=attn, do_sample=False, max_new_tokens=max_new, min_new_tokens=0,
+                        repetition_penalty=1.0, pad_token_id=tok.pad_token_id,
+                        eos_token_id=twin.generation_config.eos_token_id)
+    return out[:, ids.shape[1]:]
 
 
 def same_tokens(a, b, pad):
@@ -55,14 +55,13 @@ def test_p2o_run_compiles_each_shape_once_with_eager_greedy_tokens(tiny_model, t
         "--eval-limit", "5", "--micro-batch-size", "4", "--save-every", "5", "--lr", "1e-3"])
     from torch._dynamo.utils import counters
     seen = {"greedy": 0, "reflections": 0, "graphs_after_gepa": []}
-    real_gen, real_gepa, real_off = p2o.generate_with_logprobs, p2o.run_gepa, p2o.adapter_off
+    real_gen, real_gepa, real_off = p2o.HFEngine.generate, p2o.run_gepa, p2o.HFEngine.adapter_off
 
-    def gen(model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        result = real_gen(model, tok, prompts, cfg, greedy, max_new_tokens)
-        if greedy:  # every greedy answer of the run (evaluation, GEPA's scoring) against eager generate
-            entry = p2o.ENGINES[model]
-            ref = eager_greedy(entry, tok, prompts, max_new_tokens or cfg.max_new_tokens)
-            assert same_tokens(result[1], ref, tok.pad_token_id)
+    def gen(engine, prompt_ids, max_new, sampling=None):
+        result = real_gen(engine, prompt_ids, max_new, sampling)
+        if sampling is None:  # every greedy answer of the run (evaluation, GEPA's scoring) against eager generate
+            assert same_tokens(result[0], eager_greedy(engine.twin, engine.tok, prompt_ids, max_new),
+                               engine.tok.pad_token_id)
             seen["greedy"] += 1
         return result
 
@@ -71,12 +70,12 @@ def test_p2o_run_compiles_each_shape_once_with_eager_greedy_tokens(tiny_model, t
         seen["graphs_after_gepa"].append(counters["stats"]["unique_graphs"])
         return result
 
-    def off(model):
+    def off(engine):
         seen["reflections"] += 1
-        return real_off(model)
-    monkeypatch.setattr(p2o, "generate_with_logprobs", gen)
+        return real_off(engine)
+    monkeypatch.setattr(p2o.HFEngine, "generate", gen)
     monkeypatch.setattr(p2o, "run_gepa", gepa)
-    monkeypatch.setattr(p2o, "adapter_off", off)
+    monkeypatch.setattr(p2o.HFEngine, "adapter_off", off)
     p2o.train(cfg)
     steps = [r for r in rows(out) if "loss" in r]
     assert len(steps) == 5 and seen["greedy"] >= 4 and seen["reflections"] >= 1  # evals, GEPA scoring, `self`
@@ -95,36 +94,37 @@ def test_p2o_run_compiles_each_shape_once_with_eager_greedy_tokens(tiny_model, t
 def test_compiled_generate_buckets_caches_and_a_recompile_limit_hit(tiny_model, monkeypatch, capsys, fp32_twin):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on", "--lora-r", "4",
                                "--max-new-tokens", "10", "--gen-batch-size", "32", "--temperature", "0.7"])
-    model, tok = p2o.load_model(cfg, CPU)
-    entry = p2o.ENGINES[model]
+    model, tok, engine = load_engine(cfg)
+    entry = engine.compiled
     assert entry.plan == {1: 3072, 8: 768, 32: 768}  # 512 + 10 -> 768; the 1-row cache also holds a reflection
-    prompts = [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(5)]
-    _, comp, _ = p2o.generate(model, tok, prompts, cfg, greedy=True)
-    assert same_tokens(comp, eager_greedy(entry, tok, prompts, 10), tok.pad_token_id)
+    prompts = p2o.token_ids(tok, [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(5)])
+    comp = engine.generate(prompts, 10)[0]
+    assert same_tokens(comp, eager_greedy(engine.twin, tok, prompts, 10), tok.pad_token_id)
     assert entry.shapes == {8} and entry.compile_s > 0 and entry.eager_calls == 0
     cache, big = entry.caches[8], entry.caches[32]
     ptrs = [layer.keys.data_ptr() for layer in cache.layers]
     assert ptrs == [layer.keys.data_ptr() for layer in big.layers]  # 8 rows: the first rows of the 32-row cache
     # sampled, in the same bucket: the same cache object, reset, nothing recompiled; padded rows dropped
-    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts[:3], cfg)
-    assert comp.shape == slogp.shape == (3, 10) and len(pids) == 3
+    pids = prompts[:3]
+    comp, mask, slogp = engine.generate(pids, 10, p2o.Sampling(cfg.temperature))
+    assert comp.shape == slogp.shape == (3, 10)
     assert entry.caches[8] is cache and [layer.keys.data_ptr() for layer in cache.layers] == ptrs
     lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
     assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
     assert entry.shapes == {8} and entry.eager_calls == 0
     # what the memory check counts is what the cache holds
     held = sum(layer.keys.nbytes + layer.values.nbytes for layer in big.layers)
-    assert held == p2o.kv_cache_bytes(entry.model.config, {8: 768, 32: 768}, torch.float32)
+    assert held == p2o.kv_cache_bytes(engine.twin.config, {8: 768, 32: 768}, torch.float32)
     # a new shape past torch's recompile limit would run uncompiled without a word: here it is said and counted
     monkeypatch.setattr(p2o, "RECOMPILE_MARGIN", 1 - len(entry.plan))
     capsys.readouterr()
     with torch._dynamo.config.patch(recompile_limit=1):
-        _, comp, _ = p2o.generate(model, tok, prompts[:1], cfg, greedy=True)
-    assert same_tokens(comp, eager_greedy(entry, tok, prompts[:1], 10), tok.pad_token_id)
+        comp = engine.generate(prompts[:1], 10)[0]
+    assert same_tokens(comp, eager_greedy(engine.twin, tok, prompts[:1], 10), tok.pad_token_id)
     err = capsys.readouterr().err
     assert err.count("warning") == 1 and "compiling failed" in err and "Recompile" in err
-    assert entry.eager_calls == 1 and p2o.rollout_stats(model)["rollout/eager_calls"] == 1
-    p2o.generate(model, tok, prompts, cfg, greedy=True)  # from then on eager, counted, not said again
+    assert entry.eager_calls == 1 and engine.stats()["rollout/eager_calls"] == 1
+    engine.generate(prompts, 10)  # from then on eager, counted, not said again
     assert entry.eager_calls == 2 and "warning" not in capsys.readouterr().err
 
 
@@ -181,14 +181,14 @@ def test_t4_and_v100_get_an_fp16_twin(monkeypatch):
 
 def policy(tiny_model, *flags):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--rollout-engine", "peft", *flags])
-    model, _ = p2o.load_model(cfg, CPU)
-    return cfg, model
+    model, tok = p2o.load_model(cfg, CPU)
+    return cfg, model, tok
 
 
 def test_auto_on_a_gpu_counts_kv_cache_and_update(tiny_model, monkeypatch, capsys):
     """The twin's weights fit with a quarter of the card spare (the old rule), but not beside its KV
     caches and an update's peak: auto takes peft."""
-    cfg, model = policy(tiny_model, "--max-new-tokens", "512", "--gen-batch-size", "64")
+    cfg, model, tok = policy(tiny_model, "--max-new-tokens", "512", "--gen-batch-size", "64")
     cfg = p2o.dataclasses.replace(cfg, rollout_engine="auto", compile="auto")
     twin = p2o.model_params(model) * 2
     kv = p2o.kv_cache_bytes(model.config, p2o.cache_plan(cfg), torch.bfloat16)
@@ -197,26 +197,26 @@ def test_auto_on_a_gpu_counts_kv_cache_and_update(tiny_model, monkeypatch, capsy
     total = 40 * twin
     monkeypatch.setattr(p2o, "twin_dtype", lambda device: torch.bfloat16)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (total // 4 + 2 * twin, total))
-    assert p2o.attach_rollout_engine(model, cfg, torch.device("cuda")) == "peft"
-    assert "KV cache" in capsys.readouterr().err and model not in p2o.ENGINES
+    engine = p2o.make_engine(model, tok, cfg, torch.device("cuda"))
+    assert engine.name == "peft" and engine.twin is None and "KV cache" in capsys.readouterr().err
     # with room for all of it: the twin (not built here: there is no GPU)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (twin + kv + train + total // 10, total))
     assert p2o.choose_engine(model, cfg, torch.device("cuda"), torch.bfloat16, True)[0] == "twin"
 
 
 def test_out_of_memory_building_the_twin_under_auto_falls_back_to_peft(tiny_model, monkeypatch, capsys):
-    cfg, model = policy(tiny_model)
+    cfg, model, tok = policy(tiny_model)
     capsys.readouterr()
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     monkeypatch.setattr(p2o, "build_twin", oom)
-    assert p2o.attach_rollout_engine(model, p2o.dataclasses.replace(cfg, rollout_engine="auto"), CPU) == "peft"
+    engine = p2o.make_engine(model, tok, p2o.dataclasses.replace(cfg, rollout_engine="auto"), CPU)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "out of memory while building the twin" in err[0] and "engine: peft" in err[1]
-    assert model not in p2o.ENGINES
+    assert engine.name == "peft" and engine.twin is None
     with pytest.raises(torch.OutOfMemoryError):  # asked for by name: the user should know
-        p2o.attach_rollout_engine(model, p2o.dataclasses.replace(cfg, rollout_engine="twin"), CPU)
+        p2o.make_engine(model, tok, p2o.dataclasses.replace(cfg, rollout_engine="twin"), CPU)
 
 
 def test_transformers_declining_to_compile_is_counted(tiny_model, tmp_path, monkeypatch, capsys):
@@ -231,14 +231,14 @@ def test_transformers_declining_to_compile_is_counted(tiny_model, tmp_path, monk
 def test_a_prompt_beyond_the_static_cache_generates_eagerly(tiny_model, capsys):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--compile", "on",
                                "--max-new-tokens", "10", "--gen-batch-size", "8", "--no-p2o"])
-    model, tok = p2o.load_model(cfg, CPU)
-    entry = p2o.ENGINES[model]
+    model, tok, engine = load_engine(cfg)
+    entry = engine.compiled
     assert entry.plan == {1: 768, 8: 768}
-    long = p2o.chat_prompt(tok, "What is 1 + 1? " + "x" * 800)  # one token a byte: over 768 with the answer
+    long = p2o.token_ids(tok, [p2o.chat_prompt(tok, "What is 1 + 1? " + "x" * 800)])  # a token a byte: over 768
     capsys.readouterr()
     for _ in range(2):
-        _, comp, _ = p2o.generate(model, tok, [long], cfg, greedy=True)
-    assert same_tokens(comp, eager_greedy(entry, tok, [long], 10), tok.pad_token_id)
+        comp = engine.generate(long, 10)[0]
+    assert same_tokens(comp, eager_greedy(engine.twin, tok, long, 10), tok.pad_token_id)
     err = capsys.readouterr().err
     assert err.count("do not fit the static caches") == 1 and "warning" not in err
     assert entry.eager_calls == 2 and entry.shapes == set() and not entry.broken

@@ -179,7 +179,6 @@ def test_resume_loads_rng_and_optimizer_state_to_the_cpu_whatever_the_model_devi
             yield torch.empty(1, device="meta")
     import peft
     monkeypatch.setattr(peft, "set_peft_model_state_dict", lambda model, sd: None)
-    monkeypatch.setattr(p2o, "follow_policy", lambda model, step: None)
     opt, sched = Recorder(), Recorder()
     step, _, _, rng = p2o.load_checkpoint(two_checkpoints, ModelElsewhere(), opt, sched)
     assert step == 2
@@ -287,7 +286,7 @@ def test_a_huge_prompt_is_refused_without_tokenizing_it(capsys, monkeypatch, tin
     problems = [{"id": "huge", "question": "x" * 5_000_000, "answer": "1"}]
     t0 = time.time()
     with pytest.raises(p2o.UserError, match="every prompt is longer than the model's context .2048 tokens"):
-        p2o.fit_context(problems, model, tok, cfg, "big.jsonl", 512)
+        p2o.fit_context(problems, p2o.HFEngine(model, tok, cfg), cfg, "big.jsonl", 512)
     assert time.time() - t0 < 2
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import p2o
-from conftest import ROOT, assert_same_metrics
+from conftest import ROOT, assert_same_metrics, load_engine, spy_generate
 from test_p2o_method import ARGS as P2O_ARGS, MAGIC, scripted, scripted_lm  # noqa: F401 (fixture)
 
 FAST = ["--group-size", "4", "--prompts-per-step", "2", "--max-new-tokens", "12", "--device", "cpu",
@@ -382,19 +382,15 @@ def test_no_futurewarning_when_loading_the_model(tiny_model):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        p2o.load_model(cfg, torch.device("cpu"))
+        load_engine(cfg)
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
 
 
 def test_evaluation_shows_progress(capsys, tiny_model, tiny_data, tmp_path, monkeypatch):
     cfg, _ = p2o.parse_config(["--eval-only", "--model", str(tiny_model), "--eval", f"tiny={tiny_data}",
                                "--device", "cpu", "--max-new-tokens", "4", "--gen-batch-size", "5"])
-    sizes, real = [], p2o.generate
-
-    def spy(model, tok, prompts, *a, **k):
-        sizes.append(len(prompts))
-        return real(model, tok, prompts, *a, **k)
-    monkeypatch.setattr(p2o, "generate", spy)
+    sizes = []
+    spy_generate(monkeypatch, lambda prompts: sizes.append(len(prompts)))
     row = p2o.eval_only(cfg)
     err = capsys.readouterr().err
     assert "eval tiny (greedy):" in err and "/3 [" in err  # the bar (tqdm redraws at most every 0.1 s)

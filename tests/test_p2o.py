@@ -251,8 +251,7 @@ def test_bitsandbytes_cpu_lora_gradients_match_dequantized_reference(tiny_model)
             if "lora_" in n1:
                 p1.copy_(torch.randn_like(p1) * 0.3)
                 p2.copy_(p1)
-    gen_cfg = p2o.Config(max_new_tokens=4, device="cpu")
-    p2o.generate(model, tok, ["Hello"], gen_cfg)  # the call that used to trigger the repack
+    p2o.HFEngine(model, tok, cfg).generate(p2o.token_ids(tok, ["Hello"]), 4)  # the call that used to trigger the repack
     prompts, comp, mask = ragged_batch(tok)
     grads = []
     for m in (model, ref):
@@ -386,7 +385,7 @@ def test_sampling_ignores_generation_config_filters(loaded):
     gc.top_k, gc.repetition_penalty = 1, 50.0  # would make every sample the same greedy-like text
     try:
         torch.manual_seed(0)
-        _, comp, _ = p2o.generate(model, tok, ["What is 1+1?"] * 6, p2o.Config(max_new_tokens=8, temperature=1.0))
+        comp, _, _ = p2o.HFEngine(model, tok, cfg).generate(p2o.token_ids(tok, ["What is 1+1?"] * 6), 8, p2o.Sampling())
     finally:
         gc.top_k, gc.repetition_penalty = old
     assert len({tuple(c.tolist()) for c in comp}) > 1

@@ -12,7 +12,7 @@ import torch
 
 import gepa
 import p2o
-from conftest import assert_same_metrics, write_problems
+from conftest import assert_same_metrics, load_engine, spy_generate, write_problems
 
 MAGIC = "Work digit by digit and check the result."
 ARGS = ["--steps", "4", "--group-size", "4", "--prompts-per-step", "3", "--max-new-tokens", "10", "--device", "cpu",
@@ -40,7 +40,7 @@ def scripted(monkeypatch):
     seen = {"batches": [], "updates": []}
     ASKED.clear()
 
-    def evaluator(model, tok, cfg):
+    def evaluator(engine, cfg):
         def evaluate(template, batch):
             return [(1.0 if MAGIC in template else 0.0, "out", "fb: expected " + ex["answer"]) for ex in batch]
         return evaluate, lambda jobs: [evaluate(t, b) for t, b in jobs]
@@ -314,7 +314,7 @@ def test_http_reflector_against_stub_server(scripted, stub_server, tiny_model, m
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*{i}?", "answer": str(i * i),
                                "failures": []} for i in range(6)}
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     assert state.templates == [MAGIC] and state.runs == 1
     path, auth, body = StubChat.requests[0]
     assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "qwen-reflector"
@@ -413,7 +413,7 @@ def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypa
     """--reflector PATH: a second model is loaded on demand, asked for instructions, then released."""
     cfg = p2o.Config(model=str(tiny_model), reflector=str(tiny_model), reflector_max_new_tokens=6,
                      gepa_budget=20, max_new_tokens=8, device="cpu")
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    engine = load_engine(cfg)[2]
     asked = []
     real_reflect = gepa.reflect
 
@@ -423,7 +423,7 @@ def test_local_model_reflector_is_loaded_and_used(scripted, tiny_model, monkeypa
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
-    p2o.run_gepa(state, model, tok, cfg)
+    p2o.run_gepa(state, engine, cfg)
     assert asked and "What is" in asked[0]  # the local model got the reflection request
     saved = gepa.State.from_json(state.gepa)
     assert saved.iterations >= 1 and saved.metric_calls <= 20 and state.runs == 1
@@ -436,12 +436,12 @@ def test_gepa_scoring_set_always_fits_the_budget(scripted, tiny_model):
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
-    p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
+    p2o.run_gepa(state, None, cfg, lm=scripted_lm)
     assert state.templates == [MAGIC]
     state.hard = {f"n{i}": {"id": f"n{i}", "question": f"What is {i}+9?", "answer": str(i + 9), "failures": []}
                      for i in range(6)}
     for budget in (2, 5):
-        p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=budget), lm=scripted_lm)
+        p2o.run_gepa(state, None, dataclasses.replace(cfg, gepa_budget=budget), lm=scripted_lm)
     saved = gepa.State.from_json(state.gepa)
     assert state.runs == 3 and saved.valset_ids and all(i.startswith("id:n") for i in saved.valset_ids)
     assert state.templates == [MAGIC]  # the best candidate survived the re-scoring
@@ -475,7 +475,7 @@ def test_every_problem_gepa_saw_gets_templates_later_arrivals_wait(scripted, tin
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
-    p2o.run_gepa(state, None, None, cfg, lm=scripted_lm)
+    p2o.run_gepa(state, None, cfg, lm=scripted_lm)
     scored = gepa.State.from_json(state.gepa).valset_ids
     assert state.templates == [MAGIC] and 0 < len(scored) < 6  # half scored, half fed reflection
     assert set(state.weights) == set(state.hard)  # ... and all of them get templates
@@ -504,11 +504,10 @@ def test_pool_problems_draw_from_the_whole_set_by_scoring_set_mean():
 
 def test_gepa_feedback_always_carries_the_gold_answer_and_answers_are_batched(tiny_model, monkeypatch):
     cfg = p2o.Config(model=str(tiny_model), max_new_tokens=6, device="cpu")
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    engine = load_engine(cfg)[2]
     calls = []
-    real = p2o.generate
-    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: calls.append(list(prompts)) or real(m, t, prompts, *a, **k))
-    evaluate, evaluate_many = p2o.make_evaluator(model, tok, cfg)
+    spy_generate(monkeypatch, calls.append)
+    evaluate, evaluate_many = p2o.make_evaluator(engine, cfg)
     batch = [{"id": "a", "question": "What is 2+2?", "answer": "4"}, {"id": "b", "question": "What is 3+3?", "answer": "6"}]
     res = evaluate_many([("T1", batch), ("T2", batch[:1])])
     assert len(calls) == 1 and len(calls[0]) == 3  # one generate call for every job
@@ -524,16 +523,15 @@ def test_run_gepa_mutates_k_parents_with_batched_answers(tiny_model, tmp_path, m
     seeds.write_text("Add carefully.\n---\nWork digit by digit.\n\n---\nCheck the result.\n")
     cfg = p2o.Config(model=str(tiny_model), max_new_tokens=4, device="cpu", gepa_budget=60, templates=str(seeds),
                      gepa_parents=16, gepa_minibatch=2)
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    engine = load_engine(cfg)[2]
     calls = []
-    real = p2o.generate
-    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: calls.append(len(prompts)) or real(m, t, prompts, *a, **k))
+    spy_generate(monkeypatch, lambda prompts: calls.append(len(prompts)))
     asked = []
     lm = lambda text: asked.append(text) or f"```\nNew idea {len(asked)}.\n```"
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(10)}
-    p2o.run_gepa(state, model, tok, cfg, lm=lm)
+    p2o.run_gepa(state, engine, cfg, lm=lm)
     saved = gepa.State.from_json(state.gepa)
     n_val = len(saved.valset_ids)
     assert saved.candidates[:4] == ["", "Add carefully.", "Work digit by digit.", "Check the result."]
@@ -557,7 +555,7 @@ def test_reflector_none_scores_the_seed_templates_only(scripted, tiny_model, tmp
     state = p2o.P2OState()
     state.hard = {f"h{i}": {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
                      for i in range(6)}
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     saved = gepa.State.from_json(state.gepa)
     assert saved.candidates == ["", MAGIC, "Something else."] and saved.iterations == 0
     assert state.templates == [MAGIC] and state.seeds == [MAGIC, "Something else."]
@@ -571,7 +569,7 @@ def test_gepa_runs_answer_only_problems_new_to_the_scoring_set(tiny_model, tmp_p
     nothing. Off, every run answers the whole scoring set again."""
     asked = []
 
-    def evaluator(model, tok, cfg):
+    def evaluator(engine, cfg):
         def many(jobs):
             asked.extend((t, ex["id"]) for t, batch in jobs for ex in batch)
             return [[(1.0 if t == "T" else 0.0, "out", "fb") for _ in batch] for t, batch in jobs]
@@ -583,33 +581,33 @@ def test_gepa_runs_answer_only_problems_new_to_the_scoring_set(tiny_model, tmp_p
     hard = lambda i: {"id": f"h{i}", "question": f"What is {i}*3?", "answer": str(3 * i), "failures": []}
     state = p2o.P2OState()
     state.hard = {f"h{i}": hard(i) for i in range(4)}
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in range(4))
     state.hard.pop("h0")
     state.hard["h4"] = hard(4)
     asked.clear()
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     assert sorted(asked) == [("", "h4"), ("T", "h4")] and state.last["run_metric_calls"] == 2
     assert set(state.weights) == {"h1", "h2", "h3", "h4"} and state.templates == ["T"]
     asked.clear()
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     assert asked == [] and state.last["run_metric_calls"] == 0 and state.runs == 3
     # a problem scored two runs ago, outside the last run's scoring set, is not answered again ...
     state.hard = {f"h{i}": hard(i) for i in range(1, 4)}
-    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_budget=2 * 4))  # (a scoring set of 2)
+    p2o.run_gepa(state, None, dataclasses.replace(cfg, gepa_budget=2 * 4))  # (a scoring set of 2)
     assert len(gepa.State.from_json(state.gepa).valset_ids) == 2
-    p2o.run_gepa(state, None, None, cfg)  # (all 3)
+    p2o.run_gepa(state, None, cfg)  # (all 3)
     assert asked == [] and {c: set(row) for c, row in state.scores.items()} == {c: {"h1", "h2", "h3"} for c in ("", "T")}
     # ... but one that was solved (left the buffer) and is hard again is
     cfg4 = dataclasses.replace(cfg, group_size=4)
     p2o.collect_hard(state, [hard(1)], [1.0, 1.0, 0.0, 0.0], ["x"] * 4, ["fb"] * 4, cfg4)
     p2o.collect_hard(state, [hard(1)], [0.0] * 4, ["x"] * 4, ["fb"] * 4, cfg4)
     asked.clear()
-    p2o.run_gepa(state, None, None, cfg)
+    p2o.run_gepa(state, None, cfg)
     assert sorted(asked) == [("", "h1"), ("T", "h1")]
     state.hard["h5"] = hard(5)
     asked.clear()
-    p2o.run_gepa(state, None, None, dataclasses.replace(cfg, gepa_reuse_scores=False))
+    p2o.run_gepa(state, None, dataclasses.replace(cfg, gepa_reuse_scores=False))
     assert sorted(asked) == sorted((t, f"h{i}") for t in ("", "T") for i in (1, 2, 3, 5))
 
 
@@ -629,8 +627,7 @@ def test_templates_file_errors_name_the_file(tmp_path, text, match):
 def test_local_reflector_reply_without_closing_fence_is_rejected(tiny_model, monkeypatch):
     """The self/local reflector prefills an opening fence; a reply that never closes it is not adopted."""
     cfg = p2o.Config(model=str(tiny_model), reflector="self", reflector_max_new_tokens=4, device="cpu")
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
-    lm, release = p2o.make_reflector(cfg, model, tok)
+    lm, release = p2o.make_reflector(cfg, load_engine(cfg)[2])
     records = [{"input": "q", "output": "o", "feedback": "f"}]
     monkeypatch.setattr(p2o, "decode", lambda *a: ["Add the numbers with care and then"])
     assert gepa.reflect("", records, lm) is None
@@ -649,9 +646,9 @@ def test_greedy_is_argmax_whatever_the_generation_config(tiny_model, tmp_path):
         if f.name.startswith(("tokenizer", "special", "chat")):
             shutil.copy(f, path / f.name)
     cfg = p2o.Config(model=str(path), max_new_tokens=12, device="cpu")
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
+    model, tok, engine = load_engine(cfg)
     prompt = p2o.chat_prompt(tok, "What is 2 + 2?")
-    _, comp, _ = p2o.generate(model, tok, [prompt], cfg, greedy=True)
+    comp = engine.generate(p2o.token_ids(tok, [prompt]), 12)[0]
     ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         for _ in range(12):  # plain argmax, by hand
@@ -665,8 +662,7 @@ def test_greedy_is_argmax_whatever_the_generation_config(tiny_model, tmp_path):
 def test_eval_only_with_a_template(tiny_model, tmp_path, monkeypatch, capsys):
     data = write_problems(tmp_path / "ev.jsonl", 3)
     seen = []
-    real = p2o.generate
-    monkeypatch.setattr(p2o, "generate", lambda m, t, prompts, *a, **k: seen.append(list(prompts)) or real(m, t, prompts, *a, **k))
+    spy_generate(monkeypatch, seen.append)
     base = ["--eval-only", "--model", str(tiny_model), "--eval", str(data), "--max-new-tokens", "4", "--device", "cpu"]
     assert p2o.main(base + ["--template", "Carry the ones.", "--out", str(tmp_path / "e1")]) == 0
     assert all("Carry the ones.\n\nWhat is" in p for p in seen[-1])

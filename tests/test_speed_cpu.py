@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import p2o
+from conftest import load_engine
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +192,14 @@ def test_generate_feeds_the_lm_head_contiguous_rows(tiny_model):
     the head weight once per row for such a strided input (2 GB for 36 rows of SmolLM2). The kit's
     generate makes that slice contiguous, on the twin and on the policy, with one hook per model."""
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--max-new-tokens", "3"])
-    model, tok = p2o.load_model(cfg, torch.device("cpu"))
-    prompts = [p2o.chat_prompt(tok, f"What is {i} + {i * 7}?") for i in range(4)]  # different lengths
-    for gen_model in (p2o.ENGINES[model].model, None):
-        if gen_model is None:  # the peft engine: the policy generates itself
-            p2o.ENGINES.pop(model)
-            gen_model = model
-        want = p2o.generate(model, tok, prompts, cfg, greedy=True)[1]
+    model, tok, twin = load_engine(cfg)
+    ids = p2o.token_ids(tok, [p2o.chat_prompt(tok, f"What is {i} + {i * 7}?") for i in range(4)])  # different lengths
+    for engine, gen_model in ((twin, twin.twin), (p2o.HFEngine(model, tok, cfg), model)):  # peft: the policy itself
+        want = engine.generate(ids, 3)[0]
         seen = []
         head = gen_model.get_output_embeddings()
         head.register_forward_pre_hook(lambda m, args: seen.append((args[0].shape, args[0].is_contiguous())))
-        got = p2o.generate(model, tok, prompts, cfg, greedy=True)[1]
+        got = engine.generate(ids, 3)[0]
         assert torch.equal(got, want)
         assert len(head._forward_pre_hooks) == 2  # ours (once) and the spy
         assert len(seen) == 3 and all(c for _, c in seen), seen
@@ -232,9 +230,9 @@ def test_rollout_prefill_tells_prompts_apart_by_their_padding(tiny_model):
     for name, p in model.named_parameters():  # a visible adapter
         if "lora_B" in name:
             p.data.normal_(0, 0.5)
-    p2o.build_twin(model, torch.float32, torch.device("cpu"))
-    prompts = [tok.pad_token + "Hi"] * 2 + ["Hi"] * 2
-    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+    engine = p2o.HFEngine(model, tok, cfg, p2o.build_twin(model, torch.float32, torch.device("cpu")))
+    pids = p2o.token_ids(tok, [tok.pad_token + "Hi"] * 2 + ["Hi"] * 2)
+    comp, mask, slogp = engine.generate(pids, 5, p2o.Sampling(cfg.temperature))
     assert pids[0] == [tok.pad_token_id] + pids[2]  # same ids once left-padded
     lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
     assert mask.sum() > 0 and torch.allclose(lp * mask, slogp * mask, atol=1e-4)

@@ -1,6 +1,8 @@
-"""The rollout twin (p2o.py, "Rollout engine"): a plain copy of the policy with LoRA folded in,
+"""The rollout twin (p2o.py, "Rollout engines"): a plain copy of the policy with LoRA folded in,
 rebuilt in place from the policy after every step; and the train/sampler mismatch correction."""
+import contextlib
 import dataclasses
+import inspect
 import json
 
 import pytest
@@ -20,12 +22,11 @@ def load(tiny_model, *flags, seed=1):
         for name, p in model.named_parameters():  # LoRA B starts at zero; make the adapter matter
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    p2o.refresh_twin(model)
     return cfg, model, tok
 
 
-def twin_of(model):
-    return p2o.ENGINES[model].model
+def twin_engine(cfg, model, tok, dtype):
+    return p2o.HFEngine(model, tok, cfg, p2o.build_twin(model, dtype, CPU))
 
 
 def hand_built_weights(model, lora=True):
@@ -48,8 +49,8 @@ def hand_built_weights(model, lora=True):
     return out
 
 
-def twin_state(model):
-    return {k: v.clone() for k, v in twin_of(model).state_dict().items()}
+def twin_state(twin):
+    return {k: v.clone() for k, v in twin.state_dict().items()}
 
 
 IDS = torch.tensor([[5, 17, 42, 9, 30, 77, 12, 3], [8, 8, 61, 70, 2, 19, 33, 45]])
@@ -61,18 +62,16 @@ def logits(m):
 
 
 def policy_with_twin(tiny_model, four_bit, dtype):
-    """The tiny policy (4-bit base or not) with a twin of `dtype` built from it."""
+    """The tiny policy (4-bit base or not) and a twin of `dtype` built from it."""
     if four_bit:
         pytest.importorskip("bitsandbytes")
     _, model, _ = load(tiny_model, "--load-in-4bit" if four_bit else "--no-load-in-4bit")
-    p2o.build_twin(model, dtype, CPU)
-    return model
+    return model, p2o.build_twin(model, dtype, CPU)
 
 
 @pytest.mark.parametrize("four_bit", [False, True])
 def test_twin_equals_hand_built_reference_in_bf16(tiny_model, four_bit):
-    model = policy_with_twin(tiny_model, four_bit, torch.bfloat16)
-    twin = twin_of(model)
+    model, twin = policy_with_twin(tiny_model, four_bit, torch.bfloat16)
     ref = hand_built_weights(model)
     got = dict(twin.named_parameters())
     assert got.keys() == ref.keys()
@@ -93,8 +92,8 @@ def test_twin_equals_hand_built_reference_in_bf16(tiny_model, four_bit):
 
 @pytest.mark.parametrize("four_bit", [False, True])
 def test_fp32_twin_has_the_policys_logits(tiny_model, four_bit):
-    model = policy_with_twin(tiny_model, four_bit, torch.float32)
-    a, b = logits(model), logits(twin_of(model))
+    model, twin = policy_with_twin(tiny_model, four_bit, torch.float32)
+    a, b = logits(model), logits(twin)
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()  # fp32 summation order only
     # the adapter really changes the logits, so the comparison above means something
     with model.disable_adapter():
@@ -103,8 +102,8 @@ def test_fp32_twin_has_the_policys_logits(tiny_model, four_bit):
 
 def test_twin_follows_an_optimizer_step_only_when_refreshed(tiny_model):
     cfg, model, tok = load(tiny_model)
-    p2o.build_twin(model, torch.float32, CPU)
-    before = logits(twin_of(model))
+    engine = twin_engine(cfg, model, tok, torch.float32)
+    before = logits(engine.twin)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     model.train()
     loss = model(input_ids=IDS).logits.float().pow(2).mean()
@@ -112,75 +111,71 @@ def test_twin_follows_an_optimizer_step_only_when_refreshed(tiny_model):
     opt.step()
     model.eval()
     policy = logits(model)
-    assert torch.equal(logits(twin_of(model)), before)  # stale until refreshed
+    assert torch.equal(logits(engine.twin), before)  # stale until refreshed
     assert (policy - before).abs().max() > 1e-3
-    p2o.refresh_twin(model)
-    assert torch.allclose(logits(twin_of(model)), policy, atol=1e-4, rtol=1e-4)
+    engine.follow(1)
+    assert torch.allclose(logits(engine.twin), policy, atol=1e-4, rtol=1e-4)
 
 
 def test_hundred_refreshes_equal_one_fresh_build_bit_for_bit(tiny_model):
     cfg, model, tok = load(tiny_model)
-    p2o.build_twin(model, torch.bfloat16, CPU)
-    ptrs = {k: v.data_ptr() for k, v in twin_of(model).state_dict().items()}
+    twin = p2o.build_twin(model, torch.bfloat16, CPU)
+    ptrs = {k: v.data_ptr() for k, v in twin.state_dict().items()}
     for i in range(100):
-        p2o.refresh_twin(model, lora=i % 7 != 3)  # with the self reflector's base-only refreshes mixed in
-    p2o.refresh_twin(model)
-    after = twin_state(model)
+        p2o.refresh_twin(twin, model, lora=i % 7 != 3)  # with the self reflector's base-only refreshes mixed in
+    p2o.refresh_twin(twin, model)
+    after = twin_state(twin)
     # refreshed in place: the same storage (compiled graphs hold these addresses)
-    assert {k: v.data_ptr() for k, v in twin_of(model).state_dict().items()} == ptrs
-    p2o.build_twin(model, torch.bfloat16, CPU)
-    fresh = twin_state(model)
+    assert {k: v.data_ptr() for k, v in twin.state_dict().items()} == ptrs
+    fresh = twin_state(p2o.build_twin(model, torch.bfloat16, CPU))
     assert after.keys() == fresh.keys() and all(torch.equal(after[k], fresh[k]) for k in fresh)
 
 
 def test_greedy_answers_from_fp32_twin_equal_the_peft_path(tiny_model):
     cfg, model, tok = load(tiny_model)
-    p2o.build_twin(model, torch.float32, CPU)
     # 3 problems x 4 rollouts: identical rows take the shared-prompt prefill
     prompts = [p2o.chat_prompt(tok, f"What is {i} + {2 * i}?") for i in range(3) for _ in range(4)]
-    prompts.append(p2o.chat_prompt(tok, "A lone, longer prompt: 17 * 3?"))
-    _, twin_out, twin_mask = p2o.generate(model, tok, prompts, cfg, greedy=True)
-    p2o.ENGINES.pop(model)
-    _, peft_out, peft_mask = p2o.generate(model, tok, prompts, cfg, greedy=True)
+    ids = p2o.token_ids(tok, prompts + [p2o.chat_prompt(tok, "A lone, longer prompt: 17 * 3?")])
+    twin_out, twin_mask, _ = twin_engine(cfg, model, tok, torch.float32).generate(ids, 10)
+    peft_out, peft_mask, _ = p2o.HFEngine(model, tok, cfg).generate(ids, 10)
     assert torch.equal(twin_out, peft_out) and torch.equal(twin_mask, peft_mask)
     assert twin_mask.sum() > 0
 
 
 def test_self_reflector_generates_from_the_base(tiny_model, monkeypatch):
     cfg, model, tok = load(tiny_model)
-    p2o.build_twin(model, torch.bfloat16, CPU)
-    with_lora = twin_state(model)
+    engine = twin_engine(cfg, model, tok, torch.bfloat16)
+    with_lora = twin_state(engine.twin)
     base = {k: w.to(torch.bfloat16) for k, w in hand_built_weights(model, lora=False).items()}
     seen = []
-    real = p2o.generate_with_logprobs
+    real = engine.generate
 
-    def spy(m, *a, **kw):
-        seen.append({k: torch.equal(v, base[k]) for k, v in twin_of(model).named_parameters()})
-        return real(m, *a, **kw)
-    monkeypatch.setattr(p2o, "generate_with_logprobs", spy)
-    lm, release = p2o.make_reflector(dataclasses.replace(cfg, reflector="self", reflector_max_new_tokens=4), model, tok)
+    def spy(*a, **kw):
+        seen.append({k: torch.equal(v, base[k]) for k, v in engine.twin.named_parameters()})
+        return real(*a, **kw)
+    engine.generate = spy
+    lm, release = p2o.make_reflector(dataclasses.replace(cfg, reflector="self", reflector_max_new_tokens=4), engine)
     lm("Improve this instruction.")
     release()
     assert len(seen) == 1 and all(seen[0].values())  # the twin held the base weights while generating
-    after = twin_state(model)  # and the LoRA-folded weights again afterwards, bit for bit
+    after = twin_state(engine.twin)  # and the LoRA-folded weights again afterwards, bit for bit
     assert all(torch.equal(after[k], with_lora[k]) for k in with_lora)
     assert any(not torch.equal(with_lora[k], base[k]) for k in base)
 
 
 @pytest.mark.parametrize("engine", ["peft", "twin"])
 def test_adapter_off_samples_the_base_model(tiny_model, engine):
-    """p2o.adapter_off (the `self` reflector's base model) on either in-process engine: the tokens sampled
+    """adapter_off (the `self` reflector's base model) on either in-process engine: the tokens sampled
     under it have the base model's log-probs (peft's disable_adapter() forward, not through any engine),
     and those sampled with the adapter on have the adapter's."""
     cfg, model, tok = load(tiny_model, "--rollout-engine", engine)  # LoRA B non-zero: the adapter matters
-    if engine == "twin":
-        p2o.build_twin(model, torch.float32, CPU)  # (fp32: its log-probs match the policy's to ~1e-5)
-    assert p2o.engine_of(model).stats()["rollout/engine"] == engine
-    prompts = [p2o.chat_prompt(tok, f"What is {i} + {2 * i}?") for i in range(3) for _ in range(2)]
+    # (the twin in fp32: its log-probs match the policy's to ~1e-5)
+    engine = twin_engine(cfg, model, tok, torch.float32) if engine == "twin" else p2o.HFEngine(model, tok, cfg)
+    pids = p2o.token_ids(tok, [p2o.chat_prompt(tok, f"What is {i} + {2 * i}?") for i in range(3) for _ in range(2)])
 
     def sample():
         torch.manual_seed(0)
-        return p2o.generate_with_logprobs(model, tok, prompts, cfg)
+        return (pids, *engine.generate(pids, cfg.max_new_tokens, p2o.Sampling(cfg.temperature)))
 
     @torch.no_grad()
     def recomputed(pids, comp, mask, slogp):
@@ -190,7 +185,7 @@ def test_adapter_off_samples_the_base_model(tiny_model, engine):
             base = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
         lora = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
         return slogp * mask, base * mask, lora * mask
-    with p2o.adapter_off(model):
+    with engine.adapter_off():
         sampled = sample()
     off, base, lora = recomputed(*sampled)
     assert torch.allclose(off, base, atol=1e-4), (off - base).abs().max()
@@ -202,21 +197,20 @@ def test_adapter_off_samples_the_base_model(tiny_model, engine):
 
 def test_sampler_logprobs_match_training_logprobs_in_fp32(tiny_model):
     cfg, model, tok = load(tiny_model)
-    p2o.build_twin(model, torch.float32, CPU)
-    prompts = [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(2) for _ in range(3)]
+    engine = twin_engine(cfg, model, tok, torch.float32)
+    pids = p2o.token_ids(tok, [p2o.chat_prompt(tok, f"What is {i} + 1?") for i in range(2) for _ in range(3)])
     cfg = dataclasses.replace(cfg, temperature=0.7)
     torch.manual_seed(0)
-    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+    comp, mask, slogp = engine.generate(pids, cfg.max_new_tokens, p2o.Sampling(cfg.temperature))
     lp, _ = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)
     assert slogp.shape == comp.shape and mask.sum() > 0
     assert torch.allclose(lp * mask, slogp * mask, atol=1e-4)
     # the IS weights are then ~1 and nothing counts as mismatched
     batch = p2o.Rollouts(prompt_ids=pids, sample_logp=slogp, templates=[""] * len(pids))
-    totals = {"mismatch": 0.0, "is_tokens": 0.0}
-    w = p2o.is_weights(lp, batch, list(range(len(pids))), mask, cfg, totals)
-    assert totals["mismatch"] == 0 and totals["is_tokens"] == mask.sum().item()
+    w, off, n = p2o.is_weights(lp, batch, list(range(len(pids))), mask, cfg)
+    assert off == 0 and n == mask.sum().item()
     assert torch.allclose(w, torch.ones_like(w), atol=1e-3)
-    assert p2o.generate_with_logprobs(model, tok, prompts[:1], cfg, greedy=True)[3] is None
+    assert engine.generate(pids[:1], cfg.max_new_tokens)[2] is None  # greedy: nothing sampled, nothing recorded
 
 
 def test_importance_weights_by_hand():
@@ -225,21 +219,19 @@ def test_importance_weights_by_hand():
     mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]])
     batch = p2o.Rollouts(prompt_ids=[[1]] * 4, sample_logp=torch.cat([sample, sample[:1]]), templates=["", "", "", "t"])
     cfg = p2o.Config(is_correction="token_truncate", is_clip=3.0)
-    totals = {"mismatch": 0.0, "is_tokens": 0.0}
-    w = p2o.is_weights(train, batch, [0, 1, 2], mask, cfg, totals)
+    w, off, n = p2o.is_weights(train, batch, [0, 1, 2], mask, cfg)
     expected = torch.tensor([[1.0, 3.0, 1.0], [1.0, 0.5 / 0.48, 1.0], [1.0, 0.5 / 0.9, 1.0]])
     assert torch.allclose(w, expected)  # ratio 5 truncated to C=3; the padded token keeps 1
-    assert totals == {"mismatch": 2.0, "is_tokens": 8.0}  # 5.0 and 0.556 are outside [0.9, 1.1]
-    w = p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="sequence_mask"), None)
+    assert (off, n) == (2, 8)  # 5.0 and 0.556 are outside [0.9, 1.1]
+    w = p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="sequence_mask"))[0]
     # TRL's sequence_mask: the product of a rollout's token ratios; row 0's (5) leaves [1/3, 3] and is
     # dropped, the others weigh their tokens by it (a padded token keeps 1)
     r1, r2 = 0.5 / 0.48, 0.5 / 0.9
     assert torch.allclose(w, torch.tensor([[0.0] * 3, [r1, r1, 1.0], [r2] * 3]))
-    assert p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="none"), None) is None
+    assert p2o.is_weights(train, batch, [0, 1, 2], mask, dataclasses.replace(cfg, is_correction="none")) == (None, 2, 8)
     # a template-guided rollout is left to rho_mask: weight 1, not counted
-    totals = {"mismatch": 0.0, "is_tokens": 0.0}
-    w = p2o.is_weights(train[:1], batch, [3], mask[:1], cfg, totals)
-    assert torch.equal(w, torch.ones(1, 3)) and totals == {"mismatch": 0.0, "is_tokens": 0.0}
+    w, off, n = p2o.is_weights(train[:1], batch, [3], mask[:1], cfg)
+    assert torch.equal(w, torch.ones(1, 3)) and (off, n) == (0, 0)
 
 
 def test_policy_loss_applies_the_weights_to_the_surrogate_only():
@@ -257,8 +249,9 @@ def test_policy_loss_applies_the_weights_to_the_surrogate_only():
 
 def test_engine_choice_and_logged_metrics(tiny_model, tiny_data, tmp_path, capsys):
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--device", "cpu", "--rollout-engine", "peft"])
-    model, _ = p2o.load_model(cfg, CPU)
-    assert model not in p2o.ENGINES and "rollout engine: peft" in capsys.readouterr().err
+    model, tok = p2o.load_model(cfg, CPU)
+    engine = p2o.make_engine(model, tok, cfg, CPU)
+    assert engine.twin is None and engine.name == "peft" and "rollout engine: peft" in capsys.readouterr().err
     cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "r"),
                                "--steps", "2", "--group-size", "2", "--prompts-per-step", "2", "--max-new-tokens",
                                "6", "--device", "cpu", "--no-p2o", "--rollout-engine", "twin"])
@@ -282,13 +275,60 @@ def test_bad_engine_flags_are_one_line_errors(capsys, tiny_model, tiny_data, tmp
 
 
 def test_resume_rebuilds_the_twin_from_the_checkpoint(tiny_model, tmp_path):
+    """As a resumed run's start does: the checkpoint's adapter loaded, then the engine follows it."""
     cfg, model, tok = load(tiny_model, seed=3)
     opt, sched = p2o.make_optimizer(model, cfg)
     p2o.save_checkpoint(tmp_path, model, opt, sched, 1, {"epoch": 0, "index": 0}, p2o.P2OState(), p2o.rng_state())
-    saved = twin_state(model)
-    cfg2, model2, _ = load(tiny_model, seed=4)  # a different adapter, then the checkpoint's
-    assert any(not torch.equal(twin_state(model2)[k], saved[k]) for k in saved)
+    saved = twin_state(twin_engine(cfg, model, tok, torch.bfloat16).twin)
+    cfg2, model2, tok2 = load(tiny_model, seed=4)  # a different adapter, then the checkpoint's
+    engine2 = twin_engine(cfg2, model2, tok2, torch.bfloat16)
+    assert any(not torch.equal(twin_state(engine2.twin)[k], saved[k]) for k in saved)
     opt2, sched2 = p2o.make_optimizer(model2, cfg2)
-    p2o.load_checkpoint(tmp_path, model2, opt2, sched2)
-    loaded = twin_state(model2)
+    step = p2o.load_checkpoint(tmp_path, model2, opt2, sched2)[0]
+    engine2.follow(step)
+    loaded = twin_state(engine2.twin)
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_one_engine_serves_the_whole_run(tiny_model, tmp_path, monkeypatch):
+    """The run's start builds one engine, and all that generates goes through it: the rollouts (sampled, with
+    the sampler's log-probs), GEPA's scoring (greedy), the `self` reflector (sampled, adapter off) and the
+    evaluations (greedy); after every update it follows the policy."""
+    from conftest import write_problems
+    data = write_problems(tmp_path / "train.jsonl", 6)
+    built, seen, follows = [], set(), []
+    real_make = p2o.make_engine
+
+    def make_engine(*a, **k):
+        engine = real_make(*a, **k)
+        built.append(engine)
+        gen, off, follow = engine.generate, engine.adapter_off, engine.follow
+        state = {"off": False}
+
+        def generate(ids, max_new, sampling=None):
+            comp, mask, logp = gen(ids, max_new, sampling)
+            callers = {frame.function for frame in inspect.stack(0)}
+            phase = "gepa" if "run_gepa" in callers else "eval" if "run_evals" in callers else "rollout"
+            seen.add((phase, "base" if state["off"] else "policy", "sampled" if sampling else "greedy",
+                      logp is not None))
+            return comp, mask, logp
+
+        @contextlib.contextmanager
+        def adapter_off():
+            with off():
+                state["off"] = True
+                yield
+            state["off"] = False
+        engine.generate, engine.adapter_off = generate, adapter_off
+        engine.follow = lambda step, stats=None: follows.append(step) or follow(step, stats)
+        return engine
+    monkeypatch.setattr(p2o, "make_engine", make_engine)
+    cfg, _ = p2o.parse_config(["--model", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "run"),
+                               "--device", "cpu", "--steps", "3", "--group-size", "2", "--prompts-per-step", "2",
+                               "--max-new-tokens", "6", "--gepa-every", "2", "--gepa-min-hard", "2", "--gepa-budget",
+                               "12", "--reflector", "self", "--reflector-max-new-tokens", "6", "--eval", str(data),
+                               "--eval-limit", "2", "--rollout-engine", "twin"])
+    p2o.train(cfg)
+    assert len(built) == 1 and follows == [1, 2, 3]
+    assert seen == {("rollout", "policy", "sampled", True), ("gepa", "policy", "greedy", False),
+                    ("gepa", "base", "sampled", True), ("eval", "policy", "greedy", False)}

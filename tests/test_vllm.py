@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import p2o
+from conftest import load_engine
 
 CPU = torch.device("cpu")
 URL = os.environ.get("P2O_VLLM_URL", "")
@@ -73,9 +74,8 @@ def gap(a, b, mask):
 def policy(server, tmp_path_factory):
     cfg, _ = p2o.parse_config(flags(server, out=tmp_path_factory.mktemp("vllm") / "run"))
     p2o.check_config(cfg)
-    model, tok = p2o.load_model(cfg, CPU)
-    yield cfg, model, tok, p2o.ENGINES[model]
-    engine = p2o.ENGINES[model]
+    model, tok, engine = load_engine(cfg)
+    yield cfg, model, tok, engine
     if engine.adapter:  # leave the shared server as it was
         engine.call("/v1/unload_lora_adapter", {"lora_name": engine.adapter})
 
@@ -88,28 +88,34 @@ def test_adapters_load_under_new_names_and_the_old_ones_go(policy, server):
     assert engine.adapter.endswith("-step0") and loaded_models(server[0]).count(engine.adapter) == 1
     seen = [engine.adapter]
     for step in (1, 2, 2):  # the same step twice (a resumed run's first follow): still a new name
-        p2o.follow_policy(model, step)
+        engine.follow(step)
         seen.append(engine.adapter)
         ours = [m for m in loaded_models(server[0]) if m.startswith(engine.run_id)]
         assert ours == [engine.adapter]  # the previous one is unloaded
         assert sorted(p.name for p in engine.dir.iterdir()) == [engine.adapter]  # and its folder deleted
         assert (engine.dir / engine.adapter / "adapter_model.safetensors").is_file()
     assert len(set(seen)) == 4 and seen[3] != seen[2] and seen[2].endswith("-step2")
-    # shapes: as the other engines, [N, max_new] each, prompt ids as the tokenizer gives them
-    prompts = [p2o.chat_prompt(tok, PROMPT)] * 3 + [p2o.chat_prompt(tok, "What is 2 + 2?")] * 2
-    pids, comp, mask, logp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+    # shapes: as the other engines, [N, max_new] each
+    pids = p2o.token_ids(tok, [p2o.chat_prompt(tok, PROMPT)] * 3 + [p2o.chat_prompt(tok, "What is 2 + 2?")] * 2)
+    comp, mask, logp = engine.generate(pids, 16, p2o.Sampling(cfg.temperature))
     assert comp.shape == mask.shape == logp.shape == (5, 16)
-    assert pids[0] == tok(prompts[0], add_special_tokens=False)["input_ids"] and pids[4] != pids[0]
     assert ((logp <= 0) | (mask == 0)).all() and (logp * mask).sum() < -1 and mask[:, 0].all()
-    _, comp, mask = p2o.generate(model, tok, prompts, cfg, greedy=True, max_new_tokens=5)
+    comp, mask, logp = engine.generate(pids, 5)
+    assert comp.shape == (5, 5) and torch.equal(comp[0], comp[2]) and logp is None  # greedy: one answer a prompt
     assert comp.shape == (5, 5) and torch.equal(comp[0], comp[2])  # greedy: one answer per prompt
+
+
+def sample(engine, cfg, n, temperature=None):
+    """n samples of PROMPT on the server: (prompt ids, completions, mask, the server's log-probs)."""
+    pids = p2o.token_ids(engine.tok, [p2o.chat_prompt(engine.tok, PROMPT)] * n)
+    return (pids, *engine.generate(pids, cfg.max_new_tokens, p2o.Sampling(temperature or cfg.temperature)))
 
 
 def test_server_logprobs_match_the_kits_model_with_the_adapter_not_the_base(policy):
     cfg, model, tok, engine = policy
     nudge(model, 1)
-    p2o.follow_policy(model, 3)
-    pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, [p2o.chat_prompt(tok, PROMPT)] * 8, cfg)
+    engine.follow(3)
+    pids, comp, mask, slogp = sample(engine, cfg, 8)
     with torch.no_grad():
         mine = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
         with model.disable_adapter():
@@ -118,8 +124,8 @@ def test_server_logprobs_match_the_kits_model_with_the_adapter_not_the_base(poli
     assert float(((mine - slogp).abs() * mask).max()) < 1e-3  # fp32 server, fp32 trainer
     assert gap(base, slogp, mask) > 20 * gap(mine, slogp, mask) and gap(base, slogp, mask) > 0.01
     # adapter off (the `self` reflector) samples the server's base model
-    with p2o.adapter_off(model):
-        pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, [p2o.chat_prompt(tok, PROMPT)] * 4, cfg)
+    with engine.adapter_off():
+        pids, comp, mask, slogp = sample(engine, cfg, 4)
         assert engine.served == engine.base
     with torch.no_grad(), model.disable_adapter():
         base = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
@@ -130,13 +136,12 @@ def test_no_staleness_across_two_adapters_on_the_same_prompt(policy):
     """The pitfall of a reloaded name: prefix-cache blocks of the old weights. Same prompt, same seed, new
     weights: the server's log-probs are the new adapter's, not the old one's."""
     cfg, model, tok, engine = policy
-    prompts = [p2o.chat_prompt(tok, PROMPT)] * 4
     results = []
     for seed in (2, 3):
         nudge(model, seed)
-        p2o.follow_policy(model, 10 + seed)
+        engine.follow(10 + seed)
         torch.manual_seed(0)  # the same request seeds
-        pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, cfg)
+        pids, comp, mask, slogp = sample(engine, cfg, 4)
         with torch.no_grad():
             mine = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
         assert float(((mine - slogp).abs() * mask).max()) < 1e-3
@@ -146,16 +151,14 @@ def test_no_staleness_across_two_adapters_on_the_same_prompt(policy):
     with torch.no_grad():
         first = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, cfg.temperature)[0]
     assert gap(first, slogp, mask) > 0.01
-    p2o.follow_policy(model, 14)  # server and trainer agree again, for the tests after this one
+    engine.follow(14)  # server and trainer agree again, for the tests after this one
 
 
 def test_temperature_reaches_the_server_and_its_logprobs(policy):
     cfg, model, tok, engine = policy
-    p2o.follow_policy(model, 20)  # (whatever the tests before left on the server)
-    prompts = [p2o.chat_prompt(tok, PROMPT)] * 8
+    engine.follow(20)  # (whatever the tests before left on the server)
     for t in (0.4, 1.3):
-        c = p2o.dataclasses.replace(cfg, temperature=t)
-        pids, comp, mask, slogp = p2o.generate_with_logprobs(model, tok, prompts, c)
+        pids, comp, mask, slogp = sample(engine, cfg, 8, t)
         with torch.no_grad():
             at_t = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, t)[0]
             at_1 = p2o.completion_logprobs(model, pids, comp, mask, tok.pad_token_id, 1.0)[0]
@@ -164,16 +167,16 @@ def test_temperature_reaches_the_server_and_its_logprobs(policy):
     # at start: here the probe's request goes out at temperature 1 while the run says 0.7
     real = engine.generate
 
-    def unscaled(model, tok, prompts, cfg, *a, **k):
-        return real(model, tok, prompts, p2o.dataclasses.replace(cfg, temperature=1.0), *a, **k)
+    def unscaled(ids, max_new, sampling, *a, **k):
+        return real(ids, max_new, p2o.Sampling(1.0), *a, **k)
     engine.generate = unscaled
     try:
         ids = tok(p2o.chat_prompt(tok, PROMPT), add_special_tokens=False)["input_ids"]
         with pytest.raises(p2o.UserError, match="unscaled distribution.*--logprobs-mode processed_logprobs"):
-            engine.probe(model, tok, cfg, ids)
+            engine.probe(ids)
     finally:
         del engine.generate
-    engine.probe(model, tok, cfg, ids)  # the real one passes
+    engine.probe(ids)  # the real one passes
 
 
 def test_start_checks_each_say_what_to_do(server, tiny_model, tmp_path):
@@ -185,17 +188,17 @@ def test_start_checks_each_say_what_to_do(server, tiny_model, tmp_path):
     cfg, _ = p2o.parse_config(flags(server, out=tmp_path / "a"))
     cfg.vllm_url = f"http://127.0.0.1:{port}/v1"
     with pytest.raises(p2o.UserError) as e:
-        p2o.load_model(cfg, CPU)
+        load_engine(cfg)
     assert "no vLLM server answers" in str(e.value) and (
         f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 python -m vllm.entrypoints.openai.api_server --model {model} "
         f"--host 127.0.0.1 --port {port} --dtype float32 --enable-lora --max-lora-rank 16 "
         "--logprobs-mode processed_logprobs") in str(e.value)
     cfg, _ = p2o.parse_config(flags(server, "--model", str(tiny_model), out=tmp_path / "b"))
     with pytest.raises(p2o.UserError, match="whose tokenizer is not --model"):
-        p2o.load_model(cfg, CPU)
+        load_engine(cfg)
     cfg, _ = p2o.parse_config(flags(server, "--lora-r", "32", out=tmp_path / "c"))  # the server takes rank <= 16
     with pytest.raises(p2o.UserError, match="LoRA rank 32 is greater than max_lora_rank 16.*--max-lora-rank"):
-        p2o.load_model(cfg, CPU)
+        load_engine(cfg)
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
     cfg, _ = p2o.parse_config(flags(server, "--max-new-tokens", "2040", "--data", str(data), out=tmp_path / "e"))
@@ -283,21 +286,21 @@ def test_server_gone_mid_run_saves_the_steps_done_and_resume_continues(server, t
     proxy = Proxy(urlsplit(server[0]).port)
     out = tmp_path / "run"
     monkeypatch.setattr(p2o, "VLLM_TRIES", 2)  # (1 s between tries instead of 7 s over four)
-    real, calls = p2o.generate_with_logprobs, []
+    real, calls = p2o.VllmEngine.generate, []
 
-    def gen(model, tok, prompts, cfg, greedy=False, max_new_tokens=None):
-        calls.append(greedy)
-        if len(calls) == 2:  # step 2's rollouts: the server goes away
+    def gen(engine, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:  # step 2's rollouts (after the start probe's and step 1's): the server goes away
             proxy.stop()
-        return real(model, tok, prompts, cfg, greedy, max_new_tokens)
-    monkeypatch.setattr(p2o, "generate_with_logprobs", gen)
+        return real(engine, *a, **k)
+    monkeypatch.setattr(p2o.VllmEngine, "generate", gen)
     argv = small_run(server, out, "--save-every", "5", "--vllm-url", f"http://127.0.0.1:{proxy.port}/v1")
     assert p2o.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("p2o: error:") == 1 and "stopped answering" in err
     assert "saved the 1 steps done as a checkpoint" in err and f"--out {out} --resume" in err
     assert p2o.has_checkpoint(out) and [r["step"] for r in rows(out) if "loss" in r] == [1]
-    monkeypatch.setattr(p2o, "generate_with_logprobs", real)
+    monkeypatch.setattr(p2o.VllmEngine, "generate", real)
     proxy = Proxy(urlsplit(server[0]).port, port=proxy.port)  # the server is back
     try:
         assert p2o.main(["--out", str(out), "--resume"]) == 0
@@ -313,9 +316,9 @@ def test_a_stale_adapter_is_warned_about_once(server, tmp_path, monkeypatch, cap
     out = tmp_path / "run"
     real = p2o.VllmEngine.follow
 
-    def stale(self, model, step=0, stats=None):
+    def stale(self, step=0, stats=None):
         if self.adapter is None:
-            return real(self, model, step, stats)
+            return real(self, step, stats)
         self.watch(stats, step)
     monkeypatch.setattr(p2o.VllmEngine, "follow", stale)
     cfg, given = p2o.parse_config(small_run(server, out, "--lr", "2e-2", "--steps", "4", "--max-new-tokens", "24"))
@@ -327,7 +330,7 @@ def test_a_stale_adapter_is_warned_about_once(server, tmp_path, monkeypatch, cap
 
 
 def test_watch_warns_on_a_jump_not_on_noise(capsys):
-    engine = p2o.VllmEngine(p2o.Config(vllm_url="http://127.0.0.1:1/v1"))
+    engine = p2o.VllmEngine(None, None, p2o.Config(vllm_url="http://127.0.0.1:1/v1"))
     for step, frac in enumerate([0.03, 0.02, 0.05, 0.06, 0.04, 0.30, 0.5], 1):
         engine.watch({"rollout/mismatch_frac": frac}, step)
     err = capsys.readouterr().err
